@@ -1,0 +1,443 @@
+"""Statistics of a study: per-setting summaries with bootstrap intervals and paired comparisons of policies.
+
+Reads the study runner's tidy results table (one row per trial x metric; see :class:`ResultColumns` for the
+columns it expects) and never trains or loads anything itself. It provides
+
+* :func:`summarize`: per setting (group-by columns) the median and the mean of a metric, each with a
+  bootstrap confidence interval;
+* :func:`compare_policies`: two policies paired repeat by repeat (repeat r of every policy uses the same real
+  subset), the paired differences with bootstrap intervals, a Wilcoxon signed-rank test and the share of
+  repeats in which one policy beats the other;
+* :func:`compare_to_reference`: that comparison for every policy against one reference, with Holm-adjusted
+  p-values, as one tidy table;
+* :func:`thesis_comparison`: the thesis's CNN medians beside ours.
+
+Figures are left to :mod:`mri_synth.plots`; running trials and writing the table to :mod:`mri_synth.study`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+
+@dataclass(frozen=True)
+class ResultColumns:
+    """Names of the results table's columns; pass another instance to read a table named differently."""
+
+    metric: str = "metric"
+    value: str = "value"
+    policy: str = "policy"
+    arch: str = "arch"
+    seed: str = "seed"
+    real_fraction: str = "real_fraction"
+    synthetic: str = "synthetic"
+    synthetic_fraction: str = "synthetic_fraction"
+    synthetic_classes: str = "synthetic_classes"
+    augment: str = "augment"
+    epoch: str = "epoch"
+
+
+COLUMNS = ResultColumns()
+"""The runner's own column names."""
+
+# Which direction is "better" for each metric the runner writes; recall_<class> is handled by prefix.
+LOWER_IS_BETTER: dict[str, bool] = {
+    "test_loss": True,
+    "best_test_loss": True,
+    "train_loss": True,
+    "ece": True,
+    "train_time_s": True,
+    "accuracy": False,
+    "balanced_accuracy": False,
+    "macro_f1": False,
+}
+
+THESIS_CNN_MEDIANS = pd.DataFrame(
+    {
+        "thesis_setting": ["100% real", "30% real", "30% real + 70% DALL-E 2 synthetic"],
+        "real_fraction": [1.0, 0.3, 0.3],
+        "synthetic_fraction": [0.0, 0.0, 0.7],
+        # "generative" matches any generator (diffusion, openai, ...), not the repeat control.
+        "synthetic": ["none", "none", "generative"],
+        # Median held-out cross-entropy over 100 runs, thesis section 7.1 (0.176023, 0.219863, 0.174202).
+        "thesis_median": [0.176023, 0.219863, 0.174202],
+    }
+)
+"""The thesis's headline numbers: basic CNN, median held-out loss over 100 runs, no classical augmentation."""
+
+_NOT_GENERATIVE = ("none", "repeat")
+
+
+def is_lower_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is better (loss, ECE, time) or worse (accuracy, recall, F1).
+
+    Raises:
+        ValueError: for a metric this module does not know; pass ``lower_is_better=`` explicitly then.
+    """
+    if metric in LOWER_IS_BETTER:
+        return LOWER_IS_BETTER[metric]
+    if metric.startswith("recall_"):
+        return False
+    raise ValueError(
+        f"unknown metric {metric!r}: cannot tell whether lower is better; "
+        "pass lower_is_better=True or False to the comparison"
+    )
+
+
+def require_columns(table: pd.DataFrame, names: Sequence[str], what: str = "results table") -> None:
+    """Raise a ValueError naming the missing columns and how to map them, if any of ``names`` is absent."""
+    missing = [name for name in names if name not in table.columns]
+    if missing:
+        raise ValueError(
+            f"the {what} lacks column(s) {missing}; it has {list(table.columns)}. Rename them, or pass "
+            "columns=ResultColumns(...) naming the table's own columns"
+        )
+
+
+def metric_rows(results: pd.DataFrame, metric: str, *, columns: ResultColumns = COLUMNS) -> pd.DataFrame:
+    """The rows of one metric, with a clear error if the metric is absent."""
+    require_columns(results, [columns.metric, columns.value])
+    rows = results[results[columns.metric] == metric]
+    if rows.empty:
+        available = sorted(results[columns.metric].astype(str).unique())
+        raise ValueError(f"no rows with {columns.metric} == {metric!r}; the table has {available}")
+    return rows
+
+
+def with_method(results: pd.DataFrame, *, name: str = "method", columns: ResultColumns = COLUMNS) -> pd.DataFrame:
+    """A copy of ``results`` with a column naming what a policy does, without its real fraction.
+
+    ``policy`` labels such as "30% real + 70% diffusion" change with the fraction; curves over real fractions
+    need one label per arm instead: "real only", "+ diffusion", "+ diffusion (Mild_Demented+...)",
+    "+ repeat", "+ autoaugment", "+ diffusion + autoaugment".
+    """
+    c = columns
+    require_columns(results, [c.synthetic, c.augment, c.synthetic_classes])
+    synthetic = results[c.synthetic].astype(str)
+    classes = results[c.synthetic_classes].astype(str)
+    augment = results[c.augment].astype(str)
+    synthetic_part = ("+ " + synthetic).where(synthetic != "none", "")
+    synthetic_part = synthetic_part.where((classes == "all") | (synthetic == "none"),
+                                          synthetic_part + " (" + classes + ")")
+    augment_part = ("+ " + augment).where(augment != "none", "")
+    label = (synthetic_part + " " + augment_part).str.strip()
+    return results.assign(**{name: label.where(label != "", "real only")})
+
+
+def bootstrap_interval(
+    values: np.ndarray,
+    statistic: str = "median",
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median or mean of ``values`` (NaN for fewer than 2 values)."""
+    values = np.asarray(values, dtype=float)
+    if statistic not in ("median", "mean"):
+        raise ValueError(f"statistic must be 'median' or 'mean', got {statistic!r}")
+    if values.size < 2:
+        return float("nan"), float("nan")
+    function = np.median if statistic == "median" else np.mean
+    # Percentile rather than BCa: BCa is undefined for the tied, discrete values small repeats produce.
+    result = sps.bootstrap(
+        (values,),
+        function,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def summarize(
+    results: pd.DataFrame,
+    metric: str = "test_loss",
+    *,
+    by: Sequence[str] | None = None,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    min_repeats: int = 2,
+    seed: int = 0,
+    columns: ResultColumns = COLUMNS,
+) -> pd.DataFrame:
+    """Median and mean of ``metric`` per setting, each with a bootstrap confidence interval.
+
+    Args:
+        results: the runner's long results table.
+        metric: which metric to summarise (e.g. ``test_loss``).
+        by: the columns that define a setting; default (arch, policy, real_fraction).
+        confidence: coverage of the intervals.
+        n_resamples: bootstrap resamples per interval.
+        min_repeats: settings with fewer repeats raise; pass 1 to get NaN intervals for them instead.
+        seed: seed of the bootstrap resampling, so a summary is reproducible.
+        columns: the table's column names.
+
+    Returns:
+        One row per setting: the ``by`` columns, ``metric``, ``n``, ``median``, ``median_lo``, ``median_hi``,
+        ``mean``, ``mean_lo``, ``mean_hi``, ``std``, ``q25``, ``q75``.
+
+    Raises:
+        ValueError: missing columns or metric, or a setting with fewer than ``min_repeats`` repeats.
+    """
+    by = list(by) if by is not None else [columns.arch, columns.policy, columns.real_fraction]
+    rows = metric_rows(results, metric, columns=columns)
+    require_columns(rows, by)
+    sizes = rows.groupby(by, sort=True, dropna=False).size()
+    thin = sizes[sizes < min_repeats]
+    if len(thin):
+        raise ValueError(
+            f"{len(thin)} setting(s) have fewer than {min_repeats} repeats of {metric!r} "
+            f"(first: {dict(zip(by, np.atleast_1d(thin.index[0])))} with {int(thin.iloc[0])}); run more seeds, "
+            "or pass min_repeats=1 to summarise them with NaN intervals"
+        )
+    records = []
+    for key, group in rows.groupby(by, sort=True, dropna=False):
+        values = group[columns.value].to_numpy(dtype=float)
+        median_lo, median_hi = bootstrap_interval(values, "median", confidence=confidence,
+                                                  n_resamples=n_resamples, seed=seed)
+        mean_lo, mean_hi = bootstrap_interval(values, "mean", confidence=confidence,
+                                              n_resamples=n_resamples, seed=seed)
+        records.append({
+            **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+            "metric": metric,
+            "n": values.size,
+            "median": float(np.median(values)),
+            "median_lo": median_lo,
+            "median_hi": median_hi,
+            "mean": float(np.mean(values)),
+            "mean_lo": mean_lo,
+            "mean_hi": mean_hi,
+            "std": float(np.std(values, ddof=1)) if values.size > 1 else float("nan"),
+            "q25": float(np.quantile(values, 0.25)),
+            "q75": float(np.quantile(values, 0.75)),
+        })
+    return pd.DataFrame.from_records(records)
+
+
+def _paired_values(
+    rows: pd.DataFrame, policy: str, within: list[str], pair_on: list[str], columns: ResultColumns
+) -> pd.Series:
+    chosen = rows[rows[columns.policy] == policy]
+    if chosen.empty:
+        available = sorted(rows[columns.policy].astype(str).unique())
+        raise ValueError(f"no rows of policy {policy!r}; the table's policies are {available}")
+    index = within + pair_on
+    duplicated = chosen[chosen.duplicated(index, keep=False)]
+    if not duplicated.empty:
+        varying = [c for c in chosen.columns
+                   if c not in index + [columns.value] and duplicated.groupby(index)[c].nunique().max() > 1]
+        raise ValueError(
+            f"policy {policy!r} has several rows per {index} (they differ in {varying}); add those columns to "
+            "within= or filter the table to one setting first"
+        )
+    return chosen.set_index(index)[columns.value].astype(float)
+
+
+def compare_policies(
+    results: pd.DataFrame,
+    a: str,
+    b: str,
+    metric: str = "test_loss",
+    *,
+    within: Sequence[str] | None = None,
+    pair_on: Sequence[str] | None = None,
+    lower_is_better: bool | None = None,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    min_pairs: int = 2,
+    seed: int = 0,
+    columns: ResultColumns = COLUMNS,
+) -> pd.DataFrame:
+    """Paired comparison of policy ``a`` against policy ``b`` on ``metric``, per group of ``within``.
+
+    Rows of ``a`` and ``b`` are paired by ``pair_on`` (the repeat index: repeat r of every policy trains on the
+    same real subset), so the differences ``a - b`` remove the variation between real subsets.
+
+    Args:
+        results: the runner's long results table.
+        a: the policy under test (e.g. ``"30% real + 70% diffusion"``).
+        b: the policy it is compared with (e.g. ``"30% real"``).
+        metric: which metric to compare.
+        within: columns compared separately; default (arch,). Add real_fraction when policy labels repeat
+            across fractions.
+        pair_on: columns that pair a row of ``a`` with a row of ``b``; default (seed,).
+        lower_is_better: direction of "better"; default from :func:`is_lower_better`.
+        confidence: coverage of the bootstrap intervals of the median and mean difference.
+        n_resamples: bootstrap resamples per interval.
+        min_pairs: fewest pairs a group may have.
+        seed: seed of the bootstrap resampling.
+        columns: the table's column names.
+
+    Returns:
+        One row per ``within`` group: ``a``, ``b``, ``metric``, ``n_pairs``, ``median_a``, ``median_b``,
+        ``median_diff`` (the median of the paired differences a - b) with ``median_diff_lo/hi``, ``mean_diff``
+        with ``mean_diff_lo/hi``, ``wilcoxon_statistic``, ``p_value`` (two-sided Wilcoxon signed-rank; NaN when
+        every difference is zero), ``share_a_better``, ``share_ties``, ``lower_is_better``.
+
+    Raises:
+        ValueError: missing columns, metric or policy; duplicate rows per pair; no or too few paired repeats.
+    """
+    within = list(within) if within is not None else [columns.arch]
+    pair_on = list(pair_on) if pair_on is not None else [columns.seed]
+    lower = is_lower_better(metric) if lower_is_better is None else lower_is_better
+    rows = metric_rows(results, metric, columns=columns)
+    require_columns(rows, [columns.policy, *within, *pair_on])
+    values_a = _paired_values(rows, a, within, pair_on, columns)
+    values_b = _paired_values(rows, b, within, pair_on, columns)
+    paired = pd.concat({"a": values_a, "b": values_b}, axis=1, join="inner")
+    if paired.empty:
+        raise ValueError(
+            f"no paired repeats: {a!r} and {b!r} share no {within + pair_on} values; run both policies with the "
+            "same seeds, or change within=/pair_on="
+        )
+    records = []
+    groups = paired.groupby(level=within, sort=True) if within else [((), paired)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        if len(group) < min_pairs:
+            raise ValueError(
+                f"only {len(group)} paired repeat(s) of {a!r} vs {b!r} at {dict(zip(within, key))}; "
+                f"need at least {min_pairs}: run more seeds of both policies"
+            )
+        diff = (group["a"] - group["b"]).to_numpy()
+        a_better = diff < 0 if lower else diff > 0
+        if np.all(diff == 0):
+            # Every pair tied: the signed-rank test has no non-zero difference to rank, so it is undefined.
+            statistic, p_value = float("nan"), float("nan")
+        else:
+            test = sps.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
+            statistic, p_value = float(test.statistic), float(test.pvalue)
+        median_lo, median_hi = bootstrap_interval(diff, "median", confidence=confidence,
+                                                  n_resamples=n_resamples, seed=seed)
+        mean_lo, mean_hi = bootstrap_interval(diff, "mean", confidence=confidence,
+                                              n_resamples=n_resamples, seed=seed)
+        records.append({
+            **dict(zip(within, key)),
+            "a": a, "b": b, "metric": metric, "n_pairs": len(diff),
+            "median_a": float(group["a"].median()), "median_b": float(group["b"].median()),
+            "median_diff": float(np.median(diff)), "median_diff_lo": median_lo, "median_diff_hi": median_hi,
+            "mean_diff": float(np.mean(diff)), "mean_diff_lo": mean_lo, "mean_diff_hi": mean_hi,
+            "wilcoxon_statistic": statistic, "p_value": p_value,
+            "share_a_better": float(np.mean(a_better)), "share_ties": float(np.mean(diff == 0)),
+            "lower_is_better": lower,
+        })
+    return pd.DataFrame.from_records(records)
+
+
+def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of p-values for multiple comparisons (NaN entries stay NaN)."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    steps = (m - np.arange(m)) * p[order]
+    adjusted[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
+    return adjusted
+
+
+def compare_to_reference(
+    results: pd.DataFrame,
+    reference: str,
+    metric: str = "test_loss",
+    *,
+    policies: Sequence[str] | None = None,
+    within: Sequence[str] | None = None,
+    columns: ResultColumns = COLUMNS,
+    **options,
+) -> pd.DataFrame:
+    """Every policy paired against ``reference``: one tidy table with Holm-adjusted p-values per group.
+
+    Args:
+        results: the runner's long results table.
+        reference: the policy every other one is compared with (e.g. ``"30% real"``).
+        metric: which metric to compare.
+        policies: which policies to compare; default every other policy in the table (sorted), skipping any
+            that share no repeats with the reference within a group.
+        within: as in :func:`compare_policies`.
+        columns: the table's column names.
+        **options: passed to :func:`compare_policies` (pair_on, lower_is_better, confidence, ...).
+
+    Returns:
+        The rows of :func:`compare_policies` for each policy, plus ``p_holm``: the p-values adjusted for the
+        number of policies compared within each group.
+    """
+    within = list(within) if within is not None else [columns.arch]
+    rows = metric_rows(results, metric, columns=columns)
+    require_columns(rows, [columns.policy])
+    chosen = policies if policies is not None else sorted(set(rows[columns.policy].astype(str)) - {reference})
+    tables = []
+    for policy in chosen:
+        try:
+            tables.append(compare_policies(rows, policy, reference, metric, within=within, columns=columns,
+                                           **options))
+        except ValueError as error:
+            # Only the default "every policy" may skip an arm that was never paired (e.g. another arch's).
+            if policies is not None or not str(error).startswith("no paired repeats"):
+                raise
+    if not tables:
+        raise ValueError(f"no policy shares paired repeats with the reference {reference!r}")
+    table = pd.concat(tables, ignore_index=True)
+    group_keys = table[within].astype(str).agg("|".join, axis=1) if within else pd.Series(0, index=table.index)
+    table["p_holm"] = table.groupby(group_keys)["p_value"].transform(lambda p: holm_adjust(p.to_numpy()))
+    return table
+
+
+def thesis_comparison(
+    results: pd.DataFrame,
+    metric: str = "test_loss",
+    *,
+    arch: str = "cnn",
+    columns: ResultColumns = COLUMNS,
+    **options,
+) -> pd.DataFrame:
+    """The thesis's CNN medians beside this study's medians of the matching settings.
+
+    A setting matches on real fraction, synthetic fraction and synthetic kind (any generator for the thesis's
+    DALL-E 2 arm, never the repeat control), with no classical augmentation and synthetic images for all
+    classes. Thesis settings this study did not run appear with empty columns of ours.
+
+    Args:
+        results: the runner's long results table.
+        metric: our metric set beside the thesis's median held-out loss (``test_loss``, the final epoch's).
+        arch: our architecture to match with the thesis's basic CNN.
+        columns: the table's column names.
+        **options: passed to :func:`summarize` (confidence, n_resamples, min_repeats, seed).
+
+    Returns:
+        One row per (thesis setting, our matching policy): ``thesis_setting``, ``thesis_median``,
+        ``policy``, ``synthetic``, ``n``, ``median``, ``median_lo``, ``median_hi``, ``ratio`` (ours / thesis).
+    """
+    c = columns
+    require_columns(results, [c.arch, c.real_fraction, c.synthetic_fraction, c.synthetic, c.augment,
+                              c.synthetic_classes, c.policy])
+    plain = results[(results[c.arch] == arch) & (results[c.augment] == "none")
+                    & (results[c.synthetic_classes] == "all")]
+    by = [c.policy, c.synthetic, c.real_fraction, c.synthetic_fraction]
+    ours = (summarize(plain, metric, by=by, columns=c, **options) if not plain.empty
+            else pd.DataFrame(columns=[*by, "n", "median", "median_lo", "median_hi"]))
+    records = []
+    for thesis in THESIS_CNN_MEDIANS.itertuples(index=False):
+        kind = ours[c.synthetic].astype(str)
+        same_kind = ~kind.isin(_NOT_GENERATIVE) if thesis.synthetic == "generative" else kind == thesis.synthetic
+        match = ours[same_kind
+                     & np.isclose(ours[c.real_fraction].astype(float), thesis.real_fraction)
+                     & np.isclose(ours[c.synthetic_fraction].astype(float), thesis.synthetic_fraction)]
+        base = {"thesis_setting": thesis.thesis_setting, "thesis_median": thesis.thesis_median}
+        if match.empty:
+            records.append({**base, "policy": None, "synthetic": None, "n": 0, "median": np.nan,
+                            "median_lo": np.nan, "median_hi": np.nan})
+        for row in match.to_dict("records"):
+            records.append({**base, "policy": row[c.policy], "synthetic": row[c.synthetic], "n": row["n"],
+                            "median": row["median"], "median_lo": row["median_lo"], "median_hi": row["median_hi"]})
+    table = pd.DataFrame.from_records(records)
+    table["ratio"] = table["median"] / table["thesis_median"]
+    return table
