@@ -1,0 +1,363 @@
+"""The data layer: load the train and test splits once, as tensors, from any source the study meets.
+
+Sources (``load_data(source)``):
+
+- ``"sample"``: the bundled stratified sample under ``data/sample`` (works with no network);
+- a hub id such as ``"Falah/Alzheimer_MRI"``, through Hugging Face ``datasets`` (cached by it);
+- a local folder in the hub's layout (``data/train-*.parquet``, ``data/test-*.parquet``, a README card), such as
+  the offline mirror ``../shared/data/alzheimer_mri``;
+- an image folder with one sub-folder per class (the Kaggle release's layout), with or without ``train/`` and
+  ``test/`` levels; spelling variants of the class names (``NonDemented``, ``Non Demented``) are accepted.
+
+Every split is decoded once into ``uint8[N,1,128,128]`` images, ``int64[N]`` labels (the hub's class ids) and a
+stable string id per image, then cached on disk keyed by a fingerprint of the source, so nothing downstream decodes
+an image again. Stratified sampling (``stratified_sample``) is deterministic and nested across fractions.
+
+What this module leaves to others: augmentation (``augment``), model-specific resizing and normalisation
+(``models``), and which subset a trial uses (``study``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_image
+
+from . import paths
+
+CLASS_NAMES: tuple[str, ...] = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
+"""Class names in the hub's id order: 0 Mild, 1 Moderate, 2 Non, 3 Very mild."""
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SIZE = 128
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+HOLDOUT_FRACTION = 0.2
+"""Share of each class held out as the test split when an image folder has no train/test levels."""
+_DECODE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+
+
+class DataSourceError(ValueError):
+    """A data source cannot be read; the message says what is wrong and how to fix it."""
+
+
+def _class_key(name: str) -> str:
+    return re.sub(r"[^a-z]", "", name.lower())
+
+
+_CLASS_BY_KEY = {_class_key(n): i for i, n in enumerate(CLASS_NAMES)}
+
+
+def class_id(folder_name: str) -> int:
+    """Map a class folder name (any spelling variant of the hub's names) to the hub's class id."""
+    key = _class_key(folder_name)
+    if key not in _CLASS_BY_KEY:
+        raise DataSourceError(
+            f"unknown class folder {folder_name!r}: expected one of {', '.join(CLASS_NAMES)} "
+            "(spelling variants such as 'NonDemented' or 'Non Demented' are accepted); rename or remove the folder"
+        )
+    return _CLASS_BY_KEY[key]
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One decoded split: images, labels and a stable id per image, all index-aligned."""
+
+    images: torch.Tensor  # uint8 [N, 1, H, W]
+    labels: torch.Tensor  # int64 [N]
+    ids: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 1:
+            raise ValueError(f"images must be uint8 [N,1,H,W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if not (len(self.images) == len(self.labels) == len(self.ids)):
+            raise ValueError(
+                f"images, labels and ids differ in length: {len(self.images)}, {len(self.labels)}, {len(self.ids)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: torch.Tensor | Sequence[int]) -> "Split":
+        """The images at ``index`` (in that order)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Split(self.images[index], self.labels[index], tuple(self.ids[i] for i in index.tolist()))
+
+    def class_counts(self) -> list[int]:
+        """Number of images of each class, in class-id order."""
+        return torch.bincount(self.labels, minlength=NUM_CLASSES).tolist()
+
+
+@dataclass(frozen=True, eq=False)
+class MRIData:
+    """The train and test splits of one source, with the source's description and fingerprint."""
+
+    train: Split
+    test: Split
+    source: str
+    fingerprint: str
+
+
+# ----------------------------------------------------------------------------------------------------- sources
+
+
+def _is_hub_layout(path: Path) -> bool:
+    return any(path.glob("data/*.parquet")) or any(path.glob("*.parquet"))
+
+
+def _resolve(source: str | os.PathLike | None) -> tuple[str, str | Path]:
+    """Return (kind, location) with kind in {"hub", "hub_folder", "image_folder"}."""
+    source = paths.default_source() if source is None else source
+    if str(source) == "sample":
+        if not paths.SAMPLE_DIR.is_dir():
+            raise DataSourceError(f"the bundled sample is missing at {paths.SAMPLE_DIR}: restore it with git checkout")
+        return "image_folder", paths.SAMPLE_DIR
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise DataSourceError(f"data source {str(path)!r} is a file: name the dataset's folder instead")
+        return ("hub_folder" if _is_hub_layout(path) else "image_folder"), path.resolve()
+    text = str(source)
+    looks_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and not text.startswith(".")
+    if looks_like_hub_id:
+        return "hub", text
+    raise DataSourceError(
+        f"data source {text!r} does not exist: pass an existing folder (the hub layout or one sub-folder per class), "
+        f"a hub id such as {paths.HUB_DATASET_ID!r}, or 'sample'; MRI_SYNTH_DATA sets the default"
+    )
+
+
+def _hash_files(files: Sequence[Path], root: Path, content: bool) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        if content:
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+        else:
+            st = f.stat()
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _image_files(root: Path) -> dict[str, list[tuple[Path, int]]]:
+    """Files of an image folder by split: {"train": [(file, label)], "test": [...]}, or {"all": [...]}."""
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    split_dirs = {s: subdirs[s] for s in ("train", "test") if s in subdirs}
+    if split_dirs and set(split_dirs) != {"train", "test"}:
+        raise DataSourceError(f"{root} has a {next(iter(split_dirs))}/ folder but not its partner: add both train/ and test/")
+    groups = split_dirs or {"all": root}
+    out: dict[str, list[tuple[Path, int]]] = {}
+    for split, split_root in groups.items():
+        class_dirs = [p for p in sorted(split_root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        if not class_dirs:
+            raise DataSourceError(
+                f"{split_root} has no class folders: expected one sub-folder per class ({', '.join(CLASS_NAMES)})"
+            )
+        files: list[tuple[Path, int]] = []
+        seen: set[int] = set()
+        for d in class_dirs:
+            label = class_id(d.name)
+            imgs = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not imgs:
+                raise DataSourceError(
+                    f"class folder {d} has no images ({', '.join(IMAGE_SUFFIXES)}): add its images or remove the folder"
+                )
+            seen.add(label)
+            files += [(f, label) for f in imgs]
+        missing = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if c not in seen]
+        if missing and split != "test":
+            raise DataSourceError(f"{split_root} has no folder for {', '.join(missing)}: every class needs training images")
+        out[split] = files
+    return out
+
+
+class _Converter:
+    """Decode bytes to uint8 [1,128,128] grayscale; count conversions so they are reported once per load."""
+
+    def __init__(self) -> None:
+        self.converted: Counter[str] = Counter()
+
+    def __call__(self, data: bytes, name: str) -> torch.Tensor:
+        try:
+            raw = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+        except Exception as err:  # torchvision raises RuntimeError with varying texts
+            raise DataSourceError(f"cannot decode image {name}: {err}; replace or remove the file") from err
+        if raw.shape[0] != 1:
+            self.converted["to grayscale"] += 1
+            rgb = raw[:3].float() if raw.shape[0] >= 3 else raw[:1].float().expand(3, -1, -1)
+            # ITU-R 601 luma, the same weights as PIL's convert("L")
+            raw = (rgb[0] * 0.299 + rgb[1] * 0.587 + rgb[2] * 0.114).round().clamp(0, 255).to(torch.uint8)[None]
+        if raw.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            self.converted[f"resized from {raw.shape[2]}x{raw.shape[1]}"] += 1
+            raw = F.interpolate(raw[None].float(), size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True)
+            raw = raw[0].round().clamp(0, 255).to(torch.uint8)
+        return raw
+
+    def report(self, source: str) -> None:
+        if self.converted:
+            what = ", ".join(f"{n} image(s) {k}" for k, n in sorted(self.converted.items()))
+            warnings.warn(f"{source}: converted to 1x{IMAGE_SIZE}x{IMAGE_SIZE} grayscale: {what}", stacklevel=3)
+
+
+def _decode_files(items: list[tuple[Path, int]], root: Path, conv: _Converter) -> Split:
+    images = [conv(f.read_bytes(), str(f)) for f, _ in items]
+    return Split(
+        torch.stack(images),
+        torch.tensor([label for _, label in items], dtype=torch.long),
+        tuple(f.relative_to(root).as_posix() for f, _ in items),
+    )
+
+
+def _load_image_folder(root: Path, conv: _Converter) -> tuple[Split, Split]:
+    groups = _image_files(root)
+    if "all" not in groups:
+        return _decode_files(groups["train"], root, conv), _decode_files(groups["test"], root, conv)
+    everything = _decode_files(groups["all"], root, conv)
+    # no split levels: hold out a fixed stratified share as the test split (seed 0, so it never moves)
+    test_idx = stratified_sample(everything.labels, HOLDOUT_FRACTION, seed=0)
+    mask = torch.ones(len(everything), dtype=torch.bool)
+    mask[test_idx] = False
+    return everything.subset(mask.nonzero().flatten()), everything.subset(test_idx)
+
+
+def _load_hub(location: str | Path, conv: _Converter) -> tuple[Split, Split]:
+    import datasets  # imported here: it is slow to import and only these sources need it
+
+    try:
+        dsd = datasets.load_dataset(str(location), cache_dir=str(paths.cache_dir() / "hf"))
+    except Exception as err:
+        if isinstance(location, Path):
+            raise DataSourceError(f"cannot read the hub-layout folder {location}: {err}") from err
+        raise DataSourceError(
+            f"cannot load {location!r} from the Hugging Face hub ({type(err).__name__}: {err}). Offline with nothing "
+            "cached? Point the study at a local copy: MRI_SYNTH_DATA=<folder in the hub's layout or an image folder "
+            "with one sub-folder per class>, or use data_source='sample' (the bundled sample)"
+        ) from err
+    missing = {"train", "test"} - set(dsd)
+    if missing:
+        raise DataSourceError(f"{location} has no {', '.join(sorted(missing))} split: it needs both train and test")
+    splits = []
+    for name in ("train", "test"):
+        ds = dsd[name].cast_column("image", datasets.Image(decode=False))
+        names = ds.features["label"].names if hasattr(ds.features["label"], "names") else None
+        remap = [class_id(n) for n in names] if names else list(range(NUM_CLASSES))
+        images, labels = [], []
+        for row, item in enumerate(ds):
+            images.append(conv(item["image"]["bytes"] or Path(item["image"]["path"]).read_bytes(), f"{name} row {row}"))
+            labels.append(remap[item["label"]])
+        splits.append(Split(torch.stack(images), torch.tensor(labels), tuple(f"{name}/{i:05d}" for i in range(len(ds)))))
+    return splits[0], splits[1]
+
+
+def source_fingerprint(source: str | os.PathLike | None = None) -> str:
+    """A short hash that changes whenever the source's images change (the cache key)."""
+    kind, location = _resolve(source)
+    if kind == "hub":
+        return hashlib.sha256(f"hub:{location}".encode()).hexdigest()[:16]
+    root = Path(location)
+    if kind == "hub_folder":
+        return _hash_files(sorted(root.rglob("*.parquet")), root, content=True)
+    files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    return _hash_files(files, root, content=False)
+
+
+def load_data(source: str | os.PathLike | None = None, *, cache: bool = True) -> MRIData:
+    """Load the train and test splits of a source, from the on-disk cache when it has them.
+
+    Args:
+        source: ``"sample"``, a hub id, a local hub-layout folder or an image folder; ``None`` means
+            ``$MRI_SYNTH_DATA`` or else the hub dataset ``Falah/Alzheimer_MRI``.
+        cache: read and write the decoded-split cache (``paths.cache_dir()/data``).
+
+    Returns:
+        The decoded splits with the source's description and fingerprint.
+
+    Raises:
+        DataSourceError: the source is missing, unreachable, or holds unreadable images or unknown classes.
+    """
+    kind, location = _resolve(source)
+    fingerprint = source_fingerprint(source)
+    description = str(location)
+    cache_file = paths.cache_dir() / "data" / f"{kind}-{fingerprint}-v{_DECODE_VERSION}.pt"
+    if cache and cache_file.is_file():
+        blob = torch.load(cache_file, weights_only=True)
+        splits = [Split(blob[f"{s}_images"], blob[f"{s}_labels"], tuple(blob[f"{s}_ids"])) for s in ("train", "test")]
+        return MRIData(splits[0], splits[1], description, fingerprint)
+    conv = _Converter()
+    train, test = _load_image_folder(Path(location), conv) if kind == "image_folder" else _load_hub(location, conv)
+    conv.report(description)
+    if cache:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        blob = {f"{s}_{k}": getattr(sp, k) for s, sp in (("train", train), ("test", test)) for k in ("images", "labels")}
+        blob |= {"train_ids": list(train.ids), "test_ids": list(test.ids)}
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+        torch.save(blob, tmp)
+        tmp.replace(cache_file)  # atomic: a killed load never leaves half a cache file
+    return MRIData(train, test, description, fingerprint)
+
+
+# ---------------------------------------------------------------------------------------------------- sampling
+
+
+def check_fraction(fraction: float, name: str = "fraction") -> float:
+    """Validate a share of a set in (0, 1]."""
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], got {fraction!r}: e.g. 0.3 for 30% of the images")
+    return float(fraction)
+
+
+def stratified_sample(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Indices of a stratified sample: per-class proportional, at least one image per present class.
+
+    For one seed the samples are nested: the 30% sample is contained in the 40% sample, because each class's
+    sample is a prefix of one seeded permutation of that class.
+
+    Args:
+        labels: int64 [N] class ids.
+        fraction: share of each class to keep, in (0, 1].
+        seed: the sample's seed; the same seed gives the same indices.
+
+    Returns:
+        Sorted int64 indices into ``labels``.
+    """
+    fraction = check_fraction(fraction)
+    labels_np = np.asarray(torch.as_tensor(labels).cpu())
+    chosen = []
+    for c in np.unique(labels_np):
+        members = np.flatnonzero(labels_np == c)
+        order = np.random.default_rng([seed, int(c)]).permutation(len(members))
+        keep = min(len(members), max(1, math.floor(fraction * len(members) + 0.5)))
+        chosen.append(members[order[:keep]])
+    return torch.from_numpy(np.sort(np.concatenate(chosen))).long()
+
+
+# ---------------------------------------------------------------------------------------------------- export
+
+
+def export_image_folder(split: Split, root: str | os.PathLike, *, suffix: str = ".png") -> list[Path]:
+    """Write a split as an image folder (one sub-folder per class, lossless PNG by default)."""
+    from torchvision.io import encode_png, write_file
+
+    root = Path(root)
+    written = []
+    for image, label, image_id in zip(split.images, split.labels.tolist(), split.ids):
+        stem = re.sub(r"[^\w.-]", "_", image_id.rsplit(".", 1)[0])
+        path = root / CLASS_NAMES[label] / f"{stem}{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".png":
+            write_file(str(path), encode_png(image))
+        else:
+            from torchvision.io import encode_jpeg
+
+            write_file(str(path), encode_jpeg(image, quality=95))
+        written.append(path)
+    return written

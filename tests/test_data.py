@@ -1,0 +1,216 @@
+"""The data layer on real images: every source kind, the cache, sampling properties and every bad input."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mri_synth import data as D
+
+THESIS_TRAIN = [724, 49, 2566, 1781]
+THESIS_TEST = [172, 15, 634, 459]
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRI_SYNTH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+def test_hub_folder_matches_the_thesis_counts(real_data):
+    assert real_data.train.images.shape == (5120, 1, 128, 128)
+    assert real_data.train.images.dtype == torch.uint8
+    assert real_data.train.labels.dtype == torch.int64
+    assert real_data.train.class_counts() == THESIS_TRAIN
+    assert real_data.test.class_counts() == THESIS_TEST
+    assert len(set(real_data.train.ids)) == 5120 and real_data.train.ids[42] == "train/00042"
+    # not a blank decode: real slices have dark background and bright tissue
+    assert real_data.train.images.float().std() > 20
+
+
+def test_image_folder_written_from_real_images_loads_identically(real_data, tmp_path, tmp_cache):
+    idx = D.stratified_sample(real_data.train.labels, 0.02, seed=1)
+    part = real_data.train.subset(idx)
+    root = tmp_path / "kaggle"
+    D.export_image_folder(part, root / "train")
+    D.export_image_folder(real_data.test.subset(torch.arange(40)), root / "test")
+    loaded = D.load_data(root)
+    assert loaded.train.class_counts() == part.class_counts()
+    # PNG is lossless: the same pixels come back, in the order of the (sorted) files
+    order = {i: n for n, i in enumerate(loaded.train.ids)}
+    for k in range(len(part)):
+        stem = part.ids[k].replace("/", "_")
+        j = order[f"train/{D.CLASS_NAMES[part.labels[k]]}/{stem}.png"]
+        assert torch.equal(loaded.train.images[j], part.images[k])
+        assert loaded.train.labels[j] == part.labels[k]
+
+
+def test_image_folder_without_split_levels_and_spelling_variants(real_data, tmp_path, tmp_cache):
+    part = real_data.train.subset(D.stratified_sample(real_data.train.labels, 0.03, seed=0))
+    D.export_image_folder(part, tmp_path / "flat", suffix=".jpg")
+    for old, new in [("Non_Demented", "NonDemented"), ("Very_Mild_Demented", "Very Mild Demented")]:
+        (tmp_path / "flat" / old).rename(tmp_path / "flat" / new)
+    loaded = D.load_data(tmp_path / "flat")
+    counts = [a + b for a, b in zip(loaded.train.class_counts(), loaded.test.class_counts())]
+    assert counts == part.class_counts()
+    # the held-out share is the documented 20% of each class, and never overlaps the train split
+    assert not set(loaded.train.ids) & set(loaded.test.ids)
+    assert loaded.test.class_counts() == [max(1, int(c * D.HOLDOUT_FRACTION + 0.5)) for c in part.class_counts()]
+
+
+def test_bundled_sample(sample_data):
+    assert sample_data.train.class_counts() == [30, 12, 100, 70]
+    assert sample_data.test.class_counts() == [12, 6, 40, 28]
+    assert sample_data.train.images.shape[1:] == (1, 128, 128)
+
+
+def test_sample_images_are_the_real_rows_they_are_named_after(sample_data, real_data):
+    for image, image_id in list(zip(sample_data.train.images, sample_data.train.ids))[:20]:
+        row = int(image_id.rsplit("_", 1)[1].split(".")[0])
+        assert torch.equal(image, real_data.train.images[row])
+
+
+def test_env_var_redirects_the_default_source(monkeypatch, real_data_path):
+    monkeypatch.setenv("MRI_SYNTH_DATA", "sample")
+    assert D.load_data().train.class_counts() == [30, 12, 100, 70]
+    monkeypatch.setenv("MRI_SYNTH_DATA", str(real_data_path))
+    assert len(D.load_data().train) == 5120
+
+
+# ------------------------------------------------------------------------------------------------ cache
+
+
+def test_second_load_comes_from_the_cache(tmp_cache, monkeypatch):
+    first = D.load_data("sample")
+    files = list((tmp_cache / "data").glob("*.pt"))
+    assert len(files) == 1 and first.fingerprint in files[0].name
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(D, "_load_image_folder", no_decoding)
+    second = D.load_data("sample")
+    assert torch.equal(first.train.images, second.train.images) and first.test.ids == second.test.ids
+
+
+def test_cache_key_changes_when_the_source_changes(real_data, tmp_path, tmp_cache):
+    root = tmp_path / "imgs"
+    D.export_image_folder(real_data.train.subset(D.stratified_sample(real_data.train.labels, 0.01, 0)), root)
+    before = D.source_fingerprint(root)
+    extra = real_data.train.subset([0])
+    D.export_image_folder(extra, root)  # one more image in an existing class
+    assert D.source_fingerprint(root) != before
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.8, 1.0])
+def test_stratified_sample_is_proportional_and_covers_every_class(real_data, fraction):
+    labels = real_data.train.labels
+    idx = D.stratified_sample(labels, fraction, seed=3)
+    counts = torch.bincount(labels[idx], minlength=4).tolist()
+    for got, full in zip(counts, THESIS_TRAIN):
+        assert got >= 1
+        assert abs(got - fraction * full) <= 1
+    assert len(set(idx.tolist())) == len(idx)
+
+
+def test_stratified_sample_keeps_a_rare_class():
+    labels = torch.tensor([0] * 500 + [1] * 2)
+    assert torch.bincount(labels[D.stratified_sample(labels, 0.01, 0)]).tolist() == [5, 1]
+
+
+def test_stratified_sample_is_deterministic_nested_and_seed_dependent(real_data):
+    labels = real_data.train.labels
+    a = D.stratified_sample(labels, 0.3, seed=7)
+    assert torch.equal(a, D.stratified_sample(labels, 0.3, seed=7))
+    assert not torch.equal(a, D.stratified_sample(labels, 0.3, seed=8))
+    previous = set()
+    for fraction in (0.1, 0.3, 0.4, 0.6, 0.8, 1.0):
+        current = set(D.stratified_sample(labels, fraction, seed=7).tolist())
+        assert previous <= current
+        previous = current
+    assert len(previous) == len(labels)
+
+
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, "0.3", True])
+def test_fraction_outside_range_is_refused(fraction):
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        D.stratified_sample(torch.tensor([0, 1, 2, 3]), fraction, seed=0)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(D.DataSourceError, match="does not exist.*MRI_SYNTH_DATA"):
+        D.load_data(tmp_path / "nowhere")
+
+
+def _folder(tmp_path, classes):
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (128, 128), dtype=np.uint8)).save(tmp_path / name / "a.png")
+    return tmp_path
+
+
+def test_unknown_class_folder_lists_the_expected_names(tmp_path):
+    root = _folder(tmp_path / "x", list(D.CLASS_NAMES) + ["Severe_Demented"])
+    with pytest.raises(D.DataSourceError, match="Severe_Demented.*Mild_Demented, Moderate_Demented"):
+        D.load_data(root, cache=False)
+
+
+def test_class_folder_without_images(tmp_path):
+    root = _folder(tmp_path / "x", D.CLASS_NAMES)
+    (root / "Moderate_Demented" / "a.png").unlink()
+    with pytest.raises(D.DataSourceError, match="Moderate_Demented has no images"):
+        D.load_data(root, cache=False)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    root = _folder(tmp_path / "x", D.CLASS_NAMES)
+    (root / "Non_Demented" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(D.DataSourceError, match=r"broken\.jpg.*replace or remove"):
+        D.load_data(root, cache=False)
+
+
+def test_rgb_and_other_sizes_are_converted_and_reported_once(tmp_path):
+    root = _folder(tmp_path / "x", D.CLASS_NAMES)
+    rgb = np.zeros((256, 200, 3), dtype=np.uint8)
+    rgb[..., 0] = 255  # pure red: luma 0.299 * 255 = 76
+    for k in range(3):
+        Image.fromarray(rgb).save(root / "Mild_Demented" / f"rgb{k}.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = D.load_data(root, cache=False)
+    messages = [str(w.message) for w in caught if "converted" in str(w.message)]
+    assert len(messages) == 1
+    assert "3 image(s) to grayscale" in messages[0] and "3 image(s) resized from 200x256" in messages[0]
+    all_images = torch.cat([loaded.train.images, loaded.test.images])
+    assert all_images.shape[1:] == (1, 128, 128)
+    assert (all_images == 76).flatten(1).all(1).sum() == 3
+
+
+def test_hub_unreachable_with_nothing_cached_says_how_to_use_a_local_copy(tmp_path):
+    # a fresh process, so the hub libraries read the offline switch at import time
+    code = (
+        "from mri_synth.data import load_data, DataSourceError\n"
+        "try:\n    load_data('Falah/Alzheimer_MRI', cache=False)\n"
+        "except DataSourceError as e:\n    print('ERR', e)\n"
+    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "MRI_SYNTH_CACHE": str(tmp_path / "c")}
+    import os
+
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                         timeout=120)
+    assert "ERR" in out.stdout, out.stderr[-2000:]
+    assert "MRI_SYNTH_DATA" in out.stdout and "sample" in out.stdout
