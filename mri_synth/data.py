@@ -116,7 +116,7 @@ def _is_hub_layout(path: Path) -> bool:
 
 def _resolve(source: str | os.PathLike | None) -> tuple[str, str | Path]:
     """Return (kind, location) with kind in {"hub", "hub_folder", "image_folder"}."""
-    source = paths.default_source() if source is None else source
+    source = paths.default_source() if source is None or str(source) == "" else source
     if str(source) == "sample":
         if not paths.SAMPLE_DIR.is_dir():
             raise DataSourceError(f"the bundled sample is missing at {paths.SAMPLE_DIR}: restore it with git checkout")
@@ -274,8 +274,8 @@ def load_data(source: str | os.PathLike | None = None, *, cache: bool = True) ->
     """Load the train and test splits of a source, from the on-disk cache when it has them.
 
     Args:
-        source: ``"sample"``, a hub id, a local hub-layout folder or an image folder; ``None`` means
-            ``$MRI_SYNTH_DATA`` or else the hub dataset ``Falah/Alzheimer_MRI``.
+        source: ``"sample"``, a hub id, a local hub-layout folder or an image folder; ``None`` or ``""``
+            means ``$MRI_SYNTH_DATA`` or else the hub dataset ``Falah/Alzheimer_MRI``.
         cache: read and write the decoded-split cache (``paths.cache_dir()/data``).
 
     Returns:

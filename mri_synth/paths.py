@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The repository root (the folder holding ``pyproject.toml``)."""
@@ -56,3 +57,11 @@ def runs_dir(ensure: bool = False) -> Path:
 def default_source() -> str:
     """The data source used when none is named: ``$MRI_SYNTH_DATA``, else the hub dataset."""
     return os.environ.get("MRI_SYNTH_DATA") or HUB_DATASET_ID
+
+
+def chosen_dir(value: str | os.PathLike | None, default: "Callable[..., Path]", ensure: bool = True) -> Path:
+    """A directory a notebook parameter names, or the project default when the parameter is empty."""
+    path = Path(value).expanduser() if value else default()
+    if ensure:
+        path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,34 @@
+# The two commands of the README, and the pieces they are made of.
+#   make study   set up .venv (if missing) and run notebooks 01..07 on the quick profile (bundled sample, CPU)
+#   make test    set up .venv (if missing) and run the tests, nbval over the notebooks included
+PYTHON ?= python3.11
+VENV ?= .venv
+PROFILE ?= quick
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: study test setup lab clean-cache
+
+setup: $(STAMP)
+
+# torch/torchvision are pinned in pyproject.toml; pip resolves them like every other dependency
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+study: $(STAMP)
+	$(BIN)/mri-synth notebooks --profile $(PROFILE)
+
+# Figures and results of the nbval runs go to a temporary folder, so testing never rewrites figures/ or results/.
+test: $(STAMP)
+	@tmp=$$(mktemp -d) && MRI_SYNTH_FIGURES=$$tmp/figures MRI_SYNTH_RESULTS=$$tmp/results \
+		$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env $(PYTEST_ARGS); \
+		status=$$?; rm -rf $$tmp; exit $$status
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean-cache:
+	rm -rf .cache runs

@@ -1,0 +1,129 @@
+"""Data exploration (notebook 01): class counts, example slices per class, intensity statistics, imbalance.
+
+Tables are pandas DataFrames the notebook shows as they are (nbval compares them); figures are matplotlib figures
+saved through ``plots.save_figure``. Loading the data is ``data.load_data``'s job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from . import paths
+from .data import CLASS_NAMES, MRIData, Split
+
+THESIS_TABLE_2_1 = {"train": [724, 49, 2566, 1781], "test": [172, 15, 634, 459]}
+"""The thesis's Table 2.1: images per class (Mild, Moderate, Non, Very mild) in each split."""
+
+
+def class_count_table(data: MRIData) -> pd.DataFrame:
+    """Images per class in each split, with totals and each class's share of the training split (Table 2.1)."""
+    table = pd.DataFrame(
+        {"train": data.train.class_counts(), "test": data.test.class_counts()}, index=list(CLASS_NAMES)
+    )
+    table["total"] = table["train"] + table["test"]
+    table["train_share_%"] = (100 * table["train"] / table["train"].sum()).round(1)
+    table.loc["all"] = [table["train"].sum(), table["test"].sum(), table["total"].sum(), 100.0]
+    table.index.name = "class"
+    return table.astype({"train": int, "test": int, "total": int})
+
+
+def imbalance_summary(split: Split) -> pd.Series:
+    """How uneven the classes are: largest/smallest class ratio, the rarest class and its count."""
+    counts = np.array(split.class_counts())
+    rare = int(counts.argmin())
+    return pd.Series(
+        {
+            "rarest_class": CLASS_NAMES[rare],
+            "rarest_count": int(counts[rare]),
+            "largest_class": CLASS_NAMES[int(counts.argmax())],
+            "largest_count": int(counts.max()),
+            "largest_to_rarest": round(float(counts.max() / counts[rare]), 1),
+            "chance_accuracy_majority": round(float(counts.max() / counts.sum()), 3),
+        }
+    )
+
+
+def intensity_stats(split: Split, background_level: int = 10) -> pd.DataFrame:
+    """Per-class pixel statistics: mean and std of intensity, share of background, mean brain-area intensity.
+
+    ``background_level``: pixels at or below this grey value count as background (the black surround of the slice).
+    """
+    rows = []
+    pixels = split.images.flatten(1).float()
+    for c, name in enumerate(CLASS_NAMES):
+        x = pixels[split.labels == c]
+        if len(x) == 0:
+            continue
+        foreground = x > background_level
+        rows.append(
+            {
+                "class": name,
+                "images": len(x),
+                "mean": x.mean().item(),
+                "std": x.std().item(),
+                "background_%": 100 * (1 - foreground.float().mean().item()),
+                "brain_mean": (x * foreground).sum().item() / foreground.sum().item(),
+            }
+        )
+    return pd.DataFrame(rows).set_index("class").round(2)
+
+
+def example_slices(split: Split, per_class: int = 4, seed: int = 0) -> plt.Figure:
+    """A grid of example slices, one row per class (the thesis's Figure 2.1)."""
+    gen = torch.Generator().manual_seed(seed)
+    fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(1.8 * per_class, 1.9 * len(CLASS_NAMES)))
+    for c, name in enumerate(CLASS_NAMES):
+        members = (split.labels == c).nonzero().flatten()
+        picks = members[torch.randperm(len(members), generator=gen)[:per_class]]
+        for j in range(per_class):
+            ax = axes[c, j]
+            ax.set_xticks([]), ax.set_yticks([])
+            if j < len(picks):
+                ax.imshow(split.images[picks[j], 0].numpy(), cmap="gray", vmin=0, vmax=255)
+            if j == 0:
+                ax.set_ylabel(name.replace("_", " "), fontsize=9)
+    fig.suptitle("Example slices per class")
+    fig.tight_layout()
+    return fig
+
+
+def intensity_histograms(split: Split, background_level: int = 10) -> plt.Figure:
+    """Per-class histograms of brain-pixel intensity (background excluded), as densities so classes compare."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.arange(background_level + 1, 257, 4)
+    for c, name in enumerate(CLASS_NAMES):
+        x = split.images[split.labels == c].flatten().numpy()
+        x = x[x > background_level]
+        if len(x):
+            ax.hist(x, bins=bins, density=True, histtype="step", linewidth=1.5, label=name.replace("_", " "))
+    ax.set_xlabel("grey value (brain pixels)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass(frozen=True)
+class ExplorationConfig:
+    """Settings of notebook 01, checked on construction."""
+
+    data_source: str = "sample"
+    seed: int = 0
+    examples_per_class: int = 4
+    figures_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.examples_per_class, int) or not 1 <= self.examples_per_class <= 12:
+            raise ValueError(f"examples_per_class must be an int in 1..12, got {self.examples_per_class!r}")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+
+    @property
+    def figures(self) -> Path:
+        return paths.chosen_dir(self.figures_dir, paths.figures_dir)

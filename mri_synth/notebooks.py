@@ -1,0 +1,125 @@
+"""The notebook batch: run every numbered notebook, in order, through papermill with a profile's parameters.
+
+A profile (``profiles/<name>.yaml``) holds ``common`` parameters for every notebook and a section per notebook
+(keyed by its file stem, e.g. ``04_train_cnn``). Each notebook receives only the parameters its ``parameters`` cell
+declares, plus ``figures_dir`` and ``results_dir`` inside the run folder, so one run's executed notebooks, figures and
+results tables sit together. The run folder is stable per profile (``runs/<profile>``), so running the batch again
+resumes a killed study instead of starting over (the trial runner skips finished trials).
+
+What this leaves to others: the notebooks hold the narrative; every computation they show lives in the package.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import paths
+
+NOTEBOOK_DIR = paths.PROJECT_ROOT / "notebooks"
+PROFILE_DIR = paths.PROJECT_ROOT / "profiles"
+_NUMBERED = re.compile(r"^\d\d_.+\.ipynb$")
+
+
+class ProfileError(ValueError):
+    """A profile cannot be used; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """One executed notebook of a batch."""
+
+    notebook: str
+    output: Path
+    seconds: float
+
+
+def numbered_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The study's notebooks (``NN_name.ipynb``), in order."""
+    return sorted(p for p in directory.iterdir() if _NUMBERED.match(p.name))
+
+
+def load_profile(name_or_path: str | os.PathLike) -> dict:
+    """Read a profile by name (``quick``, ``thesis``) or path; check its shape."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+        raise ProfileError(f"profile {str(name_or_path)!r} not found: use one of {known} or a path to a YAML file")
+    profile = yaml.safe_load(path.read_text()) or {}
+    unknown = set(profile) - {"description", "common", "notebooks"}
+    if unknown:
+        raise ProfileError(f"{path}: unknown top-level keys {sorted(unknown)}; use description, common, notebooks")
+    stems = {p.stem for p in numbered_notebooks()}
+    for stem in profile.get("notebooks") or {}:
+        if stem not in stems:
+            raise ProfileError(f"{path}: section {stem!r} names no notebook; notebooks are {sorted(stems)}")
+    profile.setdefault("common", {})
+    profile.setdefault("notebooks", {})
+    profile["name"] = path.stem
+    return profile
+
+
+def notebook_parameters(profile: dict, notebook: Path, run_dir: Path) -> dict:
+    """The parameters one notebook receives: common, then its own section, then the run's folders.
+
+    Only names the notebook's ``parameters`` cell declares are passed, so a profile can hold parameters that only
+    some notebooks take.
+    """
+    import papermill
+
+    declared = set(papermill.inspect_notebook(str(notebook)))
+    wanted = {**profile["common"], **(profile["notebooks"].get(notebook.stem) or {})}
+    wanted |= {"figures_dir": str(run_dir / "figures"), "results_dir": str(run_dir / "results")}
+    return {k: v for k, v in wanted.items() if k in declared}
+
+
+def run_batch(
+    profile: str | os.PathLike = "quick",
+    *,
+    run_dir: str | os.PathLike | None = None,
+    only: list[str] | None = None,
+    log_output: bool = False,
+) -> list[NotebookRun]:
+    """Execute the numbered notebooks in order with a profile's parameters.
+
+    Args:
+        profile: a profile name in ``profiles/`` or a path to a YAML file.
+        run_dir: where executed notebooks, figures and results go (default ``runs/<profile>``).
+        only: run just these notebook stems or prefixes (e.g. ``["01", "07_results"]``).
+        log_output: stream cell outputs to the log while running.
+
+    Returns:
+        One record per executed notebook.
+    """
+    import papermill
+
+    config = load_profile(profile)
+    run_dir = Path(run_dir) if run_dir else paths.runs_dir() / config["name"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = numbered_notebooks()
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
+        if not notebooks:
+            raise ProfileError(f"--only {only} matches no notebook in {NOTEBOOK_DIR}")
+    done = []
+    for nb in notebooks:
+        output = run_dir / nb.name
+        start = time.perf_counter()
+        papermill.execute_notebook(
+            str(nb),
+            str(output),
+            parameters=notebook_parameters(config, nb, run_dir),
+            cwd=str(NOTEBOOK_DIR),
+            log_output=log_output,
+            progress_bar=False,
+        )
+        done.append(NotebookRun(nb.stem, output, time.perf_counter() - start))
+        print(f"{nb.stem}: {done[-1].seconds:.1f} s -> {output}", flush=True)
+    return done
