@@ -1,0 +1,307 @@
+"""Every figure the notebooks show, drawn from the study's tidy tables, and the one way figures are saved.
+
+Figures of the study (after the thesis's chapter 7):
+
+* :func:`plot_loss_distribution`: held-out loss of chosen policies as box plots with every repeat on top
+  (Figure 7.1: 30% real vs 30% real + 70% synthetic vs 100% real), optionally with the thesis's medians;
+* :func:`plot_policies_at_fraction`: every policy at one real fraction (Figure 7.2, all policies at 30%);
+* :func:`plot_metric_vs_real_fraction`: median held-out loss against real fraction per method, with its
+  bootstrap interval as a band;
+* :func:`plot_per_class_recall`: recall per class and policy (the Moderate class has 49 training images);
+* :func:`plot_learning_curves`: per-epoch (or per-step) curves from the history table, median over repeats.
+
+Each draws one panel per architecture when the table holds several. :func:`image_grid` shows images
+(notebooks 01-03) and :func:`save_figure` writes PNG and PDF. Figures are plain ``matplotlib.figure.Figure``
+objects, not pyplot ones, so nothing needs a display or closing; a notebook shows one by returning it.
+Statistics come from :mod:`mri_synth.stats`; this module only draws.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from mri_synth import paths
+from mri_synth.stats import COLUMNS, ResultColumns, metric_rows, require_columns, summarize, with_method
+
+PANEL_SIZE = (5.0, 3.8)
+"""Width and height in inches of one panel."""
+
+
+def save_figure(fig: Figure, name: str, figures_dir: str | os.PathLike | None = None, *, dpi: int = 150
+                ) -> list[Path]:
+    """Write ``fig`` as ``<figures_dir>/<name>.png`` and ``.pdf``, creating the folder.
+
+    Args:
+        fig: the figure to save.
+        name: file name without extension, e.g. ``"fig7_1_loss_distribution"``.
+        figures_dir: target folder; ``None`` or ``""`` means :func:`mri_synth.paths.figures_dir`.
+        dpi: resolution of the PNG.
+
+    Returns:
+        The paths written, PNG first.
+    """
+    if not name or Path(name).name != name or Path(name).suffix in (".png", ".pdf"):
+        raise ValueError(f"name must be a bare file name without folder or extension, got {name!r}")
+    folder = Path(figures_dir) if figures_dir else paths.figures_dir(ensure=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for extension in ("png", "pdf"):
+        path = folder / f"{name}.{extension}"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        written.append(path)
+    return written
+
+
+def _panels(table: pd.DataFrame, arch_col: str, nrows: int = 1) -> tuple[Figure, np.ndarray, list]:
+    """A figure with one column of panels per architecture in ``table`` (sorted), ``nrows`` rows."""
+    archs = sorted(table[arch_col].astype(str).unique()) if arch_col in table.columns else [None]
+    fig = Figure(figsize=(PANEL_SIZE[0] * len(archs), PANEL_SIZE[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, len(archs), squeeze=False, sharey="row")
+    return fig, axes, archs
+
+
+def _legend_on_last(ax, axes: np.ndarray) -> None:
+    """One legend per figure, in the top-right panel: the lines are the same in every panel."""
+    if ax is axes[0, -1]:
+        ax.legend(fontsize="x-small", title=None)
+    elif ax.get_legend() is not None:
+        ax.get_legend().remove()
+
+
+def _in_arch(table: pd.DataFrame, arch_col: str, arch: str | None) -> pd.DataFrame:
+    return table if arch is None else table[table[arch_col].astype(str) == arch]
+
+
+def plot_loss_distribution(
+    results: pd.DataFrame,
+    policies: Sequence[str] | None = None,
+    metric: str = "test_loss",
+    *,
+    reference: Mapping[str, float] | None = None,
+    reference_label: str = "thesis median",
+    title: str | None = None,
+    columns: ResultColumns = COLUMNS,
+) -> Figure:
+    """Box plots of ``metric`` per policy with every repeat as a dot (the thesis's Figure 7.1).
+
+    Args:
+        results: the runner's long results table.
+        policies: the policies to show, in this order; default every policy in the table, by median.
+        metric: the metric on the y axis.
+        reference: optional policy -> value drawn as a marker beside the box (e.g. the thesis's medians).
+        reference_label: legend entry of those markers.
+        title: figure title; default names the metric.
+        columns: the table's column names.
+    """
+    c = columns
+    rows = metric_rows(results, metric, columns=c)
+    require_columns(rows, [c.policy])
+    if policies is None:
+        policies = list(rows.groupby(c.policy)[c.value].median().sort_values().index)
+    unknown = sorted(set(policies) - set(rows[c.policy]))
+    if unknown:
+        raise ValueError(f"policies {unknown} have no {metric!r} rows; the table has {sorted(set(rows[c.policy]))}")
+    rows = rows[rows[c.policy].isin(policies)]
+    fig, axes, archs = _panels(rows, c.arch)
+    for ax, arch in zip(axes[0], archs):
+        panel = _in_arch(rows, c.arch, arch)
+        sns.boxplot(data=panel, x=c.policy, y=c.value, order=policies, ax=ax, color="0.85", showfliers=False,
+                    width=0.6)
+        sns.stripplot(data=panel, x=c.policy, y=c.value, order=policies, ax=ax, color="tab:blue", size=3,
+                      alpha=0.6, jitter=0.2)
+        if reference:
+            shown = [(policies.index(p), v) for p, v in reference.items() if p in policies]
+            if shown:
+                x, y = zip(*shown)
+                ax.scatter(np.asarray(x) + 0.38, y, marker="D", color="tab:red", zorder=5, label=reference_label)
+                ax.legend(loc="best", fontsize="small")
+        ax.set(title=arch or "", xlabel="", ylabel=metric)
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.suptitle(title or f"{metric} over repeats")
+    return fig
+
+
+def plot_policies_at_fraction(
+    results: pd.DataFrame,
+    real_fraction: float = 0.3,
+    metric: str = "test_loss",
+    *,
+    columns: ResultColumns = COLUMNS,
+    **options,
+) -> Figure:
+    """Every policy trained on ``real_fraction`` of the real images, ordered by median (the thesis's Figure 7.2).
+
+    ``options`` go to :func:`plot_loss_distribution` (reference, title).
+    """
+    require_columns(results, [columns.real_fraction])
+    at_fraction = results[np.isclose(results[columns.real_fraction].astype(float), real_fraction)]
+    if at_fraction.empty:
+        fractions = sorted(results[columns.real_fraction].unique())
+        raise ValueError(f"no trials at real_fraction={real_fraction}; the table has {fractions}")
+    options.setdefault("title", f"{metric} of every policy at {real_fraction:.0%} real")
+    return plot_loss_distribution(at_fraction, None, metric, columns=columns, **options)
+
+
+def plot_metric_vs_real_fraction(
+    results: pd.DataFrame,
+    metric: str = "test_loss",
+    *,
+    hue: str = "method",
+    confidence: float = 0.95,
+    columns: ResultColumns = COLUMNS,
+) -> Figure:
+    """Median ``metric`` against real fraction, one line per ``hue`` value with its bootstrap interval.
+
+    Args:
+        results: the runner's long results table.
+        metric: the metric on the y axis.
+        hue: the column naming the lines; the default ``"method"`` is added with
+            :func:`mri_synth.stats.with_method` (the policy without its real fraction).
+        confidence: coverage of the interval drawn as bars and band.
+        columns: the table's column names.
+    """
+    c = columns
+    table = with_method(results, name=hue, columns=c) if hue == "method" and hue not in results else results
+    summary = summarize(table, metric, by=[c.arch, hue, c.real_fraction], confidence=confidence, min_repeats=1,
+                        columns=c)
+    fig, axes, archs = _panels(summary, c.arch)
+    labels = sorted(summary[hue].astype(str).unique())
+    # Shift each line a little sideways so intervals at the same fraction do not hide each other.
+    dodge = {label: 0.006 * (i - (len(labels) - 1) / 2) for i, label in enumerate(labels)}
+    for ax, arch in zip(axes[0], archs):
+        for label, line in _in_arch(summary, c.arch, arch).groupby(hue, sort=True):
+            line = line.sort_values(c.real_fraction)
+            x = line[c.real_fraction].to_numpy(float) + dodge[str(label)]
+            low, mid, high = (line[k].to_numpy(float) for k in ("median_lo", "median", "median_hi"))
+            # NaN intervals (a single repeat) draw no bar rather than failing.
+            errors = np.nan_to_num(np.vstack([mid - low, high - mid]))
+            drawn = ax.errorbar(x, mid, yerr=errors, marker="o", capsize=3, label=str(label))
+            ax.fill_between(x, low, high, color=drawn.lines[0].get_color(), alpha=0.15)
+        ax.set(title=arch or "", xlabel="real fraction", ylabel=f"median {metric}")
+        ax.legend(fontsize="small")
+    fig.suptitle(f"median {metric} ({confidence:.0%} bootstrap interval) against real fraction")
+    return fig
+
+
+def plot_per_class_recall(
+    results: pd.DataFrame,
+    policies: Sequence[str] | None = None,
+    *,
+    class_counts: Mapping[str, int] | None = None,
+    columns: ResultColumns = COLUMNS,
+) -> Figure:
+    """Recall of each class per policy as box plots over repeats.
+
+    Args:
+        results: the runner's long results table (metrics ``recall_<class>``).
+        policies: the policies to show, in this order; default all, sorted.
+        class_counts: optional class -> number of images, written under each class (e.g. the 49 Moderate).
+        columns: the table's column names.
+    """
+    c = columns
+    require_columns(results, [c.metric, c.value, c.policy])
+    metric = results[c.metric].astype(str)
+    rows = results[metric.str.startswith("recall_")]
+    if rows.empty:
+        raise ValueError(f"no recall_<class> rows; the table has metrics {sorted(metric.unique())}")
+    rows = rows.assign(**{"class": rows[c.metric].astype(str).str.removeprefix("recall_")})
+    policies = list(policies) if policies is not None else sorted(rows[c.policy].unique())
+    rows = rows[rows[c.policy].isin(policies)]
+    classes = list(pd.unique(rows["class"]))
+    fig, axes, archs = _panels(rows, c.arch)
+    for ax, arch in zip(axes[0], archs):
+        sns.boxplot(data=_in_arch(rows, c.arch, arch), x="class", y=c.value, hue=c.policy, order=classes,
+                    hue_order=policies, ax=ax, showfliers=False)
+        if class_counts:
+            ax.set_xticks(range(len(classes)),
+                          [f"{name}\n(n={class_counts[name]})" if name in class_counts else name
+                           for name in classes])
+        ax.set(title=arch or "", xlabel="", ylabel="recall", ylim=(-0.02, 1.02))
+        ax.tick_params(axis="x", labelsize="small")
+        _legend_on_last(ax, axes)
+    fig.suptitle("per-class recall over repeats")
+    return fig
+
+
+def plot_learning_curves(
+    history: pd.DataFrame,
+    metrics: Sequence[str] = ("train_loss", "test_loss"),
+    *,
+    x: str | None = None,
+    hue: str | None = None,
+    columns: ResultColumns = COLUMNS,
+) -> Figure:
+    """Learning curves from the per-epoch history: median over repeats with the interquartile band.
+
+    Args:
+        history: the runner's history table (key columns + epoch, step, metric, value).
+        metrics: one row of panels per metric.
+        x: the x axis column; default ``epoch`` (pass ``"step"`` for a step budget).
+        hue: the column naming the lines; default the policy.
+        columns: the table's column names.
+    """
+    c = columns
+    x = x or c.epoch
+    hue = hue or c.policy
+    require_columns(history, [c.metric, c.value, x, hue], what="history table")
+    missing = sorted(set(metrics) - set(history[c.metric]))
+    if missing:
+        raise ValueError(f"history has no {missing}; its metrics are {sorted(set(history[c.metric]))}")
+    fig, axes, archs = _panels(history, c.arch, nrows=len(metrics))
+    for row, metric in enumerate(metrics):
+        for ax, arch in zip(axes[row], archs):
+            panel = _in_arch(history[history[c.metric] == metric], c.arch, arch)
+            sns.lineplot(data=panel, x=x, y=c.value, hue=hue, estimator="median", errorbar=("pi", 50),
+                         marker="o", ax=ax)
+            ax.set(title=f"{arch or ''} {metric}".strip(), xlabel=x, ylabel=metric)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            _legend_on_last(ax, axes)
+    fig.suptitle("learning curves: median over repeats, band = 25th-75th percentile")
+    return fig
+
+
+def image_grid(
+    images,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    *,
+    panel_inches: float = 1.6,
+) -> Figure:
+    """A grid of grayscale images, e.g. real slices beside their synthetic variations.
+
+    Args:
+        images: uint8 array or tensor ``[N, 1, H, W]`` (or ``[N, H, W]``).
+        titles: optional caption per image.
+        ncols: images per row.
+        panel_inches: size of each image in inches.
+    """
+    if hasattr(images, "detach"):
+        images = images.detach().cpu()
+    array = np.asarray(images)
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 3 or len(array) == 0:
+        raise ValueError(f"images must have shape [N, 1, H, W] or [N, H, W] with N >= 1, got {array.shape}")
+    if titles is not None and len(titles) != len(array):
+        raise ValueError(f"got {len(titles)} titles for {len(array)} images; give one per image or none")
+    ncols = max(1, min(ncols, len(array)))
+    nrows = -(-len(array) // ncols)
+    fig = Figure(figsize=(panel_inches * ncols, panel_inches * nrows + (0.3 * nrows if titles else 0)),
+                 layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if index < len(array):
+            # Fixed 0-255 range so that brightness compares across panels (no per-image rescaling).
+            ax.imshow(array[index], cmap="gray", vmin=0, vmax=255)
+            if titles is not None:
+                ax.set_title(str(titles[index]), fontsize="small")
+    return fig

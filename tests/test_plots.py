@@ -1,0 +1,145 @@
+"""Tests of mri_synth.plots: figures drawn from constructed tables hold the expected panels and data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.collections import PolyCollection
+from matplotlib.container import ErrorbarContainer
+from matplotlib.figure import Figure
+
+from mri_synth import plots
+
+ARMS = [  # policy, real_fraction, synthetic, synthetic_fraction, augment
+    ("100% real", 1.0, "none", 0.0, "none"),
+    ("30% real", 0.3, "none", 0.0, "none"),
+    ("30% real + 70% diffusion", 0.3, "diffusion", 0.7, "none"),
+    ("30% real repeated", 0.3, "repeat", 0.7, "none"),
+    ("30% real + AutoAugment", 0.3, "none", 0.0, "autoaugment"),
+]
+CLASSES = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
+
+
+@pytest.fixture
+def results() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for arch in ("cnn", "vit"):
+        for seed in range(3):
+            for policy, real_fraction, synthetic, synthetic_fraction, augment in ARMS:
+                spec = {"trial_key": f"{arch}/{policy}/{seed}", "arch": arch, "real_fraction": real_fraction,
+                        "synthetic": synthetic, "synthetic_fraction": synthetic_fraction,
+                        "synthetic_classes": "all", "augment": augment, "seed": seed, "policy": policy}
+                rows.append({**spec, "metric": "test_loss", "value": 0.5 - 0.3 * real_fraction + 0.01 * seed})
+                rows += [{**spec, "metric": f"recall_{name}", "value": rng.uniform(0.3, 1.0)} for name in CLASSES]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def history(results) -> pd.DataFrame:
+    keys = results[results["metric"] == "test_loss"].drop(columns=["metric", "value"])
+    frames = [keys.assign(epoch=epoch, step=10 * epoch, metric=metric, value=1.0 / epoch)
+              for epoch in (1, 2, 3) for metric in ("train_loss", "test_loss")]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _points(ax) -> np.ndarray:
+    return np.concatenate([np.asarray(c.get_offsets()).reshape(-1, 2) for c in ax.collections])
+
+
+def test_loss_distribution_shows_every_repeat_in_the_given_order(results):
+    order = ["30% real", "30% real + 70% diffusion", "100% real"]
+    reference = {"100% real": 0.1760, "30% real": 0.2199, "30% real + 70% diffusion": 0.1742}
+    fig = plots.plot_loss_distribution(results, order, reference=reference)
+    assert isinstance(fig, Figure)
+    assert [ax.get_title() for ax in fig.axes] == ["cnn", "vit"]
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == order
+        points = _points(ax)
+        # 3 policies x 3 repeats from the strip plot, then 3 reference markers at the thesis values.
+        assert len(points) == 9 + 3
+        np.testing.assert_allclose(sorted(points[-3:, 1]), sorted(reference.values()))
+        expected = results[(results["metric"] == "test_loss") & results["policy"].isin(order)
+                           & (results["arch"] == ax.get_title())]["value"]
+        np.testing.assert_allclose(sorted(points[:9, 1]), sorted(expected))
+
+
+def test_policies_at_fraction_shows_only_that_fraction_ordered_by_median(results):
+    fig = plots.plot_policies_at_fraction(results, 0.3)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert sorted(labels) == sorted(p for p, fraction, *_ in ARMS if fraction == 0.3)
+    assert "100% real" not in labels
+    with pytest.raises(ValueError, match="no trials at real_fraction=0.5"):
+        plots.plot_policies_at_fraction(results, 0.5)
+
+
+def test_metric_vs_real_fraction_draws_one_line_per_method_with_the_medians(results):
+    fig = plots.plot_metric_vs_real_fraction(results)
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    lines = {c.get_label(): c for c in ax.containers if isinstance(c, ErrorbarContainer)}
+    assert set(lines) == {"real only", "+ diffusion", "+ repeat", "+ autoaugment"}
+    x, y = lines["real only"].lines[0].get_data()
+    # Medians over seeds 0..2 of 0.5 - 0.3 * fraction + 0.01 * seed, at fractions 0.3 and 1.0 (dodged a little).
+    np.testing.assert_allclose(x, [0.3, 1.0], atol=0.02)
+    np.testing.assert_allclose(y, [0.5 - 0.09 + 0.01, 0.5 - 0.3 + 0.01])
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 4  # one interval band per method
+
+
+def test_per_class_recall_labels_classes_with_counts(results):
+    fig = plots.plot_per_class_recall(results, ["30% real", "100% real"], class_counts={"Moderate_Demented": 49})
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["Mild_Demented", "Moderate_Demented\n(n=49)", "Non_Demented", "Very_Mild_Demented"]
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["30% real", "100% real"]
+    assert fig.axes[0].get_legend() is None
+    with pytest.raises(ValueError, match="no recall_<class> rows"):
+        plots.plot_per_class_recall(results[results["metric"] == "test_loss"])
+
+
+def test_learning_curves_have_a_panel_per_metric_and_architecture(history):
+    fig = plots.plot_learning_curves(history)
+    assert [ax.get_title() for ax in fig.axes] == ["cnn train_loss", "vit train_loss", "cnn test_loss",
+                                                  "vit test_loss"]
+    x, y = fig.axes[0].get_lines()[0].get_data()
+    np.testing.assert_allclose(x, [1, 2, 3])
+    np.testing.assert_allclose(y, [1.0, 0.5, 1 / 3])
+    one_arch = plots.plot_learning_curves(history[history["arch"] == "cnn"], ["test_loss"], x="step")
+    assert len(one_arch.axes) == 1 and one_arch.axes[0].get_xlabel() == "step"
+    with pytest.raises(ValueError, match=r"history has no \['accuracy'\]"):
+        plots.plot_learning_curves(history, ["accuracy"])
+
+
+def test_unknown_policy_and_missing_column_raise(results):
+    with pytest.raises(ValueError, match="policies \\['50% real'\\] have no 'test_loss' rows"):
+        plots.plot_loss_distribution(results, ["50% real"])
+    with pytest.raises(ValueError, match="lacks column.*policy"):
+        plots.plot_loss_distribution(results.drop(columns="policy"))
+
+
+def test_image_grid_accepts_tensors_and_lays_out_rows():
+    images = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8)
+    fig = plots.image_grid(images, titles=[f"#{i}" for i in range(5)], ncols=3)
+    assert len(fig.axes) == 6  # 2 rows x 3 columns, the last one empty
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 5 and shown[4].get_title() == "#4"
+    np.testing.assert_array_equal(shown[2].images[0].get_array(), images[2, 0].numpy())
+    with pytest.raises(ValueError, match="2 titles for 5 images"):
+        plots.image_grid(images, titles=["a", "b"])
+    with pytest.raises(ValueError, match=r"\[N, 1, H, W\]"):
+        plots.image_grid(np.zeros((16, 16), dtype=np.uint8))
+
+
+def test_save_figure_writes_png_and_pdf(tmp_path, monkeypatch):
+    fig = plots.image_grid(np.zeros((2, 1, 8, 8), dtype=np.uint8))
+    written = plots.save_figure(fig, "grid", tmp_path / "new" / "figures")
+    assert [p.name for p in written] == ["grid.png", "grid.pdf"]
+    assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert written[1].read_bytes()[:5] == b"%PDF-"
+    monkeypatch.setenv("MRI_SYNTH_FIGURES", str(tmp_path / "default"))
+    assert plots.save_figure(fig, "grid", "")[0] == tmp_path / "default" / "grid.png"
+    with pytest.raises(ValueError, match="bare file name"):
+        plots.save_figure(fig, "sub/grid.png", tmp_path)
