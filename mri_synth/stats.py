@@ -47,14 +47,8 @@ COLUMNS = ResultColumns()
 
 # Which direction is "better" for each metric the runner writes; recall_<class> is handled by prefix.
 LOWER_IS_BETTER: dict[str, bool] = {
-    "test_loss": True,
-    "best_test_loss": True,
-    "train_loss": True,
-    "ece": True,
-    "train_time_s": True,
-    "accuracy": False,
-    "balanced_accuracy": False,
-    "macro_f1": False,
+    "test_loss": True, "best_test_loss": True, "train_loss": True, "ece": True, "train_time_s": True,
+    "accuracy": False, "balanced_accuracy": False, "macro_f1": False,
 }
 
 THESIS_CNN_MEDIANS = pd.DataFrame(
@@ -130,12 +124,7 @@ def with_method(results: pd.DataFrame, *, name: str = "method", columns: ResultC
 
 
 def bootstrap_interval(
-    values: np.ndarray,
-    statistic: str = "median",
-    *,
-    confidence: float = 0.95,
-    n_resamples: int = 2000,
-    seed: int = 0,
+    values: np.ndarray, statistic: str = "median", *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the median or mean of ``values`` (NaN for fewer than 2 values)."""
     values = np.asarray(values, dtype=float)
@@ -145,16 +134,19 @@ def bootstrap_interval(
         return float("nan"), float("nan")
     function = np.median if statistic == "median" else np.mean
     # Percentile rather than BCa: BCa is undefined for the tied, discrete values small repeats produce.
-    result = sps.bootstrap(
-        (values,),
-        function,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        vectorized=True,
-        rng=np.random.default_rng(seed),
-    )
+    result = sps.bootstrap((values,), function, n_resamples=n_resamples, confidence_level=confidence,
+                           method="percentile", vectorized=True, rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _centres(values: np.ndarray, suffix: str, **bootstrap) -> dict[str, float]:
+    """Median and mean of ``values`` with their bootstrap intervals, keyed median<suffix>, median<suffix>_lo..."""
+    out = {}
+    for statistic, function in (("median", np.median), ("mean", np.mean)):
+        low, high = bootstrap_interval(values, statistic, **bootstrap)
+        out.update({f"{statistic}{suffix}": float(function(values)), f"{statistic}{suffix}_lo": low,
+                    f"{statistic}{suffix}_hi": high})
+    return out
 
 
 def summarize(
@@ -201,23 +193,11 @@ def summarize(
     records = []
     for key, group in rows.groupby(by, sort=True, dropna=False):
         values = group[columns.value].to_numpy(dtype=float)
-        median_lo, median_hi = bootstrap_interval(values, "median", confidence=confidence,
-                                                  n_resamples=n_resamples, seed=seed)
-        mean_lo, mean_hi = bootstrap_interval(values, "mean", confidence=confidence,
-                                              n_resamples=n_resamples, seed=seed)
         records.append({
-            **dict(zip(by, key if isinstance(key, tuple) else (key,))),
-            "metric": metric,
-            "n": values.size,
-            "median": float(np.median(values)),
-            "median_lo": median_lo,
-            "median_hi": median_hi,
-            "mean": float(np.mean(values)),
-            "mean_lo": mean_lo,
-            "mean_hi": mean_hi,
+            **dict(zip(by, key if isinstance(key, tuple) else (key,))), "metric": metric, "n": values.size,
+            **_centres(values, "", confidence=confidence, n_resamples=n_resamples, seed=seed),
             "std": float(np.std(values, ddof=1)) if values.size > 1 else float("nan"),
-            "q25": float(np.quantile(values, 0.25)),
-            "q75": float(np.quantile(values, 0.75)),
+            "q25": float(np.quantile(values, 0.25)), "q75": float(np.quantile(values, 0.75)),
         })
     return pd.DataFrame.from_records(records)
 
@@ -315,16 +295,11 @@ def compare_policies(
         else:
             test = sps.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
             statistic, p_value = float(test.statistic), float(test.pvalue)
-        median_lo, median_hi = bootstrap_interval(diff, "median", confidence=confidence,
-                                                  n_resamples=n_resamples, seed=seed)
-        mean_lo, mean_hi = bootstrap_interval(diff, "mean", confidence=confidence,
-                                              n_resamples=n_resamples, seed=seed)
         records.append({
             **dict(zip(within, key)),
             "a": a, "b": b, "metric": metric, "n_pairs": len(diff),
             "median_a": float(group["a"].median()), "median_b": float(group["b"].median()),
-            "median_diff": float(np.median(diff)), "median_diff_lo": median_lo, "median_diff_hi": median_hi,
-            "mean_diff": float(np.mean(diff)), "mean_diff_lo": mean_lo, "mean_diff_hi": mean_hi,
+            **_centres(diff, "_diff", confidence=confidence, n_resamples=n_resamples, seed=seed),
             "wilcoxon_statistic": statistic, "p_value": p_value,
             "share_a_better": float(np.mean(a_better)), "share_ties": float(np.mean(diff == 0)),
             "lower_is_better": lower,
