@@ -1,0 +1,63 @@
+"""The notebook batch: profiles, the parameters each notebook receives, and a real papermill run."""
+
+import json
+
+import nbformat
+import papermill
+import pytest
+
+from mri_synth import notebooks as N
+
+
+def test_every_notebook_has_a_fully_parsed_parameters_cell():
+    for nb_path in N.numbered_notebooks():
+        nb = nbformat.read(nb_path, as_version=4)
+        cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(cells) == 1, f"{nb_path.name}: needs exactly one cell tagged 'parameters'"
+        assignments = [ln for ln in cells[0].source.splitlines() if ln and not ln.startswith("#")]
+        parsed = papermill.inspect_notebook(str(nb_path))
+        # papermill silently drops a line it cannot parse (e.g. '=' inside a comment): the batch would not set it
+        assert len(parsed) == len(assignments), f"{nb_path.name}: papermill parsed {list(parsed)} of {assignments}"
+        assert all(p["help"] for p in parsed.values()), f"{nb_path.name}: every parameter needs a why-comment"
+        assert "figures_dir" in parsed and "data_source" in parsed
+
+
+def test_profiles_name_only_existing_notebooks():
+    for profile in N.PROFILE_DIR.glob("*.yaml"):
+        loaded = N.load_profile(profile)
+        assert loaded["common"]["data_source"] is not None
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(N.ProfileError, match="quick"):
+        N.load_profile("no_such_profile")
+
+
+def test_profile_with_a_misspelt_section_is_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("common: {seed: 1}\nnotebooks:\n  01_data_exploraton: {}\n")
+    with pytest.raises(N.ProfileError, match="01_data_exploraton.*names no notebook"):
+        N.load_profile(bad)
+    bad.write_text("comon: {seed: 1}\n")
+    with pytest.raises(N.ProfileError, match="comon"):
+        N.load_profile(bad)
+
+
+def test_a_notebook_receives_only_what_it_declares(tmp_path):
+    profile = {"common": {"seed": 5, "data_source": "sample", "epochs": 3}, "notebooks": {}}
+    nb = N.NOTEBOOK_DIR / "01_data_exploration.ipynb"
+    params = N.notebook_parameters(profile, nb, tmp_path)
+    assert params["seed"] == 5 and params["figures_dir"] == str(tmp_path / "figures")
+    assert "epochs" not in params  # notebook 01 trains nothing
+
+
+def test_batch_runs_notebook_01_into_the_run_folder(tmp_path):
+    runs = N.run_batch("quick", run_dir=tmp_path, only=["01"])
+    assert [r.notebook for r in runs] == ["01_data_exploration"]
+    executed = nbformat.read(tmp_path / "01_data_exploration.ipynb", as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and str(tmp_path / "figures") in injected[0].source
+    outputs = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert "Moderate_Demented" in outputs and "Error" not in outputs
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "01_example_slices.pdf", "01_example_slices.png", "01_intensity_histograms.pdf", "01_intensity_histograms.png"]
