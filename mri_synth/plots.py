@@ -11,8 +11,9 @@ Figures of the study (after the thesis's chapter 7):
 * :func:`plot_learning_curves`: per-epoch (or per-step) curves from the history table, median over repeats.
 
 Each draws one panel per architecture when the table holds several. :func:`image_grid` shows images
-(notebooks 01-03) and :func:`save_figure` writes PNG and PDF. Figures are plain ``matplotlib.figure.Figure``
-objects, not pyplot ones, so nothing needs a display or closing; a notebook shows one by returning it.
+(notebooks 01-03) and :func:`save_figure` writes PNG and PDF. Every function returns its figure already
+closed in pyplot: nothing accumulates over a loop, and a notebook cell shows a figure exactly once by
+returning it as its last expression.
 Statistics come from :mod:`mri_synth.stats`; this module only draws.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -60,10 +62,21 @@ def save_figure(fig: Figure, name: str, figures_dir: str | os.PathLike | None = 
     return written
 
 
+def new_figure(width: float, height: float) -> Figure:
+    """A constrained-layout figure that pyplot no longer tracks.
+
+    Made through pyplot so that Jupyter's inline backend is set up to render it, then closed so that the
+    notebook shows it once (as a cell's value) and loops do not keep every figure alive.
+    """
+    fig = plt.figure(figsize=(width, height), layout="constrained")
+    plt.close(fig)
+    return fig
+
+
 def _panels(table: pd.DataFrame, arch_col: str, nrows: int = 1) -> tuple[Figure, np.ndarray, list]:
     """A figure with one column of panels per architecture in ``table`` (sorted), ``nrows`` rows."""
     archs = sorted(table[arch_col].astype(str).unique()) if arch_col in table.columns else [None]
-    fig = Figure(figsize=(PANEL_SIZE[0] * len(archs), PANEL_SIZE[1] * nrows), layout="constrained")
+    fig = new_figure(PANEL_SIZE[0] * len(archs), PANEL_SIZE[1] * nrows)
     axes = fig.subplots(nrows, len(archs), squeeze=False, sharey="row")
     return fig, axes, archs
 
@@ -104,8 +117,8 @@ def plot_loss_distribution(
     c = columns
     rows = metric_rows(results, metric, columns=c)
     require_columns(rows, [c.policy])
-    if policies is None:
-        policies = list(rows.groupby(c.policy)[c.value].median().sort_values().index)
+    policies = (list(policies) if policies is not None
+                else list(rows.groupby(c.policy)[c.value].median().sort_values().index))
     unknown = sorted(set(policies) - set(rows[c.policy]))
     if unknown:
         raise ValueError(f"policies {unknown} have no {metric!r} rows; the table has {sorted(set(rows[c.policy]))}")
@@ -294,8 +307,7 @@ def image_grid(
         raise ValueError(f"got {len(titles)} titles for {len(array)} images; give one per image or none")
     ncols = max(1, min(ncols, len(array)))
     nrows = -(-len(array) // ncols)
-    fig = Figure(figsize=(panel_inches * ncols, panel_inches * nrows + (0.3 * nrows if titles else 0)),
-                 layout="constrained")
+    fig = new_figure(panel_inches * ncols, panel_inches * nrows + (0.3 * nrows if titles else 0))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.set_axis_off()

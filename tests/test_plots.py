@@ -143,3 +143,12 @@ def test_save_figure_writes_png_and_pdf(tmp_path, monkeypatch):
     assert plots.save_figure(fig, "grid", "")[0] == tmp_path / "default" / "grid.png"
     with pytest.raises(ValueError, match="bare file name"):
         plots.save_figure(fig, "sub/grid.png", tmp_path)
+
+
+def test_figures_are_released_by_pyplot(results):
+    from matplotlib import pyplot as plt
+
+    before = len(plt.get_fignums())
+    figures = [plots.plot_loss_distribution(results) for _ in range(3)]
+    assert len(plt.get_fignums()) == before  # a notebook shows each once; loops do not pile figures up
+    assert all(len(fig.axes) == 2 for fig in figures)
