@@ -20,6 +20,7 @@ Statistics come from :mod:`mri_synth.stats`; this module only draws.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -81,6 +82,14 @@ def _panels(table: pd.DataFrame, arch_col: str, nrows: int = 1) -> tuple[Figure,
     return fig, axes, archs
 
 
+def _boxplot(**kwargs) -> None:
+    """seaborn.boxplot without the deprecation warning seaborn 0.13.2 triggers in matplotlib >= 3.11."""
+    with warnings.catch_warnings():
+        # seaborn passes matplotlib's deprecated ``vert=``; the warning is about seaborn, not about this call.
+        warnings.filterwarnings("ignore", message="vert: bool was deprecated", category=DeprecationWarning)
+        sns.boxplot(**kwargs)
+
+
 def _legend_on_last(ax, axes: np.ndarray) -> None:
     """One legend per figure, in the top-right panel: the lines are the same in every panel."""
     if ax is axes[0, -1]:
@@ -126,7 +135,7 @@ def plot_loss_distribution(
     fig, axes, archs = _panels(rows, c.arch)
     for ax, arch in zip(axes[0], archs):
         panel = _in_arch(rows, c.arch, arch)
-        sns.boxplot(data=panel, x=c.policy, y=c.value, order=policies, ax=ax, color="0.85", showfliers=False,
+        _boxplot(data=panel, x=c.policy, y=c.value, order=policies, ax=ax, color="0.85", showfliers=False,
                     width=0.6)
         sns.stripplot(data=panel, x=c.policy, y=c.value, order=policies, ax=ax, color="tab:blue", size=3,
                       alpha=0.6, jitter=0.2)
@@ -231,7 +240,7 @@ def plot_per_class_recall(
     classes = list(pd.unique(rows["class"]))
     fig, axes, archs = _panels(rows, c.arch)
     for ax, arch in zip(axes[0], archs):
-        sns.boxplot(data=_in_arch(rows, c.arch, arch), x="class", y=c.value, hue=c.policy, order=classes,
+        _boxplot(data=_in_arch(rows, c.arch, arch), x="class", y=c.value, hue=c.policy, order=classes,
                     hue_order=policies, ax=ax, showfliers=False)
         if class_counts:
             ax.set_xticks(range(len(classes)),
