@@ -67,6 +67,10 @@ THESIS_CNN_MEDIANS = pd.DataFrame(
 _NOT_GENERATIVE = ("none", "repeat")
 
 
+class UnpairedError(ValueError):
+    """Two policies share no repeat to pair (e.g. one was run for another architecture or other seeds)."""
+
+
 def is_lower_better(metric: str) -> bool:
     """Whether a smaller value of ``metric`` is better (loss, ECE, time) or worse (accuracy, recall, F1).
 
@@ -274,7 +278,7 @@ def compare_policies(
     values_b = _paired_values(rows, b, within, pair_on, columns)
     paired = pd.concat({"a": values_a, "b": values_b}, axis=1, join="inner")
     if paired.empty:
-        raise ValueError(
+        raise UnpairedError(
             f"no paired repeats: {a!r} and {b!r} share no {within + pair_on} values; run both policies with the "
             "same seeds, or change within=/pair_on="
         )
@@ -354,9 +358,9 @@ def compare_to_reference(
         try:
             tables.append(compare_policies(rows, policy, reference, metric, within=within, columns=columns,
                                            **options))
-        except ValueError as error:
+        except UnpairedError:
             # Only the default "every policy" may skip an arm that was never paired (e.g. another arch's).
-            if policies is not None or not str(error).startswith("no paired repeats"):
+            if policies is not None:
                 raise
     if not tables:
         raise ValueError(f"no policy shares paired repeats with the reference {reference!r}")

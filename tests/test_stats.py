@@ -174,6 +174,8 @@ def test_compare_to_reference_covers_every_other_policy(paired_table):
     assert (result["b"] == "B").all()
     assert (result["p_holm"] >= result["p_value"]).all()
     assert result.set_index("a").loc["C", "share_a_better"] == 0.0
+    with pytest.raises(stats.UnpairedError, match="no paired repeats: 'D' and 'B'"):  # asked for by name
+        stats.compare_to_reference(pd.concat([table, other_arch]), "B", policies=["A", "D"])
 
 
 def test_thesis_comparison_matches_generative_arm_not_the_repeat_control():
