@@ -43,7 +43,7 @@ IMAGE_SIZE = 128
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 HOLDOUT_FRACTION = 0.2
 """Share of each class held out as the test split when an image folder has no train/test levels."""
-_DECODE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+_DECODE_VERSION = 2  # bump when decoding changes, so old caches are not reused
 
 
 class DataSourceError(ValueError):
@@ -265,7 +265,7 @@ def source_fingerprint(source: str | os.PathLike | None = None) -> str:
         return hashlib.sha256(f"hub:{location}".encode()).hexdigest()[:16]
     root = Path(location)
     if kind == "hub_folder":
-        return _hash_files(sorted(root.rglob("*.parquet")), root, content=True)
+        return _hash_files(sorted(root.rglob("*.parquet")), root, content=False)
     files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     return _hash_files(files, root, content=False)
 
@@ -290,7 +290,8 @@ def load_data(source: str | os.PathLike | None = None, *, cache: bool = True) ->
     cache_file = paths.cache_dir() / "data" / f"{kind}-{fingerprint}-v{_DECODE_VERSION}.pt"
     if cache and cache_file.is_file():
         blob = torch.load(cache_file, weights_only=True)
-        splits = [Split(blob[f"{s}_images"], blob[f"{s}_labels"], tuple(blob[f"{s}_ids"])) for s in ("train", "test")]
+        ids = [part.split("\n") if part else [] for part in blob["ids"].split("\t")]  # one string: fast to unpickle
+        splits = [Split(blob[f"{s}_images"], blob[f"{s}_labels"], tuple(i)) for s, i in zip(("train", "test"), ids)]
         return MRIData(splits[0], splits[1], description, fingerprint)
     conv = _Converter()
     train, test = _load_image_folder(Path(location), conv) if kind == "image_folder" else _load_hub(location, conv)
@@ -298,7 +299,7 @@ def load_data(source: str | os.PathLike | None = None, *, cache: bool = True) ->
     if cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         blob = {f"{s}_{k}": getattr(sp, k) for s, sp in (("train", train), ("test", test)) for k in ("images", "labels")}
-        blob |= {"train_ids": list(train.ids), "test_ids": list(test.ids)}
+        blob["ids"] = "\n".join(train.ids) + "\t" + "\n".join(test.ids)
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         torch.save(blob, tmp)
         tmp.replace(cache_file)  # atomic: a killed load never leaves half a cache file
