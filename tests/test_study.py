@@ -1,0 +1,178 @@
+"""Trials: spec keys, the synthetic-mix policy (only the trial's own sources), the control arm, the resumable runner."""
+
+import json
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+
+from mri_synth import study as S
+from mri_synth.data import CLASS_NAMES, stratified_sample
+
+
+@pytest.fixture(scope="module")
+def context(sample_data, tmp_path_factory):
+    return S.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"),
+                          generator_root=tmp_path_factory.mktemp("generators"))
+
+
+# ------------------------------------------------------------------------------------------------ specs
+
+
+def test_key_is_stable_and_content_addressed():
+    spec = S.TrialSpec(arch="cnn", real_fraction=0.3, synthetic="diffusion", synthetic_fraction=0.7, seed=4)
+    assert spec.key == S.TrialSpec(seed=4, synthetic_fraction=0.7, synthetic="diffusion", real_fraction=0.3).key
+    # a golden value: a key that silently changed would orphan every finished trial of a running study
+    assert spec.key == "0333c8606ba2be9c"
+    for change in [dict(seed=5), dict(real_fraction=0.4), dict(augment="basic"), dict(max_steps=100),
+                   dict(synthetic_classes=("Moderate_Demented",))]:
+        assert replace(spec, **change).key != spec.key
+    # class order does not matter: the classes are a set
+    a = replace(spec, synthetic_classes=("Moderate_Demented", "Mild_Demented"))
+    assert a.key == replace(spec, synthetic_classes=("Mild_Demented", "Moderate_Demented")).key
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(real_fraction=0), r"real_fraction must be a number in \(0, 1\]"),
+    (dict(synthetic="dalle"), "synthetic must be one of"),
+    (dict(synthetic="diffusion"), "use synthetic='none' exactly when nothing is added"),
+    (dict(augment="cutmix"), "augment must be one of"),
+    (dict(synthetic="repeat", synthetic_fraction=0.7, synthetic_classes=("Severe",)), "unknown synthetic_classes"),
+])
+def test_bad_specs_are_refused_with_the_fix(bad, message):
+    with pytest.raises(ValueError, match=message):
+        S.TrialSpec(**bad)
+
+
+def test_grid_pairs_arms_and_skips_empty_fills():
+    grid = S.study_grid(["cnn"], [1.0, 0.3], ["none", "repeat", "diffusion:Mild_Demented,Moderate_Demented",
+                                              "diffusion+autoaugment"], range(3), epochs=2)
+    labels = {s.policy for s in grid}
+    assert "100% real + 0% repeat" not in labels and "100% real" in labels
+    assert {"30% real + 70% repeat", "30% real + 70% diffusion (Mild+Moderate)",
+            "30% real + 70% diffusion + autoaugment"} <= labels
+    assert len(grid) == 3 * (1 + 4) and len({s.key for s in grid}) == len(grid)
+    with pytest.raises(ValueError, match="unknown arm part 'dalle2'"):
+        S.study_grid(["cnn"], [0.3], ["dalle2"], [0])
+
+
+# ------------------------------------------------------------------------------------------------ training sets
+
+
+def test_synthetic_amount_per_class_follows_the_full_set():
+    counts = [724, 49, 2566, 1781]
+    spec = S.TrialSpec(real_fraction=0.3, synthetic="repeat", synthetic_fraction=0.7)
+    assert S.synthetic_per_class(spec, counts) == [507, 34, 1796, 1247]
+    only = replace(spec, synthetic_classes=("Mild_Demented", "Moderate_Demented"))
+    assert S.synthetic_per_class(only, counts) == [507, 34, 0, 0]
+
+
+def test_control_arm_repeats_only_the_trials_own_images(context):
+    spec = S.TrialSpec(real_fraction=0.3, synthetic="repeat", synthetic_fraction=0.7, seed=2)
+    ts = S.training_set(spec, context)
+    full = context.data.train
+    assert set(ts.synthetic_sources) <= set(ts.real_ids)
+    assert len(ts.labels) == sum(round(0.3 * n) for n in full.class_counts()) + sum(
+        S.synthetic_per_class(spec, full.class_counts()))
+    assert ts.labels.bincount(minlength=4).tolist() == [
+        r + s for r, s in zip(torch.bincount(full.labels[stratified_sample(full.labels, 0.3, 2)], minlength=4).tolist(),
+                              S.synthetic_per_class(spec, full.class_counts()))]
+
+
+def test_every_policy_of_a_repeat_shares_the_real_subset(context):
+    base = S.TrialSpec(real_fraction=0.3, seed=1)
+    plain = S.training_set(base, context)
+    control = S.training_set(replace(base, synthetic="repeat", synthetic_fraction=0.7), context)
+    augmented = S.training_set(replace(base, augment="autoaugment"), context)
+    assert plain.real_ids == control.real_ids == augmented.real_ids
+    assert plain.real_ids != S.training_set(replace(base, seed=2), context).real_ids
+
+
+def test_diffusion_draw_uses_only_variants_of_the_trials_own_sources(context):
+    spec = S.TrialSpec(real_fraction=0.3, synthetic="diffusion", synthetic_fraction=0.2, seed=0, generator="toy",
+                       synthetic_classes=("Moderate_Demented", "Mild_Demented"))
+    ts = S.training_set(spec, context)
+    assert ts.synthetic_sources and set(ts.synthetic_sources) <= set(ts.real_ids)
+    n_real = len(ts.real_ids)
+    added = ts.labels[n_real:]
+    assert set(added.tolist()) <= {CLASS_NAMES.index("Mild_Demented"), CLASS_NAMES.index("Moderate_Demented")}
+    assert ts.images.shape[1:] == (1, 128, 128) and ts.images.dtype == torch.uint8
+    # another repeat has another real subset, hence a generator trained on other images and other sources
+    other = S.training_set(replace(spec, seed=1), context)
+    assert other.generator_fingerprint != ts.generator_fingerprint
+    assert set(other.synthetic_sources) <= set(other.real_ids)
+
+
+def test_external_generator_missing_from_context_is_a_clear_error(context):
+    spec = S.TrialSpec(real_fraction=0.3, synthetic="openai", synthetic_fraction=0.7)
+    with pytest.raises(ValueError, match="external_generators"):
+        S.training_set(spec, context)
+
+
+# ------------------------------------------------------------------------------------------------ the runner
+
+TINY = dict(epochs=1, batch_size=32)
+
+
+def _grid():
+    return S.study_grid(["cnn"], [1.0, 0.3], ["none", "repeat"], range(2), **TINY)
+
+
+def _stable(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table.metric != "train_time_s"].reset_index(drop=True)
+
+
+def test_resume_after_a_kill_gives_the_same_table(context, tmp_path, monkeypatch):
+    specs = _grid()
+    straight, _ = S.run_study(specs, context, tmp_path / "straight", progress=False)
+
+    calls = {"n": 0}
+    real_run_trial = S.run_trial
+
+    def dies_on_the_third(spec, ctx):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real_run_trial(spec, ctx)
+
+    monkeypatch.setattr(S, "run_trial", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        S.run_study(specs, context, tmp_path / "resumed", progress=False)
+    assert len(list((tmp_path / "resumed" / "trials").glob("*.json"))) == 2
+    monkeypatch.setattr(S, "run_trial", real_run_trial)
+
+    ran = []
+    monkeypatch.setattr(S, "run_trial", lambda spec, ctx: ran.append(spec.key) or real_run_trial(spec, ctx))
+    resumed, history = S.run_study(specs, context, tmp_path / "resumed", progress=False)
+    assert len(ran) == len(specs) - 2  # the two finished trials were not run again
+    pd.testing.assert_frame_equal(_stable(resumed), _stable(straight))
+    assert set(history.metric) >= {"test_loss", "accuracy", "ece"} and (tmp_path / "resumed" / "results.parquet").exists()
+
+
+def test_results_carry_spec_provenance_and_every_metric(context, tmp_path):
+    spec = S.TrialSpec(real_fraction=0.3, synthetic="repeat", synthetic_fraction=0.7, **TINY)
+    results, _ = S.run_study([spec], context, tmp_path, progress=False)
+    metrics = set(results.metric)
+    assert {"test_loss", "best_test_loss", "accuracy", "balanced_accuracy", "macro_f1", "ece", "train_time_s",
+            *(f"recall_{c}" for c in CLASS_NAMES)} <= metrics
+    row = results.iloc[0]
+    assert row.policy == "30% real + 70% repeat" and row.generator_kind == "control" and row.budget == "epochs"
+    images = results.set_index("metric").value
+    assert images["synthetic_images"] == sum(S.synthetic_per_class(spec, context.data.train.class_counts()))
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["data_fingerprint"] == context.data.fingerprint and "torch" in prov["versions"]
+
+
+def test_step_budget_gives_every_arm_the_same_number_of_steps(context, tmp_path):
+    specs = S.study_grid(["cnn"], [0.3], ["none", "repeat"], [0], max_steps=6, batch_size=16)
+    results, _ = S.run_study(specs, context, tmp_path, progress=False)
+    steps = results[results.metric == "steps"].set_index("policy").value
+    assert steps.tolist() == [6.0, 6.0] and set(results.budget) == {"steps"}
+
+
+def test_results_from_other_data_are_not_mixed(context, tmp_path, real_data):
+    S.run_study([S.TrialSpec(real_fraction=0.3, **TINY)], context, tmp_path, progress=False)
+    other = S.StudyContext(data=real_data, bank_root=context.bank_root)
+    with pytest.raises(ValueError, match="choose another results folder"):
+        S.run_study([S.TrialSpec(real_fraction=0.3, **TINY)], other, tmp_path, progress=False)
