@@ -164,6 +164,27 @@ _REGISTRY: dict[str, ModelSpec] = {
 }
 
 
+# Small, randomly initialised versions of the registered architectures: same code paths, seconds on a CPU.
+_TINY: dict[str, tuple[int, dict[str, Any]]] = {
+    "cnn": (64, {}),
+    "resnet18": (64, {}),
+    "vit": (32, {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}),
+}
+
+
+def tiny_model(name: str, num_classes: int = NUM_CLASSES) -> tuple[nn.Module, ModelSpec]:
+    """A small, randomly initialised variant of a registered architecture and its spec (for tests, quick runs).
+
+    ``cnn`` and ``resnet18`` at 64x64 input; ``vit`` is a 2-block ViT (patch 8, width 64) at 32x32.
+    """
+    if name not in _TINY:
+        raise ValueError(f"no tiny variant of {name!r}; choose one of {list(_TINY)}")
+    size, kwargs = _TINY[name]
+    spec = get_spec(name).with_input_size(size)
+    spec = replace(spec, model_kwargs=tuple(sorted({**dict(spec.model_kwargs), **kwargs}.items())))
+    return create_model(name, pretrained=False, num_classes=num_classes, spec=spec), spec
+
+
 def available_models() -> list[str]:
     """The registry's own names; any timm model name (``timm.list_models()``) works as well."""
     return list(_REGISTRY)
