@@ -57,6 +57,7 @@ class TrialSpec:
     lr: float = 1e-3
     seed: int = 0  # the repeat index: it picks the real subset (shared by every policy) and the training seed
     pretrained: bool | None = None  # None: the registry's default for the architecture
+    input_size: int = 0  # model input side in pixels; 0 means the registry's (224 for the pretrained models)
     generator: str = ""  # settings of the generator: a DiffusionConfig preset (toy, quick, gpu) or a bank fingerprint
 
     def __post_init__(self) -> None:
@@ -106,7 +107,7 @@ class TrialSpec:
             "trial_key": self.key, "arch": self.arch, "real_fraction": self.real_fraction,
             "synthetic": self.synthetic, "synthetic_fraction": self.synthetic_fraction,
             "synthetic_classes": "+".join(self.synthetic_classes) or "all", "augment": self.augment,
-            "budget": self.budget, "epochs": self.epochs, "max_steps": self.max_steps or 0, "seed": self.seed,
+            "budget": self.budget, "epochs": self.epochs, "input_size": self.input_size, "max_steps": self.max_steps or 0, "seed": self.seed,
             "policy": self.policy, "generator_kind": GENERATOR_KIND[self.synthetic],
         }
 
@@ -206,9 +207,9 @@ def _generator_for(spec: TrialSpec, real: Split, context: StudyContext):
             raise ValueError(f"unknown diffusion preset {preset!r}: use toy, quick or gpu")
         config = getattr(DiffusionConfig, preset)()
         # trained on this trial's real subset only, cached by that subset: one subset never trains twice
+        device = None if context.device == "auto" else context.device
         return DiffusionGenerator.cached(config, real.images, real.labels, real.ids, seed=spec.seed,
-                                         cache_root=context.generator_root, device=None if context.device == "auto" else context.device,
-                                         progress=context.progress)
+                                         cache_root=context.generator_root, device=device, progress=context.progress)
     if spec.synthetic not in context.external_generators:
         raise ValueError(f"trial wants {spec.synthetic!r} images but the study context has no such generator: pass "
                          f"StudyContext(external_generators={{{spec.synthetic!r}: generator}})")
@@ -248,14 +249,18 @@ def training_set(spec: TrialSpec, context: StudyContext) -> TrainingSet:
 
 def run_trial(spec: TrialSpec, context: StudyContext) -> dict[str, Any]:
     """Train and evaluate one trial; return its metrics, its per-epoch history and what it was trained on."""
+    from .models import get_spec
     from .train import TrainConfig, fit
 
     start = time.perf_counter()
     train_set = training_set(spec, context)
     config = TrainConfig(epochs=spec.epochs, max_steps=spec.max_steps, batch_size=spec.batch_size, lr=spec.lr,
                          augment=spec.augment, device=context.device, seed=spec.seed, progress=context.progress)
+    model_spec = get_spec(spec.arch)
+    if spec.input_size:
+        model_spec = model_spec.with_input_size(spec.input_size)
     result = fit(spec.arch, train_set.images, train_set.labels, context.data.test.images, context.data.test.labels,
-                 config, pretrained=spec.pretrained)
+                 config, spec=model_spec, pretrained=spec.pretrained)
     history = result.history
     final = history.iloc[-1]
     best = history.loc[history["test_loss"].idxmin()]
