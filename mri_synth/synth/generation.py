@@ -148,3 +148,11 @@ def cost_so_far(bank: SyntheticBank) -> pd.DataFrame:
     counts = m.pivot_table(index=["generator", "fingerprint"], columns="status", values="variant", aggfunc="count",
                            fill_value=0)
     return counts.join(m.groupby(["generator", "fingerprint"])["cost_usd"].sum()).reset_index()
+
+
+def save_table(table: pd.DataFrame, name: str, config: GenerationConfig) -> Path:
+    """Write ``table`` as ``<results_dir>/<name>.csv`` (the folder is made if missing) and return the path."""
+    path = config.results_path() / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return path
