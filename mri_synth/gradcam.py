@@ -39,6 +39,7 @@ from torch import nn
 
 from mri_synth.data import CLASS_NAMES, Split, class_id
 from mri_synth.models import ModelSpec, get_spec
+from mri_synth.plots import new_figure
 
 CAM_METHODS: dict[str, type] = {
     "gradcam": GradCAM,
@@ -210,7 +211,8 @@ def top_region_overlap(a: torch.Tensor, b: torch.Tensor, top_fraction: float = 0
 
     Each map's region is its ``ceil(top_fraction * H * W)`` highest pixels (ties broken by position), so both
     regions have the same size; 1 means the same pixels, 0 disjoint regions. Two random regions of share ``q``
-    overlap by about ``q / (2 - q)`` (0.11 at q = 0.2).
+    overlap by about ``q / (2 - q)`` (0.11 at q = 0.2). NaN where a map is constant (e.g. an all-zero Grad-CAM,
+    when the model sees no evidence for the class): such a map has no top region.
     """
     if not 0 < top_fraction < 1:
         raise ValueError(f"top_fraction must be in (0, 1), e.g. 0.2 for the top 20% of pixels; got {top_fraction}")
@@ -218,7 +220,9 @@ def top_region_overlap(a: torch.Tensor, b: torch.Tensor, top_fraction: float = 0
     k = max(1, int(np.ceil(top_fraction * x.shape[1])))
     in_x = torch.zeros_like(x, dtype=torch.bool).scatter_(1, x.topk(k, dim=1).indices, True)
     in_y = torch.zeros_like(y, dtype=torch.bool).scatter_(1, y.topk(k, dim=1).indices, True)
-    return (in_x & in_y).sum(1).double() / (in_x | in_y).sum(1).double()
+    overlap = (in_x & in_y).sum(1).double() / (in_x | in_y).sum(1).double()
+    constant = (x.amax(1) == x.amin(1)) | (y.amax(1) == y.amin(1))
+    return torch.where(constant, torch.nan, overlap)
 
 
 def agreement_table(explainer: CamExplainer, real: Split, synthetic_images: torch.Tensor,
@@ -292,12 +296,14 @@ def agreement_table(explainer: CamExplainer, real: Split, synthetic_images: torc
 def summarize_agreement(table: pd.DataFrame) -> pd.DataFrame:
     """Per class, metric and pair kind: pairs, median and quartiles; and the real-synthetic median's lead.
 
-    ``lead_over_baseline`` is the median of the real-synthetic pairs minus that of the unrelated real pairs:
-    above 0, the model looks at a variation more like at its source than at another slice of the class.
+    ``pairs`` counts pairs with a defined value; ``undefined`` those without (a constant map, see
+    :func:`top_region_overlap`). ``lead_over_baseline`` is the median of the real-synthetic pairs minus that of
+    the unrelated real pairs: above 0, the model looks at a variation more like at its source than at another
+    slice of the class.
     """
-    grouped = table.dropna(subset=["value"]).groupby(["class_name", "metric", "pair_kind"])["value"]
-    summary = grouped.agg(pairs="count", median="median", q25=lambda v: v.quantile(0.25),
-                          q75=lambda v: v.quantile(0.75)).reset_index()
+    grouped = table.groupby(["class_name", "metric", "pair_kind"])["value"]
+    summary = grouped.agg(pairs="count", undefined=lambda v: int(v.isna().sum()), median="median",
+                          q25=lambda v: v.quantile(0.25), q75=lambda v: v.quantile(0.75)).reset_index()
     medians = summary.pivot_table(index=["class_name", "metric"], columns="pair_kind", values="median")
     lead = (medians.get(PAIR_KINDS[0]) - medians.get(PAIR_KINDS[1])) if set(PAIR_KINDS) <= set(medians.columns) \
         else pd.Series(np.nan, index=medians.index)
@@ -338,7 +344,7 @@ def real_vs_synthetic_figure(real_image: torch.Tensor, real_cam: torch.Tensor, s
         ["real"] + [f"synthetic {i + 1}" for i in range(len(synthetic_images))]
     if len(captions) != len(images):
         raise ValueError(f"{len(captions)} captions for {len(images)} columns (the real slice + each variation)")
-    fig = Figure(figsize=(panel_inches * len(images), 2 * panel_inches + 0.6), layout="constrained")
+    fig = new_figure(panel_inches * len(images), 2 * panel_inches + 0.6)
     axes = fig.subplots(2, len(images), squeeze=False)
     for column, (image, cam, caption) in enumerate(zip(images, cams, captions)):
         axes[0, column].imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=255)
@@ -356,7 +362,7 @@ def plot_agreement(table: pd.DataFrame) -> Figure:
     if table.empty:
         raise ValueError("the agreement table is empty: make it with agreement_table from at least one pair")
     metrics = list(dict.fromkeys(table["metric"]))
-    fig = Figure(figsize=(5.0 * len(metrics), 3.8), layout="constrained")
+    fig = new_figure(5.0 * len(metrics), 3.8)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     order = [c for c in CLASS_NAMES if c in set(table["class_name"])]
     for ax, metric in zip(axes, metrics):

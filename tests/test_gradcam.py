@@ -115,6 +115,8 @@ def test_correlation_and_top_region_overlap_on_constructed_maps():
     assert top_region_overlap(a, b, 0.2).item() == pytest.approx(1 / 3)
     assert top_region_overlap(a, c, 0.2).item() == 0.0
     assert top_region_overlap(a, a, 0.2).item() == 1.0
+    # An all-zero map (no evidence for the class) has no top region: undefined, not a perfect overlap.
+    assert torch.isnan(top_region_overlap(torch.zeros(10, 10), torch.zeros(10, 10), 0.2)).all()
     batch = top_region_overlap(torch.stack([a, a]), torch.stack([b, c]), 0.2)
     assert batch.tolist() == pytest.approx([1 / 3, 0.0])
     with pytest.raises(ValueError, match="top_fraction"):
@@ -136,6 +138,7 @@ def test_agreement_table_identical_variations_agree_fully(sample_data):
     assert set(table["pair_kind"]) == set(PAIR_KINDS)
     assert len(table) == 2 * 2 * len(sources)  # two kinds x two metrics per source
     synthetic = table[table["pair_kind"] == PAIR_KINDS[0]]
+    assert synthetic["value"].notna().sum() >= 4
     assert synthetic["value"].dropna().to_numpy() == pytest.approx(1.0)
     baseline = table[table["pair_kind"] == PAIR_KINDS[1]]
     assert (baseline["source_id"] != baseline["other_id"]).all()
@@ -144,7 +147,7 @@ def test_agreement_table_identical_variations_agree_fully(sample_data):
     assert set(table["explained_class"]) == {CLASS_NAMES[1], CLASS_NAMES[2]}  # None: each source's own class
 
     summary = summarize_agreement(table)
-    assert set(summary["pair_kind"]) == set(PAIR_KINDS) and (summary["pairs"] == 2).all()
+    assert set(summary["pair_kind"]) == set(PAIR_KINDS) and (summary["pairs"] + summary["undefined"] == 2).all()
     row = summary[(summary["class_name"] == CLASS_NAMES[2]) & (summary["metric"] == "correlation")]
     expected = 1.0 - baseline[(baseline["class_name"] == CLASS_NAMES[2])
                               & (baseline["metric"] == "correlation")]["value"].median()

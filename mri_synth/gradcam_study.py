@@ -1,0 +1,235 @@
+"""Notebook 03's experiment: a classifier trained on real slices, variations of chosen sources, and their CAMs.
+
+The steps of the thesis's chapter 3, each one call:
+
+- :class:`GradCamConfig`: the notebook's parameters, checked on construction;
+- :func:`trained_classifier`: train the classifier on the real training split (``train.fit``), or load the one
+  trained before with the same data, architecture and settings (cached under ``cache_dir()/"gradcam"``);
+- :func:`choose_sources`: seeded source slices per class from the real training split;
+- :func:`synthetic_variations`: their variations, through the :class:`~mri_synth.synth.SyntheticBank` (filled
+  by the local diffusion generator, trained on the real training split, or read from a generator already in
+  the bank, e.g. OpenAI variations made earlier);
+- :func:`real_vs_synthetic_panels`: the Figures 3.1-3.4 panels (:func:`save_panels` writes them); the agreement
+  table itself is :func:`mri_synth.gradcam.agreement_table`; :func:`save_agreement` writes it with its provenance.
+
+CAMs, agreement metrics and figure drawing are :mod:`mri_synth.gradcam`'s; training is :mod:`mri_synth.train`'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from mri_synth import paths
+from mri_synth.data import CLASS_NAMES, MRIData, Split
+from mri_synth.gradcam import CamExplainer, cam_method, real_vs_synthetic_figure, resolve_class
+from mri_synth.models import ModelSpec, create_model, get_spec
+
+DIFFUSION_PRESETS = ("toy", "quick", "gpu")
+"""``generator`` values that train the local diffusion model (``DiffusionConfig.<preset>()``); anything else is
+the fingerprint of a generator whose variations are already in the bank."""
+
+
+@dataclass(frozen=True)
+class GradCamConfig:
+    """Settings of notebook 03 (see its parameters cell for why each default)."""
+
+    data_source: str = "sample"
+    seed: int = 0
+    figures_dir: str = ""
+    results_dir: str = ""
+    model_name: str = "cnn"
+    pretrained: bool = False
+    input_size: int = 0  # 0: the registry's size
+    epochs: int = 5
+    batch_size: int = 64
+    cam_method: str = "gradcam"
+    explained_class: str = "Moderate_Demented"
+    panel_classes: str = "Moderate_Demented,Non_Demented"
+    panel_sources_per_class: int = 2
+    variations_per_source: int = 3
+    agreement_sources_per_class: int = 6
+    agreement_class: str = ""  # "": each pair explained for its source's own class
+    top_fraction: float = 0.2
+    generator: str = "toy"
+    bank_dir: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("seed", "input_size", "epochs", "batch_size", "panel_sources_per_class", "variations_per_source",
+                     "agreement_sources_per_class"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name in ("seed", "input_size")
+                                                                                   else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name in ('seed', 'input_size') else 'positive'}"
+                                 f" int, got {value!r}")
+        get_spec(self.model_name)  # raises with the list of known names
+        cam_method(self.cam_method)
+        for name in [self.explained_class, *self.classes, *([self.agreement_class] if self.agreement_class else [])]:
+            resolve_class(name)
+        if not 0 < self.top_fraction < 1:
+            raise ValueError(f"top_fraction must be in (0, 1), e.g. 0.2; got {self.top_fraction}")
+        if not self.generator:
+            raise ValueError(f"generator must be a diffusion preset {DIFFUSION_PRESETS} or a bank fingerprint")
+
+    @property
+    def classes(self) -> list[str]:
+        """The classes whose sources get a panel, in the order given."""
+        return [c.strip() for c in self.panel_classes.split(",") if c.strip()]
+
+    @property
+    def figures(self) -> Path:
+        return paths.chosen_dir(self.figures_dir, paths.figures_dir)
+
+    @property
+    def results(self) -> Path:
+        return paths.chosen_dir(self.results_dir, paths.results_dir)
+
+    @property
+    def spec(self) -> ModelSpec:
+        spec = get_spec(self.model_name)
+        return spec.with_input_size(self.input_size) if self.input_size else spec
+
+
+def _key(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def trained_classifier(config: GradCamConfig, data: MRIData, *, progress: bool = False
+                       ) -> tuple[nn.Module, ModelSpec, pd.DataFrame]:
+    """The classifier trained on all real training slices, loaded from the cache when trained before.
+
+    Returns:
+        ``(model on the CPU in eval mode, its spec, its history table)``.
+    """
+    from mri_synth.train import TrainConfig, fit
+
+    spec = config.spec
+    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+                               device="auto", progress=progress)
+    key = _key({"data": data.fingerprint, "model": config.model_name, "input_size": spec.input_size,
+                "pretrained": config.pretrained, "train": {k: str(v) for k, v in asdict(train_config).items()
+                                                           if k != "progress"}})
+    path = paths.cache_dir() / "gradcam" / f"{config.model_name}-{key}.pt"
+    model = create_model(config.model_name, pretrained=False, spec=spec)
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["state_dict"])
+        return model.eval(), spec, pd.DataFrame(saved["history"])
+    result = fit(config.model_name, data.train.images, data.train.labels, data.test.images, data.test.labels,
+                 train_config, spec=spec, pretrained=config.pretrained)
+    # Plain float32 contiguous weights: the CAM hooks and the cache do not depend on how training ran.
+    model.load_state_dict({k: v.float().contiguous() for k, v in result.model.state_dict().items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": model.state_dict(), "history": result.history.to_dict(orient="list")}, tmp)
+    tmp.replace(path)
+    return model.eval(), spec, result.history
+
+
+def choose_sources(split: Split, per_class: int, seed: int, classes: list[str] | None = None) -> torch.Tensor:
+    """Up to ``per_class`` seeded slices of each class (all four by default): sorted int64 indices into ``split``."""
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for name in classes or list(CLASS_NAMES):
+        members = torch.nonzero(split.labels == resolve_class(name)).flatten()
+        picked.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
+    return torch.sort(torch.cat(picked)).values
+
+
+@dataclass(frozen=True, eq=False)
+class Variations:
+    """Synthetic slices and the real slice each was made from."""
+
+    images: torch.Tensor  # uint8 [M, 1, 128, 128]
+    labels: torch.Tensor  # int64 [M], the source's class
+    ids: tuple[str, ...]  # synthetic ids, "<fingerprint>/<source id>/v<variant>"
+    source_ids: tuple[str, ...]
+    generator_fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def synthetic_variations(config: GradCamConfig, data: MRIData, sources: torch.Tensor, *,
+                         progress: bool = False) -> Variations:
+    """``variations_per_source`` variations of each source slice of ``data.train``, through the bank.
+
+    With a diffusion preset as ``config.generator`` the generator is trained (or loaded from its cache) on the
+    real training split, then fills the bank for these sources; otherwise the bank must already hold that
+    generator's variations of them.
+    """
+    from mri_synth.synth import SyntheticBank
+
+    chosen = data.train.subset(sources)
+    bank = SyntheticBank(config.bank_dir or None)
+    fingerprint = config.generator
+    if config.generator in DIFFUSION_PRESETS:
+        from mri_synth.synth import DiffusionConfig, DiffusionGenerator
+
+        generator = DiffusionGenerator.cached(getattr(DiffusionConfig, config.generator)(), data.train.images,
+                                              data.train.labels, data.train.ids, seed=config.seed, progress=progress)
+        bank.fill(generator, chosen.images, chosen.labels, chosen.ids, config.variations_per_source,
+                  seed=config.seed, progress=progress)
+        fingerprint = generator.fingerprint
+    try:
+        images, labels, ids, source_ids = bank.sample(chosen.ids, config.variations_per_source * len(chosen),
+                                                      seed=config.seed, generator_fingerprint=fingerprint)
+    except ValueError as error:
+        raise ValueError(
+            f"generator={config.generator!r}: {error}. Either fill {bank.root} with that generator for these "
+            f"sources ({len(chosen)} slices, e.g. choose_sources' pick; {config.variations_per_source} variations "
+            f"each) before running the notebook, or set generator to a diffusion preset {DIFFUSION_PRESETS}"
+        ) from error
+    return Variations(images, labels, ids, source_ids, fingerprint)
+
+
+def real_vs_synthetic_panels(explainer: CamExplainer, real: Split, variations: Variations,
+                             explained_class: str | int, classes: list[str], per_class: int) -> dict[str, Figure]:
+    """One panel (real slice and its variations, with CAMs for ``explained_class``) per source.
+
+    ``per_class`` sources of each of ``classes`` (the first among the variations' sources), named
+    ``03_gradcam_<class>_<k>``; with Moderate and Non sources, two each, these are the thesis's Figures 3.1-3.4.
+    Captions give the model's probability of ``explained_class``.
+    """
+    target = resolve_class(explained_class)
+    position = {sid: i for i, sid in enumerate(real.ids)}
+    panels: dict[str, Figure] = {}
+    for name in classes:
+        label = resolve_class(name)
+        sources = [s for s in dict.fromkeys(variations.source_ids) if int(real.labels[position[s]]) == label]
+        for k, source in enumerate(sources[:per_class], start=1):
+            which = [i for i, s in enumerate(variations.source_ids) if s == source]
+            images = torch.cat([real.images[position[source]][None], variations.images[which]])
+            cams = explainer.explain(images, target)
+            p = explainer.probabilities(images)[:, target]
+            captions = [f"real, p={p[0]:.2f}"] + [f"synthetic {j}, p={q:.2f}" for j, q in enumerate(p[1:], 1)]
+            panels[f"03_gradcam_{CLASS_NAMES[label]}_{k}"] = real_vs_synthetic_figure(
+                images[0], cams[0], images[1:], cams[1:], captions=captions,
+                title=f"{CLASS_NAMES[label]} source {source}: {explainer.method} for {CLASS_NAMES[target]} "
+                      f"(p = probability of {CLASS_NAMES[target]})")
+    return panels
+
+
+def save_panels(panels: dict[str, Figure], figures_dir: str | Path) -> list[str]:
+    """Save every panel as PNG and PDF under its name; returns the PNG file names."""
+    from mri_synth.plots import save_figure
+
+    return [save_figure(fig, name, figures_dir)[0].name for name, fig in panels.items()]
+
+
+def save_agreement(table: pd.DataFrame, config: GradCamConfig, data: MRIData, variations: Variations) -> Path:
+    """Write the agreement table as CSV in ``config.results``, with the data, model and generator beside it."""
+    out = table.assign(data_fingerprint=data.fingerprint, model_name=config.model_name, cam_method=config.cam_method,
+                       generator_fingerprint=variations.generator_fingerprint, seed=config.seed)
+    path = config.results / "gradcam_agreement.csv"
+    tmp = path.with_suffix(".tmp")
+    out.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,121 @@
+"""Tests of mri_synth.gradcam_study: notebook 03's config, classifier cache, sources, variations through the bank,
+and the real-vs-synthetic panels."""
+
+import pandas as pd
+import pytest
+import torch
+
+from mri_synth.data import CLASS_NAMES, MRIData
+from mri_synth.gradcam import CamExplainer
+from mri_synth.gradcam_study import (GradCamConfig, choose_sources, real_vs_synthetic_panels, save_agreement,
+                                     save_panels, synthetic_variations, trained_classifier)
+from mri_synth.synth import SourceResult, SyntheticBank, fingerprint_of
+
+
+class MirrorGenerator:
+    """A free local generator for tests: the k-th variation is the source mirrored and darkened by k grey levels."""
+
+    name = "mirror"
+    sources_per_call = 8
+    variants_per_call = 4
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.name, {})
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+    def estimate_cost_usd(self, n_images: int) -> float:
+        return 0.0
+
+    def generate(self, images, labels, ids, n_variants, seed, *, first_variant=0):
+        return [SourceResult(source_id=sid, images=torch.stack([
+            (image.flip(-1).int() - v).clamp(0, 255).to(torch.uint8)
+            for v in range(first_variant, first_variant + n_variants)]), model="mirror") for image, sid in
+            zip(images, ids)]
+
+
+@pytest.fixture()
+def small_data(sample_data):
+    """A few slices per class of the bundled sample: enough to train one epoch in a second."""
+    train = sample_data.train.subset(choose_sources(sample_data.train, 6, seed=0))
+    test = sample_data.test.subset(choose_sources(sample_data.test, 3, seed=0))
+    return MRIData(train, test, sample_data.source, sample_data.fingerprint + "-small")
+
+
+def test_config_checks_values_and_names():
+    config = GradCamConfig(panel_classes="ModerateDemented, Non_Demented", input_size=32)
+    assert config.classes == ["ModerateDemented", "Non_Demented"] and config.spec.input_size == 32
+    with pytest.raises(ValueError, match="unknown model 'alexnet9'"):
+        GradCamConfig(model_name="alexnet9")
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        GradCamConfig(cam_method="lime")
+    with pytest.raises(ValueError, match="unknown class folder 'Severe'"):
+        GradCamConfig(explained_class="Severe")
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        GradCamConfig(epochs=0)
+    with pytest.raises(ValueError, match="top_fraction"):
+        GradCamConfig(top_fraction=1.0)
+
+
+def test_choose_sources_per_class_sorted_and_seeded(sample_data):
+    train = sample_data.train
+    picked = choose_sources(train, 5, seed=3)
+    assert torch.equal(picked, picked.sort().values)
+    assert torch.bincount(train.labels[picked], minlength=4).tolist() == [5, 5, 5, 5]
+    assert torch.equal(picked, choose_sources(train, 5, seed=3))
+    assert not torch.equal(picked, choose_sources(train, 5, seed=4))
+    only = choose_sources(train, 100, seed=0, classes=["Moderate_Demented"])
+    assert len(only) == train.class_counts()[1] and (train.labels[only] == 1).all()  # capped at the class size
+
+
+def test_trained_classifier_is_cached_and_reloaded(small_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MRI_SYNTH_CACHE", str(tmp_path / "cache"))
+    config = GradCamConfig(input_size=32, epochs=1, batch_size=8)
+    model, spec, history = trained_classifier(config, small_data)
+    assert spec.input_size == 32 and len(history) == 1 and not model.training
+    saved = list((tmp_path / "cache" / "gradcam").glob("cnn-*.pt"))
+    assert len(saved) == 1
+    again, _, history_again = trained_classifier(config, small_data)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    pd.testing.assert_frame_equal(history.reset_index(drop=True), history_again, check_dtype=False)
+    trained_classifier(GradCamConfig(input_size=32, epochs=1, batch_size=8, seed=1), small_data)
+    assert len(list((tmp_path / "cache" / "gradcam").glob("cnn-*.pt"))) == 2  # another seed, another model
+
+
+def test_variations_from_bank_panels_and_agreement_file(small_data, tmp_path):
+    generator = MirrorGenerator()
+    bank = SyntheticBank(tmp_path / "bank")
+    sources = choose_sources(small_data.train, 2, seed=0)
+    chosen = small_data.train.subset(sources)
+    config = GradCamConfig(input_size=32, generator=generator.fingerprint, bank_dir=str(bank.root),
+                           variations_per_source=2, figures_dir=str(tmp_path / "figures"),
+                           results_dir=str(tmp_path / "results"))
+    with pytest.raises(ValueError, match="generator='mirror-.*fill it first.*or set generator to a diffusion preset"):
+        synthetic_variations(config, small_data, sources)
+    bank.fill(generator, chosen.images, chosen.labels, chosen.ids, 2, progress=False)
+    variations = synthetic_variations(config, small_data, sources)
+    assert len(variations) == 2 * len(sources) and sorted(set(variations.source_ids)) == sorted(chosen.ids)
+    position = {sid: i for i, sid in enumerate(small_data.train.ids)}
+    first = variations.source_ids[0]
+    mirrored = small_data.train.images[position[first]].flip(-1)
+    assert any(torch.equal(variations.images[i], mirrored) for i, s in enumerate(variations.source_ids) if s == first)
+
+    torch.manual_seed(0)
+    from mri_synth.models import create_model
+    model = create_model("cnn", pretrained=False, spec=config.spec)
+    with CamExplainer(model, config.spec) as explainer:
+        panels = real_vs_synthetic_panels(explainer, small_data.train, variations, "Moderate_Demented",
+                                          ["Moderate_Demented", "Non_Demented"], per_class=2)
+    assert list(panels) == [f"03_gradcam_{c}_{k}" for c in (CLASS_NAMES[1], CLASS_NAMES[2]) for k in (1, 2)]
+    assert all(len(fig.axes) == 2 * 3 for fig in panels.values())  # the real slice + 2 variations, two rows
+    names = save_panels(panels, config.figures)
+    assert names == [f"{name}.png" for name in panels]
+    assert all((config.figures / f"{name}.pdf").exists() for name in panels)
+
+    table = pd.DataFrame({"pair_kind": ["real-synthetic"], "metric": ["correlation"], "value": [0.5]})
+    path = save_agreement(table, config, small_data, variations)
+    written = pd.read_csv(path)
+    assert written.loc[0, "generator_fingerprint"] == generator.fingerprint
+    assert written.loc[0, "data_fingerprint"] == small_data.fingerprint
