@@ -204,3 +204,14 @@ def test_resume_after_kill_repeats_no_paid_call(tmp_path):
     assert sorted(m[m.status == "ok"].source_id) == sorted(ids)
     assert bank.sample(ids, k=4, seed=1)[0].shape == (4, 1, 128, 128)
     assert_key_nowhere(tmp_path)
+
+
+def test_bad_key_stops_the_run_instead_of_refusing_every_image(tmp_path):
+    images, labels, ids = sources(3)
+    bank = SyntheticBank(tmp_path)
+    with FakeOpenAIServer(script=["401"]) as server:
+        with pytest.raises(GenerationError, match="check OPENAI_API_KEY"):
+            bank.fill(make(server), images, labels, ids, n_variants=1, progress=False)
+    assert len(server.requests) == 1  # 401 is not retried, and the other sources are not tried
+    assert bank.manifest().status.tolist() == ["error"]  # failed, not refused: the next fill asks again
+    assert_key_nowhere(tmp_path)

@@ -22,10 +22,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -36,48 +34,12 @@ import torch
 from tqdm.auto import tqdm
 
 from mri_synth import paths
-from mri_synth.synth.base import GenerationError, Generator, check_sources, from_image_bytes, to_png
+from mri_synth.synth.base import FillSummary, GenerationError, Generator, check_sources, from_image_bytes, to_png
 
 MANIFEST_COLUMNS = (
     "generator", "fingerprint", "model", "prompt", "seed", "source_id", "label", "variant", "cost_usd",
     "seconds", "status", "detail", "path", "call_id", "created_at",
 )
-
-
-@dataclass(frozen=True)
-class FillSummary:
-    """What one :meth:`SyntheticBank.fill` did (or, in a dry run, would do)."""
-
-    fingerprint: str
-    requested: int  # images asked for: sources x n_variants
-    already_done: int  # of those, settled before this run (made, refused, or interrupted and not retried)
-    pending: int  # images this run set out to make
-    calls_planned: int
-    estimated_cost_usd: float  # of the pending calls
-    made: int = 0
-    refused: int = 0
-    calls_sent: int = 0
-    cost_usd: float = 0.0  # estimated spend of this run
-    total_cost_usd: float = 0.0  # estimated spend of this generator in this bank, all runs
-    interrupted: int = 0  # images of calls killed mid-flight (possibly paid), found at the start of this run
-    stopped_by_budget: bool = False
-    dry_run: bool = False
-
-    def __str__(self) -> str:
-        verb = "would send" if self.dry_run else "sent"
-        calls = self.calls_planned if self.dry_run else self.calls_sent
-        text = (
-            f"{self.fingerprint}: {self.requested} images requested, {self.already_done} already in the bank; "
-            f"{verb} {calls} calls for {self.pending} images, estimated ${self.estimated_cost_usd:.4f}"
-        )
-        if not self.dry_run:
-            text += f"; made {self.made}, refused {self.refused}, spent ~${self.cost_usd:.4f} " \
-                    f"(~${self.total_cost_usd:.4f} in total for this generator)"
-        if self.interrupted:
-            text += f"; {self.interrupted} images of interrupted calls (possibly paid) left as they were"
-        if self.stopped_by_budget:
-            text += "; STOPPED before exceeding the budget (raise budget_usd to go on)"
-        return text
 
 
 def _now() -> str:

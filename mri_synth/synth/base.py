@@ -8,7 +8,8 @@ one *call* at a time, records what each call made or cost, and keeps the images.
 - :class:`SourceResult`, what a generator returns for one source image;
 - :func:`fingerprint_of`, the stable key of a generator (name, model, settings; never a key or secret);
 - :func:`variant_seed`, a per-(seed, source, variant) seed so an image never depends on how work was chunked;
-- PNG and resizing helpers shared by the OpenAI and folder generators.
+- PNG and resizing helpers shared by the OpenAI and folder generators;
+- :class:`FillSummary`, what one bank fill did.
 
 What each generator does with the images (an API, a local diffusion model, files on disk) is left to its module.
 """
@@ -187,3 +188,39 @@ def from_image_bytes(data: bytes) -> torch.Tensor:
                 (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX if down else Image.Resampling.LANCZOS
             )
         return torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).unsqueeze(0)
+
+
+@dataclass(frozen=True)
+class FillSummary:
+    """What one :meth:`SyntheticBank.fill` did (or, in a dry run, would do)."""
+
+    fingerprint: str
+    requested: int  # images asked for: sources x n_variants
+    already_done: int  # of those, settled before this run (made, refused, or interrupted and not retried)
+    pending: int  # images this run set out to make
+    calls_planned: int
+    estimated_cost_usd: float  # of the pending calls
+    made: int = 0
+    refused: int = 0
+    calls_sent: int = 0
+    cost_usd: float = 0.0  # estimated spend of this run
+    total_cost_usd: float = 0.0  # estimated spend of this generator in this bank, all runs
+    interrupted: int = 0  # images of calls killed mid-flight (possibly paid), found at the start of this run
+    stopped_by_budget: bool = False
+    dry_run: bool = False
+
+    def __str__(self) -> str:
+        verb = "would send" if self.dry_run else "sent"
+        calls = self.calls_planned if self.dry_run else self.calls_sent
+        text = (
+            f"{self.fingerprint}: {self.requested} images requested, {self.already_done} already in the bank; "
+            f"{verb} {calls} calls for {self.pending} images, estimated ${self.estimated_cost_usd:.4f}"
+        )
+        if not self.dry_run:
+            text += f"; made {self.made}, refused {self.refused}, spent ~${self.cost_usd:.4f} " \
+                    f"(~${self.total_cost_usd:.4f} in total for this generator)"
+        if self.interrupted:
+            text += f"; {self.interrupted} images of interrupted calls (possibly paid) left as they were"
+        if self.stopped_by_budget:
+            text += "; STOPPED before exceeding the budget (raise budget_usd to go on)"
+        return text

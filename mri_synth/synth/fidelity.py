@@ -55,26 +55,48 @@ def _rmse_to_all(queries: torch.Tensor, reference: torch.Tensor, batch: int = 25
     return torch.cat(out)
 
 
+def _exact_rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pixel RMSE of matching rows of ``a`` and ``b`` (``[..., P]``), computed directly in float64."""
+    return (a.double() - b.double()).pow(2).mean(-1).sqrt()
+
+
+def _nearest(queries: torch.Tensor, reference: torch.Tensor, exclude_self: bool = False, shortlist: int = 5
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest reference image of each query: distance and index.
+
+    The float32 expansion of |q - r|^2 ranks candidates fast but loses ~0.5 grey level to cancellation, so the
+    ``shortlist`` closest candidates are re-measured exactly and the best of them is taken.
+    """
+    approx = _rmse_to_all(queries, reference)
+    if exclude_self:
+        approx.fill_diagonal_(float("inf"))  # an image is not its own neighbour
+    candidates = approx.topk(min(shortlist, approx.shape[1]), dim=1, largest=False).indices
+    q, ref = queries.flatten(1), reference.flatten(1)
+    exact = torch.stack([_exact_rmse(q[i].expand(len(c), -1), ref[c]) for i, c in enumerate(candidates)])
+    best, pos = exact.min(1)
+    return best, candidates.gather(1, pos.unsqueeze(1)).squeeze(1)
+
+
 def nearest_real(synthetic_images: torch.Tensor, synthetic_source_ids: Sequence[str], real_images: torch.Tensor,
                  real_ids: Sequence[str]) -> pd.DataFrame:
     """Nearest real training image of each synthetic image, and the real-to-real baseline.
 
     Returns:
-        Columns ``kind`` ("synthetic" or "real"), ``image`` (index), ``nearest_id``, ``distance`` (pixel RMSE),
-        and for synthetic rows ``source_id``, ``distance_to_source`` and ``nearest_is_source``. A synthetic image
-        much closer to a real image than real images are to each other is (near) a copy.
+        Columns ``kind`` ("synthetic" or "real"), ``image`` (index), ``nearest_id``, ``distance`` (pixel RMSE,
+        0-255), and for synthetic rows ``source_id``, ``distance_to_source`` and ``nearest_is_source``. A synthetic
+        image much closer to a real image than real images are to each other is (near) a copy.
     """
     real_ids = list(real_ids)
-    syn = _rmse_to_all(synthetic_images, real_images)
-    best, arg = syn.min(1)
     index = {r: i for i, r in enumerate(real_ids)}
-    rows = [{"kind": "synthetic", "image": i, "nearest_id": real_ids[a], "distance": float(d), "source_id": s,
-             "distance_to_source": float(syn[i, index[s]]) if s in index else np.nan, "nearest_is_source": real_ids[a] == s}
-            for i, (d, a, s) in enumerate(zip(best.tolist(), arg.tolist(), synthetic_source_ids))]
-    among_real = _rmse_to_all(real_images, real_images)
-    among_real.fill_diagonal_(float("inf"))  # an image is not its own neighbour
-    best, arg = among_real.min(1)
-    rows += [{"kind": "real", "image": i, "nearest_id": real_ids[a], "distance": float(d)}
+    best, arg = _nearest(synthetic_images, real_images)
+    rows = []
+    for i, (d, a, s) in enumerate(zip(best.tolist(), arg.tolist(), synthetic_source_ids)):
+        to_source = float(_exact_rmse(synthetic_images[i].flatten(), real_images[index[s]].flatten())) \
+            if s in index else np.nan
+        rows.append({"kind": "synthetic", "image": i, "nearest_id": real_ids[a], "distance": d, "source_id": s,
+                     "distance_to_source": to_source, "nearest_is_source": real_ids[a] == s})
+    best, arg = _nearest(real_images, real_images, exclude_self=True)
+    rows += [{"kind": "real", "image": i, "nearest_id": real_ids[a], "distance": d}
              for i, (d, a) in enumerate(zip(best.tolist(), arg.tolist()))]
     return pd.DataFrame(rows)
 

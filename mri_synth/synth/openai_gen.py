@@ -234,4 +234,5 @@ class OpenAIGenerator:
                 404: f"model {self.model!r} or the {self.endpoint} endpoint is not served at {self.base_url}",
                 429: "rate limit or quota; wait, or raise max_retries"}.get(status or 0,
                                                                          "the server is unavailable; try later")
-        return f"OpenAI {type(err).__name__} after {self.max_retries} retries ({status or 'no response'}): {hint}"
+        retried = f" after {self.max_retries} retries" if status in (None, 408, 409, 429) or (status or 0) >= 500 else ""
+        return f"OpenAI {type(err).__name__}{retried} ({status or 'no response'}): {hint}"
