@@ -1,0 +1,193 @@
+"""Training throughput of mri_synth.train.fit against a naive reference loop, per architecture.
+
+The naive reference is the kind of loop thesis code uses: a DataLoader over PIL images with per-sample torchvision
+transforms (resize, ToTensor, Normalize; a 3-channel copy for the pretrained models), fp32, eager, the textbook
+layer order (conv -> ReLU -> pool) and torch's default Adam. Both sides run side by side in one process on the same
+images, so their ratio holds even on a busy machine. Then: the CPU options of the engine (bf16 autocast,
+channels-last), the per-batch cost of every augmentation policy, and one full 10-epoch CNN training on the full
+train split with evaluation after every epoch.
+
+    .venv/bin/python benchmarks/train_throughput.py --out benchmarks/results/train_throughput_cpu.txt
+    .venv/bin/python benchmarks/train_throughput.py --quick      # seconds: tiny sizes, checks it runs
+
+The last lines are the summary: ``<arch>: <images/s> img/s, <ratio>x naive`` and the 10-epoch time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mri_synth import models  # noqa: E402
+from mri_synth.augment import POLICIES, make_augment  # noqa: E402
+from mri_synth.data import load_data  # noqa: E402
+from mri_synth.train import TrainConfig, fit  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "alzheimer_mri"
+
+
+class PILDataset(Dataset):
+    """What thesis code trains from: PIL images, transformed one at a time."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform) -> None:
+        self.images = [Image.fromarray(x[0].numpy(), mode="L") for x in images]
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def naive_model(name: str, spec: models.ModelSpec) -> nn.Module:
+    if name == "cnn":  # the same network in the textbook order: ReLU before pool, NCHW flatten
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(32 * (spec.input_size // 4) ** 2, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+            nn.Linear(64, 4))
+    return models.create_model(name, pretrained=False, in_chans=3, spec=spec)  # a 3x copy of every image
+
+
+def naive_throughput(name: str, spec: models.ModelSpec, images, labels, steps: int, batch_size: int) -> float:
+    """Images/second of the naive loop over ``steps`` batches (after one warm-up batch)."""
+    channels = 1 if name == "cnn" else 3
+    transform = transforms.Compose([
+        transforms.Grayscale(channels), transforms.Resize(spec.input_size), transforms.ToTensor(),
+        transforms.Normalize([spec.mean] * channels, [spec.std] * channels)])
+    loader = DataLoader(PILDataset(images, labels, transform), batch_size=batch_size, shuffle=True)
+    model = naive_model(name, spec).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    done, start = -1, 0.0
+    while done < steps:
+        for x, y in loader:
+            if done == 0:
+                start = time.perf_counter()
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            done += 1
+            if done == steps:
+                break
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def engine_throughput(name, spec, images, labels, steps: int, batch_size: int, **options) -> float:
+    """Images/second of ``fit`` over ``steps`` batches: the difference of two runs removes set-up and warm-up."""
+    def run(n: int) -> float:
+        config = TrainConfig(max_steps=n, batch_size=batch_size, progress=False, **options)
+        return fit(name, images, labels, images[:8], labels[:8], config, spec=spec,
+                   pretrained=False).history["wall_time_s"].iloc[-1]
+    return (steps - 1) * batch_size / (run(steps) - run(1))
+
+
+def augment_cost_ms(images: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median milliseconds to augment one batch, per policy."""
+    result = {}
+    generator = torch.Generator().manual_seed(0)
+    for policy in POLICIES:
+        augment = make_augment(policy)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            augment(images, generator)
+            times.append(time.perf_counter() - start)
+        result[policy] = 1e3 * statistics.median(times)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", default=os.environ.get("MRI_SYNTH_DATA") or (str(SHARED) if SHARED.is_dir()
+                                                                                   else "sample"))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps: checks that it runs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--archs", default="cnn,resnet18,vit")
+    parser.add_argument("--out", default=None, help="also write the report to this file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    data = load_data(args.source)
+    device = TrainConfig().resolved_device()
+    say(f"# train_throughput  {time.strftime('%Y-%m-%d %H:%M')}  quick={args.quick}")
+    say(f"# torch {torch.__version__}, device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else f", {platform.processor() or 'cpu'}")
+        + f", threads {torch.get_num_threads()}, cores {os.cpu_count()}, data {data.source} ({len(data.train)} train)")
+    say(f"# load average before: {os.getloadavg()}")
+    # Timed steps per architecture (fewer for the slow ones); --quick swaps in the tiny variants.
+    plan = {"cnn": 30, "resnet18": 6, "vit": 4}
+    batch = {"cnn": 64, "resnet18": 64, "vit": 32}  # ViT-B/16 at 224: batch 32 keeps its activations in memory
+    summary = []
+    for name in args.archs.split(","):
+        spec = models.tiny_model(name)[1] if args.quick else models.get_spec(name)
+        steps = 3 if args.quick else plan[name]
+        n = steps * batch[name] + batch[name]
+        images, labels = data.train.images[:n], data.train.labels[:n]
+        naive = naive_throughput(name, spec, images, labels, steps, batch[name])
+        engine = engine_throughput(name, spec, images, labels, steps, batch[name])
+        say(f"{name:9s} input {spec.input_size}px batch {batch[name]}: naive {naive:8.1f} img/s | "
+            f"engine {engine:8.1f} img/s | {engine / naive:5.2f}x")
+        summary.append(f"{name}: {engine:.1f} img/s, {engine / naive:.2f}x naive")
+
+    say("\n## engine options, cnn (same run)")
+    spec = models.get_spec("cnn") if not args.quick else models.tiny_model("cnn")[1]
+    steps = 3 if args.quick else 30
+    images, labels = data.train.images[:64 * (steps + 1)], data.train.labels[:64 * (steps + 1)]
+    for bf16 in (False, True):
+        for channels_last in (False, True):
+            rate = engine_throughput("cnn", spec, images, labels, steps, 64, bf16=bf16, channels_last=channels_last)
+            say(f"bf16={bf16!s:5s} channels_last={channels_last!s:5s}: {rate:8.1f} img/s")
+
+    say("\n## augmentation cost per batch of 64 at 128px (median ms), vs one cnn training step")
+    step_ms = 1e3 * 64 / engine_throughput("cnn", spec, images, labels, steps, 64)
+    for policy, ms in augment_cost_ms(data.train.images[:64], 3 if args.quick else 20).items():
+        say(f"{policy:15s} {ms:7.2f} ms  ({100 * ms / step_ms:5.1f}% of a {step_ms:.1f} ms step)")
+    for policy in ("none", "autoaugment"):
+        rate = engine_throughput("cnn", spec, images, labels, steps, 64, augment=policy)
+        say(f"cnn engine with augment={policy}: {rate:8.1f} img/s")
+
+    if args.quick:
+        train, test, epochs = data.train.subset(range(128)), data.test.subset(range(64)), 1
+    else:
+        train, test, epochs = data.train, data.test, 10
+    start = time.perf_counter()
+    result = fit("cnn", train.images, train.labels, test.images, test.labels,
+                 TrainConfig(epochs=epochs, progress=False))
+    total = time.perf_counter() - start
+    last = result.history.iloc[-1]
+    say(f"\n## cnn {epochs} epochs, {len(train)} train / {len(test)} test images, evaluated every epoch")
+    say(f"final test_loss {last['test_loss']:.4f}, accuracy {last['accuracy']:.4f}, "
+        f"balanced_accuracy {last['balanced_accuracy']:.4f}")
+    say(f"# load average after: {os.getloadavg()}")
+    say("\n## summary")
+    for line in summary:
+        say(line)
+    say(f"cnn {epochs} epochs on the {'full' if not args.quick else 'quick'} train split: {total:.1f} s")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
