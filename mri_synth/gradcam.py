@@ -55,6 +55,10 @@ CAM_METHODS: dict[str, type] = {
 EigenCAM is class-agnostic (the first principal component of the activations): its map ignores the target class.
 """
 
+BRAIN_THRESHOLD = 10
+"""Grey level above which a pixel of a slice counts as brain (the background is black; its JPEG noise stays
+below this)."""
+
 PAIR_KINDS = ("real-synthetic", "real-real (unrelated)")
 """The two kinds of pairs :func:`agreement_table` compares: a source and its variation, a source and another real
 slice of its class."""
@@ -190,57 +194,91 @@ def class_activation_maps(model: nn.Module, spec: str | ModelSpec, images: torch
 
 # -- agreement of two maps -------------------------------------------------------------------------------------------
 
-def _flat_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _flat_pair(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     if a.shape != b.shape or a.ndim not in (2, 3):
         raise ValueError(f"CAMs must both be [H, W] or [N, H, W] of the same shape, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
-    return (a[None] if a.ndim == 2 else a).flatten(1), (b[None] if b.ndim == 2 else b).flatten(1)
+    a, b = (a[None], b[None]) if a.ndim == 2 else (a, b)
+    if mask is None:
+        mask = torch.ones_like(a, dtype=torch.bool)
+    mask = torch.as_tensor(mask, dtype=torch.bool)
+    mask = mask[None] if mask.ndim == 2 else mask
+    if mask.shape[-2:] != a.shape[-2:] or mask.shape[0] not in (1, a.shape[0]):
+        raise ValueError(f"mask {tuple(mask.shape)} does not fit CAMs {tuple(a.shape)}: give one [H, W] mask or "
+                         "one per pair")
+    return a.flatten(1), b.flatten(1), mask.expand_as(a).flatten(1)
 
 
-def cam_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of two maps over pixels, per pair: ``[N]`` float64 (NaN where a map is constant)."""
-    x, y = _flat_pair(a, b)
-    x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+def cam_correlation(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Pearson correlation of two maps over pixels, per pair: ``[N]`` float64.
+
+    Args:
+        a, b: Maps ``[H, W]`` or ``[N, H, W]``.
+        mask: Optional bool ``[H, W]`` or ``[N, H, W]``: only these pixels count (e.g. the brain, so that the
+            shared outline of every slice does not make any two maps agree).
+
+    Returns:
+        The correlation per pair; NaN where a map is constant over the counted pixels.
+    """
+    x, y, m = _flat_pair(a, b, mask)
+    w = m.double()
+    n = w.sum(1, keepdim=True).clamp_min(1)
+    x = (x - (x * w).sum(1, keepdim=True) / n) * w
+    y = (y - (y * w).sum(1, keepdim=True) / n) * w
     denominator = x.norm(dim=1) * y.norm(dim=1)
-    return torch.where(denominator > 0, (x * y).sum(1) / denominator.clamp_min(1e-300), torch.nan)
+    return torch.where(denominator > 1e-12, (x * y).sum(1) / denominator.clamp_min(1e-300), torch.nan)
 
 
-def top_region_overlap(a: torch.Tensor, b: torch.Tensor, top_fraction: float = 0.2) -> torch.Tensor:
+def top_region_overlap(a: torch.Tensor, b: torch.Tensor, top_fraction: float = 0.2,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
     """Overlap (intersection over union) of the two maps' top ``top_fraction`` pixels, per pair: ``[N]``.
 
-    Each map's region is its ``ceil(top_fraction * H * W)`` highest pixels (ties broken by position), so both
-    regions have the same size; 1 means the same pixels, 0 disjoint regions. Two random regions of share ``q``
-    overlap by about ``q / (2 - q)`` (0.11 at q = 0.2). NaN where a map is constant (e.g. an all-zero Grad-CAM,
-    when the model sees no evidence for the class): such a map has no top region.
+    Each map's region is its ``ceil(top_fraction * P)`` highest of the ``P`` counted pixels (all, or those in
+    ``mask``; ties broken by position), so both regions have the same size; 1 means the same pixels, 0 disjoint
+    regions. Two random regions of share ``q`` overlap by about ``q / (2 - q)`` (0.11 at q = 0.2). NaN where a
+    map is constant (e.g. an all-zero Grad-CAM, when the model sees no evidence for the class): such a map has
+    no top region.
     """
     if not 0 < top_fraction < 1:
         raise ValueError(f"top_fraction must be in (0, 1), e.g. 0.2 for the top 20% of pixels; got {top_fraction}")
-    x, y = _flat_pair(a, b)
-    k = max(1, int(np.ceil(top_fraction * x.shape[1])))
-    in_x = torch.zeros_like(x, dtype=torch.bool).scatter_(1, x.topk(k, dim=1).indices, True)
-    in_y = torch.zeros_like(y, dtype=torch.bool).scatter_(1, y.topk(k, dim=1).indices, True)
+    x, y, m = _flat_pair(a, b, mask)
+    k = (top_fraction * m.sum(1, keepdim=True)).ceil().clamp_min(1)
+
+    def region(v: torch.Tensor) -> torch.Tensor:
+        order = v.masked_fill(~m, -torch.inf).argsort(dim=1, descending=True, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(v.shape[1]).expand_as(order))
+        return rank < k
+
+    in_x, in_y = region(x), region(y)
     overlap = (in_x & in_y).sum(1).double() / (in_x | in_y).sum(1).double()
-    constant = (x.amax(1) == x.amin(1)) | (y.amax(1) == y.amin(1))
+    inf = torch.tensor(torch.inf, dtype=torch.float64)
+    constant = (torch.where(m, x, -inf).amax(1) == torch.where(m, x, inf).amin(1)) | \
+        (torch.where(m, y, -inf).amax(1) == torch.where(m, y, inf).amin(1))
     return torch.where(constant, torch.nan, overlap)
 
 
 def agreement_table(explainer: CamExplainer, real: Split, synthetic_images: torch.Tensor,
-                    synthetic_source_ids: Sequence[str], *, target_class: int | str | None = None,
-                    top_fraction: float = 0.2, seed: int = 0) -> pd.DataFrame:
+                    synthetic_source_ids: Sequence[str], *, synthetic_ids: Sequence[str] | None = None,
+                    target_class: int | str | None = None, top_fraction: float = 0.2,
+                    brain_threshold: int | None = BRAIN_THRESHOLD, seed: int = 0) -> pd.DataFrame:
     """Agreement of CAMs over real/synthetic pairs and, as a baseline, unrelated real pairs of the same class.
 
     Each synthetic image is paired with its source; for each such pair one baseline pair is drawn: the same
     source and another real slice of its class (seeded), so both kinds have the same sources and counts. Classes
-    with a single real slice get no baseline pair.
+    with a single real slice get no baseline pair. Both metrics count only the source's brain (its pixels
+    brighter than ``brain_threshold``): over whole slices, any two maps agree through the shared outline alone.
 
     Args:
         explainer: An open :class:`CamExplainer` (inside its ``with`` block).
         real: The real slices the sources come from (every ``synthetic_source_ids`` must be in ``real.ids``).
         synthetic_images: uint8 ``[M, 1, H, W]`` variations (e.g. from ``SyntheticBank.sample``).
         synthetic_source_ids: ``[M]`` the real id each variation was made from.
+        synthetic_ids: ``[M]`` ids of the variations (for the table); default ``"variation <i>"``.
         target_class: The class both maps explain; ``None``: each source's own class.
-        top_fraction: Share of pixels in the top region of :func:`top_region_overlap`.
+        top_fraction: Share of the counted pixels in the top region of :func:`top_region_overlap`.
+        brain_threshold: Grey level above which a source pixel is brain; ``None`` counts every pixel.
         seed: Seed of the baseline draw.
 
     Returns:
@@ -256,10 +294,12 @@ def agreement_table(explainer: CamExplainer, real: Split, synthetic_images: torc
     if missing:
         raise ValueError(f"{len(missing)} source ids are not in the real split (e.g. {missing[:3]}); pass the Split "
                          "the variations were made from")
-    source_index = torch.tensor([position[s] for s in synthetic_source_ids], dtype=torch.long)
+    synthetic_ids = list(synthetic_ids) if synthetic_ids is not None else \
+        [f"variation {i}" for i in range(len(synthetic_images))]
+    source = torch.tensor([position[s] for s in synthetic_source_ids], dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
-    partner = torch.full_like(source_index, -1)
-    for i, src in enumerate(source_index.tolist()):
+    partner = torch.full_like(source, -1)
+    for i, src in enumerate(source.tolist()):
         same = torch.nonzero((real.labels == real.labels[src]) & (torch.arange(len(real)) != src)).flatten()
         if len(same):
             partner[i] = same[torch.randint(len(same), (1,), generator=gen)].item()
@@ -267,28 +307,31 @@ def agreement_table(explainer: CamExplainer, real: Split, synthetic_images: torc
     def targets_for(index: torch.Tensor) -> Any:
         return real.labels[index] if target_class is None else resolve_class(target_class)
 
-    needed = torch.unique(torch.cat([source_index, partner[partner >= 0]]))
+    needed = torch.unique(torch.cat([source, partner[partner >= 0]]))
     real_cams = dict(zip(needed.tolist(), explainer.explain(real.images[needed], targets_for(needed))))
-    synthetic_cams = explainer.explain(synthetic_images, targets_for(source_index))
-    has_partner = partner >= 0
-    first = torch.stack([real_cams[i] for i in source_index.tolist()])
-    kinds = {PAIR_KINDS[0]: (first, synthetic_cams, list(range(len(source_index)))),
-             PAIR_KINDS[1]: (first[has_partner], torch.stack([real_cams[i] for i in partner[has_partner].tolist()])
-                             if has_partner.any() else first[:0], torch.nonzero(has_partner).flatten().tolist())}
+    source_cams = torch.stack([real_cams[i] for i in source.tolist()])
+    brain = real.images[source][:, 0] > brain_threshold if brain_threshold is not None else None
+    paired = partner >= 0
+    kinds = {PAIR_KINDS[0]: (torch.arange(len(source)), explainer.explain(synthetic_images, targets_for(source)),
+                             synthetic_ids),
+             PAIR_KINDS[1]: (torch.nonzero(paired).flatten(),
+                             torch.stack([real_cams[i] for i in partner[paired].tolist()]) if paired.any() else None,
+                             [real.ids[i] for i in partner[paired].tolist()])}
     overlap_name = f"top{round(100 * top_fraction)}%_overlap"
     rows = []
-    for kind, (a, b, pairs) in kinds.items():
-        if not pairs:
+    for kind, (pairs, other_cams, other_ids) in kinds.items():
+        if other_cams is None:
             continue
-        metrics = {"correlation": cam_correlation(a, b), overlap_name: top_region_overlap(a, b, top_fraction)}
-        for j, i in enumerate(pairs):
-            src = int(source_index[i])
-            other = synthetic_source_ids[i] + f" (variation {i})" if kind == PAIR_KINDS[0] else real.ids[int(partner[i])]
-            explained = CLASS_NAMES[int(real.labels[src]) if target_class is None else resolve_class(target_class)]
+        a, mask = source_cams[pairs], brain[pairs] if brain is not None else None
+        metrics = {"correlation": cam_correlation(a, other_cams, mask),
+                   overlap_name: top_region_overlap(a, other_cams, top_fraction, mask)}
+        for j, i in enumerate(pairs.tolist()):
+            label = int(real.labels[source[i]])
+            explained = CLASS_NAMES[label if target_class is None else resolve_class(target_class)]
             for metric, values in metrics.items():
-                rows.append({"pair_kind": kind, "class_name": CLASS_NAMES[int(real.labels[src])],
-                             "explained_class": explained, "source_id": real.ids[src], "other_id": other,
-                             "metric": metric, "value": float(values[j])})
+                rows.append({"pair_kind": kind, "class_name": CLASS_NAMES[label], "explained_class": explained,
+                             "source_id": synthetic_source_ids[i], "other_id": other_ids[j], "metric": metric,
+                             "value": float(values[j])})
     return pd.DataFrame(rows, columns=["pair_kind", "class_name", "explained_class", "source_id", "other_id",
                                        "metric", "value"])
 

@@ -119,6 +119,18 @@ def test_correlation_and_top_region_overlap_on_constructed_maps():
     assert torch.isnan(top_region_overlap(torch.zeros(10, 10), torch.zeros(10, 10), 0.2)).all()
     batch = top_region_overlap(torch.stack([a, a]), torch.stack([b, c]), 0.2)
     assert batch.tolist() == pytest.approx([1 / 3, 0.0])
+    # A mask keeps only the counted pixels: b follows a on the left half and runs against it on the right.
+    left = torch.zeros(10, 10, dtype=torch.bool)
+    left[:, :5] = True
+    against = torch.where(left, ramp, -ramp)
+    assert cam_correlation(ramp, against, left).item() == pytest.approx(1.0)
+    assert cam_correlation(ramp, against).item() < 0.5
+    # Top 20% of the 50 masked pixels = 10 pixels; outside the mask nothing counts, however high.
+    inside = torch.where(left, ramp, 1000.0)
+    assert top_region_overlap(inside, ramp, 0.2, left).item() == 1.0
+    assert top_region_overlap(inside, ramp, 0.2).item() == 0.0
+    with pytest.raises(ValueError, match="mask"):
+        cam_correlation(ramp, ramp, torch.ones(3, 10, 10, dtype=torch.bool))
     with pytest.raises(ValueError, match="top_fraction"):
         top_region_overlap(a, b, 1.5)
     with pytest.raises(ValueError, match="same shape"):
@@ -132,7 +144,9 @@ def test_agreement_table_identical_variations_agree_fully(sample_data):
     model, spec = small_model("cnn")
     with CamExplainer(model, spec) as explainer:
         # A "variation" that is the source itself must give the same map: correlation 1, overlap 1.
-        table = agreement_table(explainer, train, train.images[sources], source_ids, target_class=None, seed=1)
+        table = agreement_table(explainer, train, train.images[sources], source_ids, target_class=None, seed=1,
+                                synthetic_ids=[f"copy of {s}" for s in source_ids])
+        whole = agreement_table(explainer, train, train.images[sources], source_ids, brain_threshold=None, seed=1)
         with pytest.raises(ValueError, match="not in the real split"):
             agreement_table(explainer, train, train.images[sources[:1]], ["nowhere/1"])
     assert set(table["pair_kind"]) == set(PAIR_KINDS)
@@ -140,6 +154,11 @@ def test_agreement_table_identical_variations_agree_fully(sample_data):
     synthetic = table[table["pair_kind"] == PAIR_KINDS[0]]
     assert synthetic["value"].notna().sum() >= 4
     assert synthetic["value"].dropna().to_numpy() == pytest.approx(1.0)
+    assert synthetic["other_id"].str.startswith("copy of ").all()
+    # Over whole slices the shared dark background adds agreement: unrelated pairs correlate more than in the brain.
+    def median_baseline_correlation(t):
+        return t[(t["pair_kind"] == PAIR_KINDS[1]) & (t["metric"] == "correlation")]["value"].median()
+    assert median_baseline_correlation(whole) > median_baseline_correlation(table)
     baseline = table[table["pair_kind"] == PAIR_KINDS[1]]
     assert (baseline["source_id"] != baseline["other_id"]).all()
     label_of = dict(zip(train.ids, train.labels.tolist()))
