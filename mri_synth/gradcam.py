@@ -115,6 +115,8 @@ class CamExplainer:
         self._was_training = model.training
 
     def __enter__(self) -> CamExplainer:
+        if self._cam is not None:
+            raise RuntimeError("this CamExplainer is already open; nest a second CamExplainer instead of re-entering")
         self._was_training = self.model.training
         self._cam = self._method_class(model=self.model, target_layers=self._target_layers,
                                        reshape_transform=self.spec.reshape_transform)

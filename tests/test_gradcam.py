@@ -100,6 +100,9 @@ def test_hooks_released_across_a_loop_and_memory_does_not_grow():
     with pytest.raises(KeyError):
         with CamExplainer(model, spec):
             raise KeyError("boom")
+    explainer = CamExplainer(model, spec)
+    with explainer, pytest.raises(RuntimeError, match="already open"):
+        explainer.__enter__()
     assert hook_count(model) == 0
 
 
