@@ -1,0 +1,186 @@
+"""The training engine: metrics, config checks, learning on real images, determinism, early stopping, progress.
+
+The three architectures run as ``tiny_model`` variants (32-64 px). One thread: the result does not depend on how
+many cores the machine has, and on a shared CPU one thread per process is also the faster choice.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mri_synth.data import CLASS_NAMES, stratified_sample
+from mri_synth.models import tiny_model
+from mri_synth.train import TrainConfig, evaluate, fit, metrics_from_proba, predict_proba
+
+ARCHS = ["cnn", "resnet18", "vit"]
+HISTORY_COLUMNS = (["epoch", "step", "train_loss", "test_loss", "accuracy", "balanced_accuracy", "macro_f1"]
+                   + [f"recall_{c}" for c in CLASS_NAMES] + ["ece", "wall_time_s"])
+QUIET = dict(progress=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def real_subsets(real_data):
+    train = real_data.train.subset(stratified_sample(real_data.train.labels, 0.2, seed=0))
+    test = real_data.test.subset(stratified_sample(real_data.test.labels, 0.25, seed=0))
+    return train, test
+
+
+def test_metrics_by_hand():
+    labels = torch.tensor([0, 0, 2, 2, 3])
+    proba = torch.tensor([[0.9, 0.0, 0.1, 0.0],   # right, confidence 0.9
+                          [0.2, 0.0, 0.8, 0.0],   # wrong (predicts 2), confidence 0.8
+                          [0.0, 0.0, 0.6, 0.4],   # right, 0.6
+                          [0.0, 0.0, 0.7, 0.3],   # right, 0.7
+                          [0.0, 0.0, 0.5, 0.5]])  # tie -> argmax picks class 2: wrong, 0.5
+    m = metrics_from_proba(proba, labels)
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["recall_Mild_Demented"] == pytest.approx(0.5) and m["recall_Non_Demented"] == pytest.approx(1.0)
+    assert m["recall_Very_Mild_Demented"] == 0.0 and math.isnan(m["recall_Moderate_Demented"])
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    f1_mild, f1_non = 2 * 1 * 0.5 / 1.5, 2 * 0.5 * 1.0 / 1.5  # precision 1, recall .5 / precision .5, recall 1
+    assert m["macro_f1"] == pytest.approx((f1_mild + f1_non + 0.0) / 3)
+    assert m["loss"] == pytest.approx(-(math.log(0.9) + math.log(0.2) + math.log(0.6) + math.log(0.7)
+                                        + math.log(0.5)) / 5)
+    # ECE, 15 equal bins: each sample alone in its bin except none share: sum |hit - confidence| / n.
+    assert m["ece"] == pytest.approx((0.1 + 0.8 + 0.4 + 0.3 + 0.5) / 5)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(epochs=0), "epochs"), (dict(max_steps=-1), "max_steps"), (dict(batch_size=2.5), "batch_size"),
+    (dict(lr=0), "lr"), (dict(augment="mixup"), "choose one of"), (dict(lr_schedule="step"), "lr_schedule"),
+    (dict(early_stopping_patience=0), "early_stopping_patience"), (dict(device="tpu9"), "device"),
+])
+def test_config_rejects_bad_values_with_a_fix(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**bad)
+
+
+def test_bad_inputs_are_explained(sample_data):
+    model, spec = tiny_model("cnn")
+    images, labels = sample_data.train.images[:8], sample_data.train.labels[:8]
+    with pytest.raises(ValueError, match="uint8"):
+        fit(model, images.float(), labels, images, labels, TrainConfig(**QUIET), spec=spec)
+    with pytest.raises(ValueError, match="int64"):
+        fit(model, images, labels[:4], images, labels, TrainConfig(**QUIET), spec=spec)
+    with pytest.raises(ValueError, match="spec="):
+        fit(model, images, labels, images, labels, TrainConfig(**QUIET))
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_a_few_steps_lower_the_loss_on_real_images(real_subsets, name):
+    train, _ = real_subsets
+    batch = train.subset(torch.arange(0, len(train), len(train) // 48))  # ~48 images of every class
+    model, spec = tiny_model(name)
+    before = evaluate(model, batch.images, batch.labels, spec)["loss"]
+    result = fit(model, batch.images, batch.labels, batch.images, batch.labels,
+                 TrainConfig(max_steps=8, batch_size=len(batch), **QUIET), spec=spec)
+    assert result.history["test_loss"].iloc[-1] < before - 0.05
+
+
+# From scratch (no pretrained weights offline), on 20% of the train split, seeded: each run is deterministic.
+# ResNet-18 needs a smaller lr and batch before its BatchNorm statistics settle; 48 px keeps it within seconds.
+@pytest.mark.parametrize("name,size,epochs,batch_size,lr", [("cnn", 128, 3, 64, 1e-3), ("resnet18", 48, 2, 32, 3e-4),
+                                                            ("vit", 32, 3, 32, 1e-3)])
+def test_short_training_beats_chance_on_held_out_real_images(real_subsets, name, size, epochs, batch_size, lr):
+    train, test = real_subsets
+    spec = tiny_model(name)[1].with_input_size(size)
+    result = fit(name, train.images, train.labels, test.images, test.labels,  # by name: seeded initial weights
+                 TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, **QUIET), spec=spec, pretrained=False)
+    last = result.history.iloc[-1]
+    # Chance: predicting the training class frequencies for every image (loss), or one class (balanced acc .25).
+    prior = torch.bincount(train.labels, minlength=4).float() / len(train)
+    prior_loss = F.nll_loss(prior.log().expand(len(test), 4), test.labels).item()
+    assert last["test_loss"] < prior_loss - 0.05
+    assert last["balanced_accuracy"] > 0.27
+    assert last["accuracy"] > (test.labels == 2).float().mean().item()  # above always answering Non_Demented
+
+
+def test_history_has_every_metric_and_step_budget(sample_data):
+    model, spec = tiny_model("cnn")
+    train, test = sample_data.train, sample_data.test
+    steps_per_epoch = math.ceil(len(train) / 64)
+    result = fit(model, train.images, train.labels, test.images, test.labels,
+                 TrainConfig(max_steps=steps_per_epoch + 2, **QUIET), spec=spec)
+    history = result.history
+    assert list(history.columns) == HISTORY_COLUMNS
+    # A step budget: an evaluation at the end of epoch 1 and one after the last step, in epoch 2.
+    assert history["step"].tolist() == [steps_per_epoch, steps_per_epoch + 2]
+    assert history["epoch"].tolist() == [1, 2]
+    assert history.drop(columns=[c for c in HISTORY_COLUMNS if c.startswith("recall_")]).notna().all().all()
+    assert (history["wall_time_s"].diff().dropna() > 0).all()
+    proba = predict_proba(result.model, test.images, spec)
+    assert proba.shape == (len(test), 4)
+    torch.testing.assert_close(proba.sum(1), torch.ones(len(test)))
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_same_seed_same_history_other_seed_differs(sample_data, name):
+    model, spec = tiny_model(name)
+    train, test = sample_data.train, sample_data.test
+
+    def run(seed):
+        config = TrainConfig(max_steps=4, batch_size=16, augment="autoaugment", seed=seed, **QUIET)
+        return fit(model, train.images, train.labels, test.images, test.labels, config, spec=spec)
+
+    first, again, other = run(0), run(0), run(1)
+    drop = ["wall_time_s"]
+    assert first.history.drop(columns=drop).equals(again.history.drop(columns=drop))
+    for a, b in zip(first.model.parameters(), again.model.parameters()):
+        assert torch.equal(a, b)
+    assert not first.history.drop(columns=drop).equals(other.history.drop(columns=drop))
+
+
+def test_fit_by_name_is_seeded_and_leaves_the_callers_module_alone(sample_data):
+    train, test = sample_data.train, sample_data.test
+    config = TrainConfig(max_steps=2, **QUIET)
+    a = fit("cnn", train.images, train.labels, test.images, test.labels, config)
+    b = fit("cnn", train.images, train.labels, test.images, test.labels, config)
+    assert a.history.drop(columns="wall_time_s").equals(b.history.drop(columns="wall_time_s"))
+    model, spec = tiny_model("cnn")
+    before = [p.clone() for p in model.parameters()]
+    fit(model, train.images, train.labels, test.images, test.labels, config, spec=spec)
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))
+
+
+def test_early_stopping_returns_the_best_model(sample_data):
+    # Training on all-"Mild" labels while the held-out labels are all "Non": the held-out loss can only grow.
+    images = sample_data.train.images[:64]
+    mild, non = torch.zeros(64, dtype=torch.long), torch.full((64,), 2, dtype=torch.long)
+    model, spec = tiny_model("cnn")
+    result = fit(model, images, mild, images, non,
+                 TrainConfig(epochs=6, batch_size=32, early_stopping_patience=2, **QUIET), spec=spec)
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+    best_loss = result.history["test_loss"].iloc[0]
+    assert evaluate(result.model, images, non, spec)["loss"] == pytest.approx(best_loss, rel=1e-5)
+
+
+def test_cosine_schedule_changes_training(sample_data):
+    model, spec = tiny_model("cnn")
+    train, test = sample_data.train, sample_data.test
+
+    def run(schedule):
+        config = TrainConfig(max_steps=4, batch_size=32, lr_schedule=schedule, **QUIET)
+        return fit(model, train.images, train.labels, test.images, test.labels, config, spec=spec).history
+
+    assert run("cosine")["train_loss"].iloc[-1] != run(None)["train_loss"].iloc[-1]
+
+
+def test_progress_bar_shows_or_stays_silent(sample_data, capsys):
+    model, spec = tiny_model("vit")
+    train = sample_data.train
+    fit(model, train.images, train.labels, train.images[:16], train.labels[:16],
+        TrainConfig(max_steps=2, progress=False), spec=spec)
+    assert capsys.readouterr().err == ""
+    fit(model, train.images, train.labels, train.images[:16], train.labels[:16],
+        TrainConfig(max_steps=2, progress=True), spec=spec)
+    assert "vit training" in capsys.readouterr().err
