@@ -36,6 +36,7 @@ class ArchitectureStudy:
     input_size: int = 0
     diffusion_preset: str = "toy"
     device: str = "auto"
+    cpu_threads: int = 0
     results_dir: str = ""
     figures_dir: str = ""
     specs: tuple[TrialSpec, ...] = field(init=False, repr=False)
@@ -71,7 +72,7 @@ class ArchitectureStudy:
 
 def run_architecture(config: ArchitectureStudy, *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run (or resume) the grid of one architecture; return its results and history tables."""
-    context = StudyContext(data=load_data(config.data_source), device=config.device)
+    context = StudyContext(data=load_data(config.data_source), device=config.device, cpu_threads=config.cpu_threads)
     return run_study(config.specs, context, config.results, progress=progress)
 
 

@@ -140,7 +140,8 @@ def study_grid(archs: Sequence[str], real_fractions: Sequence[float], arms: Sequ
                **train: Any) -> list[TrialSpec]:
     """Every (architecture, real fraction, arm, seed), seed-major so an interrupted study has whole repeats.
 
-    Arms that would add nothing (a synthetic fill at 100% real) are left out. ``train`` sets the other spec fields
+    Arms that would add nothing (a synthetic fill at 100% real) are left out; ``arm@0.3,0.4`` runs an arm at those
+    real fractions only. ``train`` sets the other spec fields
     (epochs, max_steps, batch_size, lr, pretrained, generator).
     """
     specs = []
@@ -148,6 +149,9 @@ def study_grid(archs: Sequence[str], real_fractions: Sequence[float], arms: Sequ
         for arch in archs:
             for fraction in real_fractions:
                 for arm in arms:
+                    arm, _, only_at = arm.partition("@")  # "autoaugment@0.3": this arm at these fractions only
+                    if only_at and not any(abs(fraction - float(f)) < 1e-9 for f in only_at.split(",")):
+                        continue
                     extra = parse_arm(arm, fraction)
                     if "synthetic" in extra and extra["synthetic_fraction"] <= 0:
                         continue
@@ -167,6 +171,7 @@ class StudyContext:
     generator_root: Path = field(default_factory=lambda: paths.cache_dir() / "diffusion")  # trained generators
     external_generators: dict[str, Any] = field(default_factory=dict)  # "openai"/"folder" -> a Generator
     device: str = "auto"
+    cpu_threads: int = 0  # 0: torch's default; 1 is faster when other jobs share a small CPU (no spin-waiting)
     progress: bool = False  # inner progress bars (training, generation); the study has its own
 
 
@@ -209,7 +214,8 @@ def _generator_for(spec: TrialSpec, real: Split, context: StudyContext):
         # trained on this trial's real subset only, cached by that subset: one subset never trains twice
         device = None if context.device == "auto" else context.device
         return DiffusionGenerator.cached(config, real.images, real.labels, real.ids, seed=spec.seed,
-                                         cache_root=context.generator_root, device=device, progress=context.progress)
+                                         cache_root=context.generator_root, device=device, progress=context.progress,
+                                         cpu_threads=context.cpu_threads or None)
     if spec.synthetic not in context.external_generators:
         raise ValueError(f"trial wants {spec.synthetic!r} images but the study context has no such generator: pass "
                          f"StudyContext(external_generators={{{spec.synthetic!r}: generator}})")
@@ -318,6 +324,8 @@ def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: st
     else:
         _atomic_json(prov_file, prov)
     todo = [s for s in specs if not (trials_dir / f"{s.key}.json").exists()]
+    if context.cpu_threads:
+        torch.set_num_threads(context.cpu_threads)
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="trials", unit="trial", disable=not progress)
     for spec in todo:
         bar.set_postfix_str(f"{spec.arch} {spec.policy} seed {spec.seed}")

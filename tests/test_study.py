@@ -53,6 +53,8 @@ def test_grid_pairs_arms_and_skips_empty_fills():
     assert {"30% real + 70% repeat", "30% real + 70% diffusion (Mild+Moderate)",
             "30% real + 70% diffusion + autoaugment"} <= labels
     assert len(grid) == 3 * (1 + 4) and len({s.key for s in grid}) == len(grid)
+    only = S.study_grid(["cnn"], [1.0, 0.3], ["none", "autoaugment@0.3"], [0])
+    assert [s.policy for s in only] == ["100% real", "30% real", "30% real + autoaugment"]
     with pytest.raises(ValueError, match="unknown arm part 'dalle2'"):
         S.study_grid(["cnn"], [0.3], ["dalle2"], [0])
 
