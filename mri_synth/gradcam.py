@@ -415,7 +415,8 @@ def plot_agreement(table: pd.DataFrame) -> Figure:
         sns.boxplot(data=part, x="class_name", y="value", hue="pair_kind", order=order, hue_order=list(PAIR_KINDS),
                     ax=ax, showfliers=False)
         sns.stripplot(data=part, x="class_name", y="value", hue="pair_kind", order=order,
-                      hue_order=list(PAIR_KINDS), dodge=True, ax=ax, size=2.5, palette="dark:black", legend=False)
+                      hue_order=list(PAIR_KINDS), dodge=True, jitter=False, ax=ax, size=2.5, palette="dark:black",
+                      legend=False)  # no jitter: the figure is the same on every run
         ax.set_title(metric)
         ax.set_xlabel("source class")
         ax.set_ylabel("agreement of the two CAMs")

@@ -33,8 +33,7 @@ from mri_synth.gradcam import CamExplainer, cam_method, real_vs_synthetic_figure
 from mri_synth.models import ModelSpec, create_model, get_spec
 
 DIFFUSION_PRESETS = ("toy", "quick", "gpu")
-"""``generator`` values that train the local diffusion model (``DiffusionConfig.<preset>()``); anything else is
-the fingerprint of a generator whose variations are already in the bank."""
+"""Sizes of the local diffusion generator (``DiffusionConfig.<preset>()``)."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,10 @@ class GradCamConfig:
     agreement_sources_per_class: int = 6
     agreement_class: str = ""  # "": each pair explained for its source's own class
     top_fraction: float = 0.2
-    generator: str = "toy"
+    diffusion_preset: str = "toy"
+    bank_generator: str = ""  # a generator fingerprint in the bank: use its variations instead of diffusion
     bank_dir: str = ""
+    device: str = "auto"  # where the classifier trains; CAMs are computed on the CPU
 
     def __post_init__(self) -> None:
         for name in ("seed", "input_size", "epochs", "batch_size", "panel_sources_per_class", "variations_per_source",
@@ -75,8 +76,9 @@ class GradCamConfig:
             resolve_class(name)
         if not 0 < self.top_fraction < 1:
             raise ValueError(f"top_fraction must be in (0, 1), e.g. 0.2; got {self.top_fraction}")
-        if not self.generator:
-            raise ValueError(f"generator must be a diffusion preset {DIFFUSION_PRESETS} or a bank fingerprint")
+        if not self.bank_generator and self.diffusion_preset not in DIFFUSION_PRESETS:
+            raise ValueError(f"diffusion_preset must be one of {DIFFUSION_PRESETS}, got {self.diffusion_preset!r} "
+                             "(or set bank_generator to the fingerprint of variations already in the bank)")
 
     @property
     def classes(self) -> list[str]:
@@ -112,7 +114,7 @@ def trained_classifier(config: GradCamConfig, data: MRIData, *, progress: bool =
 
     spec = config.spec
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
-                               device="auto", progress=progress)
+                               device=config.device, progress=progress)
     key = _key({"data": data.fingerprint, "model": config.model_name, "input_size": spec.input_size,
                 "pretrained": config.pretrained, "train": {k: str(v) for k, v in asdict(train_config).items()
                                                            if k != "progress"}})
@@ -161,20 +163,21 @@ def synthetic_variations(config: GradCamConfig, data: MRIData, sources: torch.Te
                          progress: bool = False) -> Variations:
     """``variations_per_source`` variations of each source slice of ``data.train``, through the bank.
 
-    With a diffusion preset as ``config.generator`` the generator is trained (or loaded from its cache) on the
-    real training split, then fills the bank for these sources; otherwise the bank must already hold that
-    generator's variations of them.
+    Without ``config.bank_generator``, the diffusion generator of ``config.diffusion_preset`` is trained (or loaded
+    from its cache) on the real training split and fills the bank for these sources; with it, the bank must
+    already hold that generator's variations of them (e.g. OpenAI variations made in notebook 02).
     """
     from mri_synth.synth import SyntheticBank
 
     chosen = data.train.subset(sources)
     bank = SyntheticBank(config.bank_dir or None)
-    fingerprint = config.generator
-    if config.generator in DIFFUSION_PRESETS:
+    fingerprint = config.bank_generator
+    if not fingerprint:
         from mri_synth.synth import DiffusionConfig, DiffusionGenerator
 
-        generator = DiffusionGenerator.cached(getattr(DiffusionConfig, config.generator)(), data.train.images,
-                                              data.train.labels, data.train.ids, seed=config.seed, progress=progress)
+        preset = getattr(DiffusionConfig, config.diffusion_preset)()
+        generator = DiffusionGenerator.cached(preset, data.train.images, data.train.labels, data.train.ids,
+                                              seed=config.seed, progress=progress)
         bank.fill(generator, chosen.images, chosen.labels, chosen.ids, config.variations_per_source,
                   seed=config.seed, progress=progress)
         fingerprint = generator.fingerprint
@@ -183,9 +186,9 @@ def synthetic_variations(config: GradCamConfig, data: MRIData, sources: torch.Te
                                                       seed=config.seed, generator_fingerprint=fingerprint)
     except ValueError as error:
         raise ValueError(
-            f"generator={config.generator!r}: {error}. Either fill {bank.root} with that generator for these "
-            f"sources ({len(chosen)} slices, e.g. choose_sources' pick; {config.variations_per_source} variations "
-            f"each) before running the notebook, or set generator to a diffusion preset {DIFFUSION_PRESETS}"
+            f"bank_generator={fingerprint!r}: {error}. Either fill {bank.root} with that generator for these "
+            f"sources ({len(chosen)} slices, choose_sources' pick; {config.variations_per_source} variations each) "
+            "before running the notebook, or leave bank_generator empty to use the local diffusion generator"
         ) from error
     return Variations(images, labels, ids, source_ids, fingerprint)
 

@@ -57,6 +57,8 @@ def test_config_checks_values_and_names():
         GradCamConfig(epochs=0)
     with pytest.raises(ValueError, match="top_fraction"):
         GradCamConfig(top_fraction=1.0)
+    with pytest.raises(ValueError, match="diffusion_preset must be one of"):
+        GradCamConfig(diffusion_preset="huge")
 
 
 def test_choose_sources_per_class_sorted_and_seeded(sample_data):
@@ -72,7 +74,7 @@ def test_choose_sources_per_class_sorted_and_seeded(sample_data):
 
 def test_trained_classifier_is_cached_and_reloaded(small_data, tmp_path, monkeypatch):
     monkeypatch.setenv("MRI_SYNTH_CACHE", str(tmp_path / "cache"))
-    config = GradCamConfig(input_size=32, epochs=1, batch_size=8)
+    config = GradCamConfig(input_size=32, epochs=1, batch_size=8, device="cpu")
     model, spec, history = trained_classifier(config, small_data)
     assert spec.input_size == 32 and len(history) == 1 and not model.training
     saved = list((tmp_path / "cache" / "gradcam").glob("cnn-*.pt"))
@@ -89,10 +91,10 @@ def test_variations_from_bank_panels_and_agreement_file(small_data, tmp_path):
     bank = SyntheticBank(tmp_path / "bank")
     sources = choose_sources(small_data.train, 2, seed=0)
     chosen = small_data.train.subset(sources)
-    config = GradCamConfig(input_size=32, generator=generator.fingerprint, bank_dir=str(bank.root),
+    config = GradCamConfig(input_size=32, bank_generator=generator.fingerprint, bank_dir=str(bank.root),
                            variations_per_source=2, figures_dir=str(tmp_path / "figures"),
                            results_dir=str(tmp_path / "results"))
-    with pytest.raises(ValueError, match="generator='mirror-.*fill it first.*or set generator to a diffusion preset"):
+    with pytest.raises(ValueError, match="bank_generator='mirror-.*fill it first.*leave bank_generator empty"):
         synthetic_variations(config, small_data, sources)
     bank.fill(generator, chosen.images, chosen.labels, chosen.ids, 2, progress=False)
     variations = synthetic_variations(config, small_data, sources)
