@@ -2,6 +2,11 @@
 
     mri-synth notebooks --profile quick        run notebooks 01..07 in order (papermill) into runs/quick
     mri-synth data [SOURCE]                    decode and cache a data source; print its class counts
+    mri-synth study --arch cnn --arms none repeat diffusion --fractions 1.0 0.3 --seeds 5 --epochs 10
+                                               run (or resume) one architecture's grid
+    mri-synth generate --generator openai --fraction 1.0 --variants 3 --budget 50 [--dry-run]
+                                               fill the synthetic bank (the OpenAI key comes from OPENAI_API_KEY)
+    mri-synth report [--results DIR]           summaries, the thesis comparison and paired tests of finished trials
 
 Each sub-command is a thin wrapper over a package function, so a notebook or script can call the same thing.
 """
@@ -28,6 +33,61 @@ def _data(args: argparse.Namespace) -> None:
     print(class_count_table(data).to_string())
 
 
+def _study(args: argparse.Namespace) -> None:
+    from .experiment import ArchitectureStudy, run_architecture
+    from .stats import summarize
+
+    config = ArchitectureStudy(arch=args.arch, data_source=args.data or "", real_fractions=args.fractions,
+                               arms=args.arms, n_seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs,
+                               max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                               pretrained=args.pretrained, input_size=args.input_size,
+                               diffusion_preset=args.diffusion_preset, device=args.device,
+                               cpu_threads=args.cpu_threads, results_dir=args.results or "")
+    print(config.plan().to_string())
+    results, _ = run_architecture(config)
+    print(summarize(results, "test_loss", by=["policy"]).to_string())
+    print(f"results: {config.results}")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from .data import load_data
+    from .synth.generation import GenerationConfig, fill_bank
+
+    config = GenerationConfig(data_source=args.data or "", generator=args.generator, real_fraction=args.fraction,
+                              n_variants=args.variants, seed=args.seed, diffusion_preset=args.diffusion_preset,
+                              budget_usd=args.budget, bank_dir=args.bank or "")
+    data = load_data(config.data_source)
+    if args.dry_run:
+        if config.generator != "openai":
+            raise ValueError("--dry-run prices a paid generator; the diffusion generator costs nothing: drop --dry-run")
+        from .synth import OpenAIGenerator
+        from .synth.generation import real_sample
+
+        sources = real_sample(data, config)
+        config.bank().fill(OpenAIGenerator(config.openai_model, quality=config.openai_quality), sources.images,
+                           sources.labels, sources.ids, config.n_variants, seed=config.seed,
+                           budget_usd=config.budget_usd, dry_run=True)
+        return
+    run = fill_bank(data, config)
+    print(run.summary)
+
+
+def _report(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .experiment import load_all_results
+    from .stats import compare_to_reference, summarize, thesis_comparison
+
+    results, _ = load_all_results(args.results or "")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(summarize(results, "test_loss").to_string(), end="\n\n")
+        if "cnn" in set(results.arch):
+            print(thesis_comparison(results).to_string(), end="\n\n")
+        at = results[results.real_fraction == args.fraction]
+        if args.reference in set(at.policy) and at.policy.nunique() > 1:
+            print(compare_to_reference(at, args.reference, "test_loss").to_string())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mri-synth", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +98,44 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--only", nargs="*", default=None, help="notebook stems or prefixes to run, e.g. 01 07")
     nb.add_argument("--log-output", action="store_true", help="stream cell outputs while running")
     nb.set_defaults(func=_notebooks)
+
+    st = sub.add_parser("study", help="run (or resume) one architecture's study grid")
+    st.add_argument("--arch", default="cnn", help="registry or timm model name (default cnn)")
+    st.add_argument("--data", default=None, help="data source (default: MRI_SYNTH_DATA or the hub dataset)")
+    st.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.3], help="real fractions")
+    st.add_argument("--arms", nargs="+", default=["none", "repeat", "diffusion", "autoaugment@0.3"],
+                    help="arms: none, an augmentation, repeat, diffusion, openai, folder; kind:Class,Class; arm@0.3")
+    st.add_argument("--seeds", type=int, default=5, help="repeats per setting")
+    st.add_argument("--first-seed", type=int, default=0, help="first repeat index (extend a finished study)")
+    st.add_argument("--epochs", type=int, default=10)
+    st.add_argument("--max-steps", type=int, default=0, help="a budget in optimizer steps instead of epochs")
+    st.add_argument("--batch-size", type=int, default=64)
+    st.add_argument("--lr", type=float, default=1e-3)
+    st.add_argument("--pretrained", action="store_true", help="start from pretrained weights (timm cache or file)")
+    st.add_argument("--input-size", type=int, default=0, help="model input side; 0 keeps the registry's")
+    st.add_argument("--diffusion-preset", default="quick", choices=["toy", "quick", "gpu"])
+    st.add_argument("--device", default="auto")
+    st.add_argument("--cpu-threads", type=int, default=0)
+    st.add_argument("--results", default=None, help="results folder (default results/); the arch is a sub-folder")
+    st.set_defaults(func=_study)
+
+    ge = sub.add_parser("generate", help="fill the synthetic bank with variations of a stratified real sample")
+    ge.add_argument("--generator", default="diffusion", choices=["diffusion", "openai"])
+    ge.add_argument("--data", default=None, help="data source (default: MRI_SYNTH_DATA or the hub dataset)")
+    ge.add_argument("--fraction", type=float, default=1.0, help="share of the training images to vary")
+    ge.add_argument("--variants", type=int, default=3, help="variations per source (30%% + 70%% needs 3)")
+    ge.add_argument("--seed", type=int, default=0)
+    ge.add_argument("--diffusion-preset", default="quick", choices=["toy", "quick", "gpu"])
+    ge.add_argument("--budget", type=float, default=1.0, help="USD the generator may spend in this bank in all")
+    ge.add_argument("--bank", default=None, help="bank folder (default .cache/bank)")
+    ge.add_argument("--dry-run", action="store_true", help="print the calls and the estimated cost, send nothing")
+    ge.set_defaults(func=_generate)
+
+    rp = sub.add_parser("report", help="summaries and paired comparisons of finished trials")
+    rp.add_argument("--results", default=None, help="results folder (default results/)")
+    rp.add_argument("--reference", default="30% real", help="arm the others are compared with")
+    rp.add_argument("--fraction", type=float, default=0.3, help="real fraction of the paired comparison")
+    rp.set_defaults(func=_report)
 
     data = sub.add_parser("data", help="decode and cache a data source, print its class counts")
     data.add_argument("source", nargs="?", default=None, help="'sample', a hub id or a folder (default: MRI_SYNTH_DATA)")

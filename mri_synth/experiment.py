@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -37,6 +38,8 @@ class ArchitectureStudy:
     diffusion_preset: str = "toy"
     device: str = "auto"
     cpu_threads: int = 0
+    openai_model: str = ""  # the bank's OpenAI generator (settings as in notebook 02); empty: the default model
+    synthetic_folder: str = ""  # images someone already made, one sub-folder per class (the "folder" arm)
     results_dir: str = ""
     figures_dir: str = ""
     specs: tuple[TrialSpec, ...] = field(init=False, repr=False)
@@ -70,9 +73,28 @@ class ArchitectureStudy:
         return table.groupby(["real_fraction", "policy"], sort=False).size().rename("trials").to_frame()
 
 
+def external_generators(config: ArchitectureStudy) -> dict[str, Any]:
+    """The generators of the arms whose images come from outside the trial: OpenAI's (bank filled by notebook 02 or
+    ``mri-synth generate``; a trial never pays) and a folder of images."""
+    kinds = {s.synthetic for s in config.specs}
+    out: dict[str, Any] = {}
+    if "openai" in kinds:
+        from .synth import OpenAIGenerator
+
+        out["openai"] = OpenAIGenerator(config.openai_model) if config.openai_model else OpenAIGenerator()
+    if "folder" in kinds:
+        if not config.synthetic_folder:
+            raise ValueError("the folder arm needs synthetic_folder: a folder with one sub-folder per class")
+        from .synth import FolderGenerator
+
+        out["folder"] = FolderGenerator(config.synthetic_folder)
+    return out
+
+
 def run_architecture(config: ArchitectureStudy, *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run (or resume) the grid of one architecture; return its results and history tables."""
-    context = StudyContext(data=load_data(config.data_source), device=config.device, cpu_threads=config.cpu_threads)
+    context = StudyContext(data=load_data(config.data_source), device=config.device, cpu_threads=config.cpu_threads,
+                           external_generators=external_generators(config))
     return run_study(config.specs, context, config.results, progress=progress)
 
 

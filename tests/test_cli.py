@@ -18,3 +18,28 @@ def test_bad_source_is_a_plain_error(capsys, tmp_path):
 def test_unknown_profile_is_a_plain_error(capsys):
     assert cli.main(["notebooks", "--profile", "nope"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_study_then_report_on_the_sample(capsys, tmp_path):
+    args = ["study", "--data", "sample", "--fractions", "0.3", "--arms", "none", "repeat", "--seeds", "2",
+            "--epochs", "1", "--batch-size", "32", "--results", str(tmp_path)]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "30% real + 70% repeat" in out and len(list((tmp_path / "cnn" / "trials").glob("*.json"))) == 4
+    assert cli.main(["report", "--results", str(tmp_path)]) == 0
+    report = capsys.readouterr().out
+    assert "share_a_better" in report and "30% real + 70% repeat" in report
+
+
+def test_generate_dry_run_prices_without_a_key(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    args = ["generate", "--generator", "openai", "--data", "sample", "--fraction", "0.3", "--variants", "2",
+            "--dry-run", "--bank", str(tmp_path)]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "dry run, nothing sent" in out and "128 images requested" in out  # 64 sources x 2 variants
+
+
+def test_report_without_results_says_what_to_run(capsys, tmp_path):
+    assert cli.main(["report", "--results", str(tmp_path)]) == 2
+    assert "run notebooks 04-06" in capsys.readouterr().err
