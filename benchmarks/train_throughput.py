@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps: checks that it runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--archs", default="cnn,resnet18,vit")
+    parser.add_argument("--parts", default="archs,options,augment,full",
+                        help="which parts to run: archs (naive vs engine), options, augment, full (10 epochs)")
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
     if args.threads:
@@ -132,14 +134,15 @@ def main() -> None:
     device = TrainConfig().resolved_device()
     say(f"# train_throughput  {time.strftime('%Y-%m-%d %H:%M')}  quick={args.quick}")
     say(f"# torch {torch.__version__}, device {device}"
-        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else f", {platform.processor() or 'cpu'}")
+        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else f", {cpu_name()}")
         + f", threads {torch.get_num_threads()}, cores {os.cpu_count()}, data {data.source} ({len(data.train)} train)")
     say(f"# load average before: {os.getloadavg()}")
     # Timed steps per architecture (fewer for the slow ones); --quick swaps in the tiny variants.
     plan = {"cnn": 30, "resnet18": 6, "vit": 4}
     batch = {"cnn": 64, "resnet18": 64, "vit": 32}  # ViT-B/16 at 224: batch 32 keeps its activations in memory
     summary = []
-    for name in args.archs.split(","):
+    parts = set(args.parts.split(","))
+    for name in args.archs.split(",") if "archs" in parts else []:
         spec = models.tiny_model(name)[1] if args.quick else models.get_spec(name)
         steps = 3 if args.quick else plan[name]
         n = steps * batch[name] + batch[name]
@@ -150,23 +153,33 @@ def main() -> None:
             f"engine {engine:8.1f} img/s | {engine / naive:5.2f}x")
         summary.append(f"{name}: {engine:.1f} img/s, {engine / naive:.2f}x naive")
 
-    say("\n## engine options, cnn (same run)")
     spec = models.get_spec("cnn") if not args.quick else models.tiny_model("cnn")[1]
     steps = 3 if args.quick else 30
     images, labels = data.train.images[:64 * (steps + 1)], data.train.labels[:64 * (steps + 1)]
-    for bf16 in (False, True):
-        for channels_last in (False, True):
-            rate = engine_throughput("cnn", spec, images, labels, steps, 64, bf16=bf16, channels_last=channels_last)
-            say(f"bf16={bf16!s:5s} channels_last={channels_last!s:5s}: {rate:8.1f} img/s")
+    if "options" in parts:
+        say("\n## engine options, cnn (same run)")
+        for bf16 in (False, True):
+            for channels_last in (False, True):
+                rate = engine_throughput("cnn", spec, images, labels, steps, 64, bf16=bf16,
+                                         channels_last=channels_last)
+                say(f"bf16={bf16!s:5s} channels_last={channels_last!s:5s}: {rate:8.1f} img/s")
 
-    say("\n## augmentation cost per batch of 64 at 128px (median ms), vs one cnn training step")
-    step_ms = 1e3 * 64 / engine_throughput("cnn", spec, images, labels, steps, 64)
-    for policy, ms in augment_cost_ms(data.train.images[:64], 3 if args.quick else 20).items():
-        say(f"{policy:15s} {ms:7.2f} ms  ({100 * ms / step_ms:5.1f}% of a {step_ms:.1f} ms step)")
-    for policy in ("none", "autoaugment"):
-        rate = engine_throughput("cnn", spec, images, labels, steps, 64, augment=policy)
-        say(f"cnn engine with augment={policy}: {rate:8.1f} img/s")
+    if "augment" in parts:
+        say("\n## augmentation cost per batch of 64 at 128px (median ms), vs one cnn training step")
+        step_ms = 1e3 * 64 / engine_throughput("cnn", spec, images, labels, steps, 64)
+        for policy, ms in augment_cost_ms(data.train.images[:64], 3 if args.quick else 20).items():
+            say(f"{policy:15s} {ms:7.2f} ms  ({100 * ms / step_ms:5.1f}% of a {step_ms:.1f} ms step)")
+        for policy in ("none", "autoaugment"):
+            rate = engine_throughput("cnn", spec, images, labels, steps, 64, augment=policy)
+            say(f"cnn engine with augment={policy}: {rate:8.1f} img/s")
 
+    if "full" not in parts:
+        say(f"# load average after: {os.getloadavg()}")
+        say("\n## summary")
+        for line in summary:
+            say(line)
+        _write(args.out, lines)
+        return
     if args.quick:
         train, test, epochs = data.train.subset(range(128)), data.test.subset(range(64)), 1
     else:
@@ -184,9 +197,23 @@ def main() -> None:
     for line in summary:
         say(line)
     say(f"cnn {epochs} epochs on the {'full' if not args.quick else 'quick'} train split: {total:.1f} s")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(lines) + "\n")
+    _write(args.out, lines)
+
+
+def _write(out: str | None, lines: list[str]) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("\n".join(lines) + "\n")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 if __name__ == "__main__":

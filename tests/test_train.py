@@ -5,12 +5,16 @@ many cores the machine has, and on a shared CPU one thread per process is also t
 """
 
 import math
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mri_synth.data import CLASS_NAMES, stratified_sample
+from mri_synth.paths import PROJECT_ROOT
 from mri_synth.models import tiny_model
 from mri_synth.train import TrainConfig, evaluate, fit, metrics_from_proba, predict_proba
 
@@ -184,3 +188,15 @@ def test_progress_bar_shows_or_stays_silent(sample_data, capsys):
     fit(model, train.images, train.labels, train.images[:16], train.labels[:16],
         TrainConfig(max_steps=2, progress=True), spec=spec)
     assert "vit training" in capsys.readouterr().err
+
+
+def test_throughput_benchmark_quick_mode_runs_end_to_end(tmp_path):
+    out = tmp_path / "train_throughput.txt"
+    script = PROJECT_ROOT / "benchmarks" / "train_throughput.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--source", "sample", "--archs", "cnn,vit",
+                    "--threads", "1", "--out", str(out)], check=True, cwd=PROJECT_ROOT, timeout=600,
+                   capture_output=True)
+    summary = out.read_text().split("## summary\n")[1].splitlines()
+    assert re.fullmatch(r"cnn: [\d.]+ img/s, [\d.]+x naive", summary[0])
+    assert re.fullmatch(r"vit: [\d.]+ img/s, [\d.]+x naive", summary[1])
+    assert re.fullmatch(r"cnn 1 epochs on the quick train split: [\d.]+ s", summary[2])
