@@ -155,8 +155,9 @@ class BasicCNN(nn.Module):
 
 
 _REGISTRY: dict[str, ModelSpec] = {
-    # ToTensor-style 0..1 input, as the thesis's from-scratch CNN used.
-    "cnn": ModelSpec("cnn", None, 128, mean=0.0, std=1.0, gradcam_layer="block2"),
+    # Trained from scratch: normalised by the train split's own intensity statistics (mean 0.278, std 0.327 on
+    # the 0..1 scale), which learned faster than raw 0..1 input in a 3-epoch comparison on 30% of the data.
+    "cnn": ModelSpec("cnn", None, 128, mean=0.278, std=0.327, gradcam_layer="block2"),
     "resnet18": ModelSpec("resnet18", "resnet18", 224, mean=0.449, std=0.226, gradcam_layer="layer4.-1",
                           pretrained_default=True),
     "vit": ModelSpec("vit", "vit_base_patch16_224", 224, mean=0.5, std=0.5, reshape_transform=vit_reshape_transform,
@@ -230,7 +231,7 @@ def _offline_message(spec: ModelSpec, cause: BaseException) -> str:
     return (
         f"no pretrained weights for {spec.name!r} ({spec.timm_name}): timm could not load them from its hub cache or "
         f"download them ({type(cause).__name__}). Fix one of: (1) on a machine with internet, download "
-        f"'{hub_id}' (e.g. `huggingface-cli download {hub_id}`) and copy the Hugging Face cache (HF_HOME) here; "
+        f"'{hub_id}' (e.g. `hf download {hub_id}`) and copy the Hugging Face cache (HF_HOME) here; "
         f"(2) put the ImageNet state_dict file at {folder / (spec.timm_name + '.safetensors')} (or .pth/.bin), "
         f"or pass weights_path=<file>; (3) pass pretrained=False to train from random weights. "
         f"Offline, set HF_HUB_OFFLINE=1 so this error comes without network retries."
