@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml
 study: $(STAMP)
 	$(BIN)/mri-synth notebooks --profile $(PROFILE)
 
-# Figures and results of the nbval runs go to a temporary folder, so testing never rewrites figures/ or results/.
+# Figures, results and caches of a test run go to a temporary folder: testing never rewrites figures/ or results/,
+# and every run starts as cold as CI (no generator or classifier trained by older code is reused).
 test: $(STAMP)
-	@tmp=$$(mktemp -d) && MRI_SYNTH_FIGURES=$$tmp/figures MRI_SYNTH_RESULTS=$$tmp/results \
+	@tmp=$$(mktemp -d) && MRI_SYNTH_FIGURES=$$tmp/figures MRI_SYNTH_RESULTS=$$tmp/results MRI_SYNTH_CACHE=$$tmp/cache \
 		$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env $(PYTEST_ARGS); \
 		status=$$?; rm -rf $$tmp; exit $$status
 
