@@ -78,7 +78,8 @@ def _panels(table: pd.DataFrame, arch_col: str, nrows: int = 1) -> tuple[Figure,
     """A figure with one column of panels per architecture in ``table`` (sorted), ``nrows`` rows."""
     archs = sorted(table[arch_col].astype(str).unique()) if arch_col in table.columns else [None]
     fig = new_figure(PANEL_SIZE[0] * len(archs), PANEL_SIZE[1] * nrows)
-    axes = fig.subplots(nrows, len(archs), squeeze=False, sharey="row")
+    # each architecture on its own scale: a ViT's loss can be ten times a CNN's and would flatten its boxes
+    axes = fig.subplots(nrows, len(archs), squeeze=False)
     return fig, axes, archs
 
 
@@ -135,18 +136,20 @@ def plot_loss_distribution(
     fig, axes, archs = _panels(rows, c.arch)
     for ax, arch in zip(axes[0], archs):
         panel = _in_arch(rows, c.arch, arch)
-        _boxplot(data=panel, x=c.policy, y=c.value, order=policies, ax=ax, color="0.85", showfliers=False,
-                    width=0.6)
-        sns.stripplot(data=panel, x=c.policy, y=c.value, order=policies, ax=ax, color="tab:blue", size=3,
+        order = [p for p in policies if p in set(panel[c.policy])]  # an architecture shows only the arms it ran
+        _boxplot(data=panel, x=c.policy, y=c.value, order=order, ax=ax, color="0.85", showfliers=False, width=0.6)
+        sns.stripplot(data=panel, x=c.policy, y=c.value, order=order, ax=ax, color="tab:blue", size=3,
                       alpha=0.6, jitter=0.2)
         if reference:
-            shown = [(policies.index(p), v) for p, v in reference.items() if p in policies]
+            shown = [(order.index(p), v) for p, v in reference.items() if p in order]
             if shown:
                 x, y = zip(*shown)
                 ax.scatter(np.asarray(x) + 0.38, y, marker="D", color="tab:red", zorder=5, label=reference_label)
                 ax.legend(loc="best", fontsize="small")
         ax.set(title=arch or "", xlabel="", ylabel=metric)
-        ax.tick_params(axis="x", labelrotation=20)
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     fig.suptitle(title or f"{metric} over repeats")
     return fig
 
