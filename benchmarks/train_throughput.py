@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps: checks that it runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--archs", default="cnn,resnet18,vit")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating naive/engine rounds for the cnn")
     parser.add_argument("--parts", default="archs,options,augment,full",
                         help="which parts to run: archs (naive vs engine), options, augment, full (10 epochs)")
     parser.add_argument("--out", default=None, help="also write the report to this file")
@@ -138,8 +139,11 @@ def main() -> None:
         + f", threads {torch.get_num_threads()}, cores {os.cpu_count()}, data {data.source} ({len(data.train)} train)")
     say(f"# load average before: {os.getloadavg()}")
     # Timed steps per architecture (fewer for the slow ones); --quick swaps in the tiny variants.
-    plan = {"cnn": 30, "resnet18": 6, "vit": 4}
+    plan = {"cnn": 30, "resnet18": 4, "vit": 2}
     batch = {"cnn": 64, "resnet18": 64, "vit": 32}  # ViT-B/16 at 224: batch 32 keeps its activations in memory
+    # Naive and engine alternate for a few rounds and the median ratio is kept: on a shared CPU the load moves
+    # between measurements, and alternating exposes both sides to the same conditions.
+    rounds = {"cnn": 1 if args.quick else args.rounds, "resnet18": 1, "vit": 1}
     summary = []
     parts = set(args.parts.split(","))
     for name in args.archs.split(",") if "archs" in parts else []:
@@ -147,11 +151,16 @@ def main() -> None:
         steps = 3 if args.quick else plan[name]
         n = steps * batch[name] + batch[name]
         images, labels = data.train.images[:n], data.train.labels[:n]
-        naive = naive_throughput(name, spec, images, labels, steps, batch[name])
-        engine = engine_throughput(name, spec, images, labels, steps, batch[name])
-        say(f"{name:9s} input {spec.input_size}px batch {batch[name]}: naive {naive:8.1f} img/s | "
-            f"engine {engine:8.1f} img/s | {engine / naive:5.2f}x")
-        summary.append(f"{name}: {engine:.1f} img/s, {engine / naive:.2f}x naive")
+        naive_rates, engine_rates = [], []
+        for _ in range(rounds[name]):
+            naive_rates.append(naive_throughput(name, spec, images, labels, steps, batch[name]))
+            engine_rates.append(engine_throughput(name, spec, images, labels, steps, batch[name]))
+        naive, engine = statistics.median(naive_rates), statistics.median(engine_rates)
+        ratio = statistics.median(e / v for e, v in zip(engine_rates, naive_rates))
+        say(f"{name:9s} input {spec.input_size}px batch {batch[name]}, {steps} steps x {rounds[name]} rounds: "
+            f"naive {naive:8.1f} img/s | engine {engine:8.1f} img/s | {ratio:5.2f}x (median of rounds: "
+            + ", ".join(f"{e / v:.2f}" for e, v in zip(engine_rates, naive_rates)) + ")")
+        summary.append(f"{name}: {engine:.1f} img/s, {ratio:.2f}x naive")
 
     spec = models.get_spec("cnn") if not args.quick else models.tiny_model("cnn")[1]
     steps = 3 if args.quick else 30

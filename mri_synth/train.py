@@ -6,9 +6,12 @@ augmented there (``augment``, an independent draw per image), resized and normal
 model is evaluated on the fixed held-out set after every epoch (and after the last step of a step budget). It
 returns the trained model and a history table with one row per evaluation.
 
-Speed, as measured on the development CPU (2 cores, AVX-512 with bf16/AMX; numbers in benchmarks/results/):
-channels-last activations, bf16 autocast and PyTorch's fused Adam kernel are on by default on CPU and CUDA; the
-basic CNN puts max-pool before ReLU (models.py). ``torch.compile`` is optional (it did not pay off on the CPU).
+Speed (benchmarks/train_throughput.py; results in benchmarks/results/): channels-last activations and PyTorch's
+fused Adam kernel are on by default; bf16 autocast is on where the hardware runs bf16 natively (CUDA, or CPUs with
+AVX-512 bf16 / AMX, like the 2-core development Xeon, where bf16 + channels-last trained the basic CNN 1.6x faster
+than fp32 NCHW in one side-by-side run). The basic CNN puts max-pool before ReLU (models.py). ``torch.compile`` is
+an option (``TrainConfig.compile``), off by default: it was reported to gain nothing on this CPU (the issue) and
+was not re-measured here; it is meant for long CUDA runs.
 
 A run is a pure function of its inputs and config: the seed fixes the initial weights, the batch order, every
 augmentation draw and any dropout, so on the CPU the same seed gives the same history to the last digit (the
