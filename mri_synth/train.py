@@ -79,7 +79,7 @@ class TrainConfig:
     progress: bool = True
     bf16: bool | None = None
     channels_last: bool | None = None
-    eval_batch_size: int = 256
+    eval_batch_size: int = 64  # on the CPU 64 evaluates ~2x faster than 256 (a batch's activations stay in cache)
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -168,7 +168,7 @@ def _check_images_labels(images: torch.Tensor, labels: torch.Tensor | None, what
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, spec: ModelSpec, *, batch_size: int = 256,
+def predict_proba(model: nn.Module, images: torch.Tensor, spec: ModelSpec, *, batch_size: int = 64,
                   device: torch.device | str | None = None, bf16: bool | None = None) -> torch.Tensor:
     """Class probabilities ``[N, 4]`` (float32, on the CPU) of uint8 images ``[N, 1, H, W]``.
 
@@ -221,7 +221,7 @@ def metrics_from_proba(proba: torch.Tensor, labels: torch.Tensor) -> dict[str, f
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: ModelSpec, *,
-             batch_size: int = 256, device: torch.device | str | None = None,
+             batch_size: int = 64, device: torch.device | str | None = None,
              bf16: bool | None = None) -> dict[str, float]:
     """Metrics of a model on a labelled set (see ``metrics_from_proba``; the cross-entropy is ``"loss"``)."""
     _check_images_labels(images, labels, "evaluate")
