@@ -76,20 +76,17 @@ def intensity_stats(split: Split, background_level: int = 10) -> pd.DataFrame:
 
 def example_slices(split: Split, per_class: int = 4, seed: int = 0) -> plt.Figure:
     """A grid of example slices, one row per class (the thesis's Figure 2.1)."""
+    from .plots import image_grid
+
     gen = torch.Generator().manual_seed(seed)
-    fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(1.8 * per_class, 1.9 * len(CLASS_NAMES)))
+    picks, titles = [], []
     for c, name in enumerate(CLASS_NAMES):
         members = (split.labels == c).nonzero().flatten()
-        picks = members[torch.randperm(len(members), generator=gen)[:per_class]]
-        for j in range(per_class):
-            ax = axes[c, j]
-            ax.set_xticks([]), ax.set_yticks([])
-            if j < len(picks):
-                ax.imshow(split.images[picks[j], 0].numpy(), cmap="gray", vmin=0, vmax=255)
-            if j == 0:
-                ax.set_ylabel(name.replace("_", " "), fontsize=9)
+        chosen = members[torch.randperm(len(members), generator=gen)[:per_class]]
+        picks.append(chosen)
+        titles += [name.replace("_", " ")] * len(chosen)
+    fig = image_grid(split.images[torch.cat(picks)], titles, ncols=per_class)
     fig.suptitle("Example slices per class")
-    fig.tight_layout()
     return fig
 
 

@@ -53,8 +53,7 @@ def save_figure(fig: Figure, name: str, figures_dir: str | os.PathLike | None = 
     """
     if not name or Path(name).name != name or Path(name).suffix in (".png", ".pdf"):
         raise ValueError(f"name must be a bare file name without folder or extension, got {name!r}")
-    folder = Path(figures_dir) if figures_dir else paths.figures_dir(ensure=True)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = paths.chosen_dir(figures_dir, paths.figures_dir)
     written = []
     for extension in ("png", "pdf"):
         path = folder / f"{name}.{extension}"

@@ -75,10 +75,10 @@ class GenerationConfig:
         return SyntheticBank(self.bank_dir or None)
 
     def figures_path(self) -> Path:
-        return Path(self.figures_dir) if self.figures_dir else paths.figures_dir(ensure=True)
+        return paths.chosen_dir(self.figures_dir, paths.figures_dir)
 
     def results_path(self) -> Path:
-        return Path(self.results_dir) if self.results_dir else paths.results_dir(ensure=True)
+        return paths.chosen_dir(self.results_dir, paths.results_dir)
 
 
 @dataclass
