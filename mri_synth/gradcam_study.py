@@ -32,9 +32,6 @@ from mri_synth.data import CLASS_NAMES, MRIData, Split
 from mri_synth.gradcam import CamExplainer, cam_method, real_vs_synthetic_figure, resolve_class
 from mri_synth.models import ModelSpec, create_model, get_spec
 
-DIFFUSION_PRESETS = ("toy", "quick", "gpu")
-"""Sizes of the local diffusion generator (``DiffusionConfig.<preset>()``)."""
-
 
 @dataclass(frozen=True)
 class GradCamConfig:
@@ -76,6 +73,8 @@ class GradCamConfig:
             resolve_class(name)
         if not 0 < self.top_fraction < 1:
             raise ValueError(f"top_fraction must be in (0, 1), e.g. 0.2; got {self.top_fraction}")
+        from mri_synth.synth.diffusion import PRESETS as DIFFUSION_PRESETS  # diffusers only once it is needed
+
         if not self.bank_generator and self.diffusion_preset not in DIFFUSION_PRESETS:
             raise ValueError(f"diffusion_preset must be one of {DIFFUSION_PRESETS}, got {self.diffusion_preset!r} "
                              "(or set bank_generator to the fingerprint of variations already in the bank)")
@@ -175,7 +174,7 @@ def synthetic_variations(config: GradCamConfig, data: MRIData, sources: torch.Te
     if not fingerprint:
         from mri_synth.synth import DiffusionConfig, DiffusionGenerator
 
-        preset = getattr(DiffusionConfig, config.diffusion_preset)()
+        preset = DiffusionConfig.preset(config.diffusion_preset)
         generator = DiffusionGenerator.cached(preset, data.train.images, data.train.labels, data.train.ids,
                                               seed=config.seed, progress=progress)
         bank.fill(generator, chosen.images, chosen.labels, chosen.ids, config.variations_per_source,

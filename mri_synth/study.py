@@ -207,10 +207,7 @@ def _generator_for(spec: TrialSpec, real: Split, context: StudyContext):
     if spec.synthetic == "diffusion":
         from .synth import DiffusionConfig, DiffusionGenerator
 
-        preset = spec.generator or "toy"
-        if not hasattr(DiffusionConfig, preset):
-            raise ValueError(f"unknown diffusion preset {preset!r}: use toy, quick or gpu")
-        config = getattr(DiffusionConfig, preset)()
+        config = DiffusionConfig.preset(spec.generator or "toy")
         # trained on this trial's real subset only, cached by that subset: one subset never trains twice
         device = None if context.device == "auto" else context.device
         return DiffusionGenerator.cached(config, real.images, real.labels, real.ids, seed=spec.seed,

@@ -123,3 +123,12 @@ def test_real_size_preset_trains_and_varies_at_128_px():
     assert len(model.losses) == 2 and all(torch.isfinite(torch.tensor(model.losses)))
     out = model.vary(images[:2], labels[:2], seeds=[1, 2])
     assert out.shape == (2, 1, 128, 128) and out.dtype == torch.uint8
+
+
+def test_presets_are_picked_by_name_and_an_unknown_one_is_refused():
+    from mri_synth.synth.diffusion import PRESETS
+
+    for name in PRESETS:
+        assert DiffusionConfig.preset(name, train_steps=7) == getattr(DiffusionConfig, name)(train_steps=7)
+    with pytest.raises(ValueError, match=r"diffusion preset must be one of \('toy', 'quick', 'gpu'\), got 'replace'"):
+        DiffusionConfig.preset("replace")

@@ -35,6 +35,8 @@ from mri_synth import paths
 from mri_synth.synth.base import IMAGE_SIZE, SourceResult, check_sources, fingerprint_of, ids_key, variant_seed
 
 NUM_CLASSES = 4
+PRESETS = ("toy", "quick", "gpu")
+"""The sizes of the generator, each a ``DiffusionConfig`` class method; ``DiffusionConfig.preset(name)`` picks one."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ class DiffusionConfig:
             raise ValueError("train_steps, batch_size, ddim_steps and timesteps must all be >= 1")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "DiffusionConfig":
+        """The preset called ``name`` (one of ``PRESETS``) with ``overrides`` applied."""
+        if name not in PRESETS:
+            raise ValueError(f"diffusion preset must be one of {PRESETS}, got {name!r}")
+        return getattr(cls, name)(**overrides)
 
     @classmethod
     def toy(cls, **overrides: Any) -> "DiffusionConfig":

@@ -24,11 +24,10 @@ from mri_synth import paths
 from mri_synth.data import MRIData, Split, check_fraction, stratified_sample
 from mri_synth.synth.bank import FillSummary, SyntheticBank
 from mri_synth.synth.base import Generator
-from mri_synth.synth.diffusion import DiffusionConfig, DiffusionGenerator
+from mri_synth.synth.diffusion import PRESETS as DIFFUSION_PRESETS, DiffusionConfig, DiffusionGenerator
 from mri_synth.synth.openai_gen import DEFAULT_MODEL, OpenAIGenerator
 
 GENERATORS = ("diffusion", "openai")
-DIFFUSION_PRESETS = ("toy", "quick", "gpu")
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class GenerationConfig:
         overrides = {k: v for k, v in (("image_size", self.diffusion_image_size),
                                        ("train_steps", self.diffusion_train_steps),
                                        ("strength", self.diffusion_strength)) if v}
-        return getattr(DiffusionConfig, self.diffusion_preset)(**overrides)
+        return DiffusionConfig.preset(self.diffusion_preset, **overrides)
 
     def bank(self) -> SyntheticBank:
         return SyntheticBank(self.bank_dir or None)
