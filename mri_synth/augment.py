@@ -13,7 +13,8 @@ every image of a mini-batch share its augmentation (wrong for this study). Here 
    sharpness, posterize, solarize) are torchvision's formulas with a per-image factor (tests compare every op
    with torchvision's, image by image).
 
-Policies (``POLICIES``):
+Policies (``POLICIES``, name -> factory; :func:`register_policy` adds one, and every list of policies in the
+project, the study's arms and the training config's check included, is read from it):
     none            the images unchanged.
     basic           per image: horizontal flip (p=0.5); rotation U(-10, 10) degrees and shift U(-6, 6)% of the
                     side in x and y (bilinear, black fill); brightness and contrast factors U(0.9, 1.1).
@@ -35,7 +36,8 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-POLICIES = ("none", "basic", "autoaugment", "randaugment", "trivialaugment")
+Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+"""``(images, generator=None) -> images``: uint8 ``[N, 1, H, W]`` in, the same shape, dtype and device out."""
 
 GEOMETRIC_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 _SHARPEN_KERNEL = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
@@ -277,7 +279,24 @@ def _check_images(images: torch.Tensor) -> None:
         )
 
 
-def make_augment(policy: str) -> Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]:
+POLICIES: dict[str, Callable[[], Augment]] = {
+    "none": lambda: _identity,
+    "basic": lambda: BasicAugment(),
+    "autoaugment": lambda: PolicyAugment("autoaugment"),
+    "randaugment": lambda: PolicyAugment("randaugment"),
+    "trivialaugment": lambda: PolicyAugment("trivialaugment"),
+}
+"""Policy name -> a factory of its batched augmentation, in the order the study lists them."""
+
+
+def register_policy(name: str, factory: Callable[[], Augment]) -> None:
+    """Add an augmentation policy (or replace one): it becomes an arm of the study and a ``TrainConfig.augment``."""
+    if not name.isidentifier():
+        raise ValueError(f"a policy name must be an identifier (it is an arm name), got {name!r}")
+    POLICIES[name] = factory
+
+
+def make_augment(policy: str) -> Augment:
     """The batched augmentation for a policy name (see ``POLICIES``).
 
     Returns:
@@ -287,10 +306,6 @@ def make_augment(policy: str) -> Callable[[torch.Tensor, torch.Generator | None]
     Raises:
         ValueError: unknown policy name.
     """
-    if policy == "none":
-        return _identity
-    if policy == "basic":
-        return BasicAugment()
-    if policy in ("autoaugment", "randaugment", "trivialaugment"):
-        return PolicyAugment(policy)
-    raise ValueError(f"unknown augmentation policy {policy!r}; choose one of {POLICIES}")
+    if policy not in POLICIES:
+        raise ValueError(f"unknown augmentation policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    return POLICIES[policy]()

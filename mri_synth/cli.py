@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _notebooks(args: argparse.Namespace) -> None:
@@ -41,11 +42,13 @@ def _study(args: argparse.Namespace) -> None:
                                arms=args.arms, n_seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs,
                                max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                                pretrained=args.pretrained, input_size=args.input_size,
-                               diffusion_preset=args.diffusion_preset, device=args.device,
-                               cpu_threads=args.cpu_threads, results_dir=args.results or "")
+                               diffusion_preset=args.diffusion_preset, openai_model=args.openai_model,
+                               openai_quality=args.openai_quality, synthetic_folder=_absolute(args.synthetic_folder),
+                               device=args.device, cpu_threads=args.cpu_threads,
+                               results_dir=_absolute(args.results))
     print(config.plan().to_string())
     results, _ = run_architecture(config)
-    print(summarize(results, "test_loss", by=["policy"]).to_string())
+    print(summarize(results, "test_loss", by=["policy"], min_repeats=1).to_string())  # one seed: NaN intervals
     print(f"results: {config.results}")
 
 
@@ -53,20 +56,23 @@ def _generate(args: argparse.Namespace) -> None:
     from .data import load_data
     from .synth.generation import GenerationConfig, fill_bank
 
+    from .synth import registry
+
     config = GenerationConfig(data_source=args.data or "", generator=args.generator, real_fraction=args.fraction,
                               n_variants=args.variants, seed=args.seed, diffusion_preset=args.diffusion_preset,
-                              budget_usd=args.budget, bank_dir=args.bank or "")
+                              openai_model=args.openai_model, openai_quality=args.openai_quality,
+                              synthetic_folder=_absolute(args.synthetic_folder), budget_usd=args.budget,
+                              bank_dir=_absolute(args.bank), device=args.device, cpu_threads=args.cpu_threads)
     data = load_data(config.data_source)
     if args.dry_run:
-        if config.generator != "openai":
-            raise ValueError("--dry-run prices a paid generator; the diffusion generator costs nothing: drop --dry-run")
-        from .synth import OpenAIGenerator
+        if not registry.get(config.generator).paid:
+            raise ValueError(f"--dry-run prices a paid generator; {config.generator} costs nothing: drop --dry-run")
         from .synth.generation import real_sample
 
         sources = real_sample(data, config)
-        config.bank().fill(OpenAIGenerator(config.openai_model, quality=config.openai_quality), sources.images,
-                           sources.labels, sources.ids, config.n_variants, seed=config.seed,
-                           budget_usd=config.budget_usd, dry_run=True)
+        generator = registry.build(config.generator, config.generator_settings())
+        config.bank().fill(generator, sources.images, sources.labels, sources.ids, config.n_variants,
+                           seed=config.seed, budget_usd=config.budget_usd, dry_run=True)
         return
     run = fill_bank(data, config)
     print(run.summary)
@@ -78,7 +84,7 @@ def _report(args: argparse.Namespace) -> None:
     from .experiment import load_all_results
     from .stats import compare_to_reference, summarize, thesis_comparison
 
-    results, _ = load_all_results(args.results or "")
+    results, _ = load_all_results(_absolute(args.results))
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summarize(results, "test_loss").to_string(), end="\n\n")
         if "cnn" in set(results.arch):
@@ -99,33 +105,41 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--log-output", action="store_true", help="stream cell outputs while running")
     nb.set_defaults(func=_notebooks)
 
+    from .augment import POLICIES
+    from .experiment import ArchitectureStudy
+    from .synth import registry
+    defaults = ArchitectureStudy.__dataclass_fields__  # one set of defaults: the notebooks' configs
+    default = {name: f.default for name, f in defaults.items()}
+    arms = ", ".join([*POLICIES, "repeat", *registry.names()][1:])
     st = sub.add_parser("study", help="run (or resume) one architecture's study grid")
-    st.add_argument("--arch", default="cnn", help="registry or timm model name (default cnn)")
+    st.add_argument("--arch", default=default["arch"], help="registry or timm model name (default cnn)")
     st.add_argument("--data", default=None, help="data source (default: MRI_SYNTH_DATA or the hub dataset)")
-    st.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.3], help="real fractions")
-    st.add_argument("--arms", nargs="+", default=["none", "repeat", "diffusion", "autoaugment@0.3"],
-                    help="arms: none, an augmentation, repeat, diffusion, openai, folder; kind:Class,Class; arm@0.3")
-    st.add_argument("--seeds", type=int, default=5, help="repeats per setting")
-    st.add_argument("--first-seed", type=int, default=0, help="first repeat index (extend a finished study)")
-    st.add_argument("--epochs", type=int, default=10)
-    st.add_argument("--max-steps", type=int, default=0, help="a budget in optimizer steps instead of epochs")
-    st.add_argument("--batch-size", type=int, default=64)
-    st.add_argument("--lr", type=float, default=1e-3)
+    st.add_argument("--fractions", type=float, nargs="+", default=list(default["real_fractions"]),
+                    help="real fractions")
+    st.add_argument("--arms", nargs="+", default=list(default["arms"]),
+                    help=f"arms: none, {arms}; kind:Class,Class; joined by +; arm@0.3 (default: %(default)s)")
+    st.add_argument("--seeds", type=int, default=default["n_seeds"], help="repeats per setting")
+    st.add_argument("--first-seed", type=int, default=default["first_seed"],
+                    help="first repeat index (extend a finished study)")
+    st.add_argument("--epochs", type=int, default=default["epochs"])
+    st.add_argument("--max-steps", type=int, default=default["max_steps"],
+                    help="a budget in optimizer steps instead of epochs")
+    st.add_argument("--batch-size", type=int, default=default["batch_size"])
+    st.add_argument("--lr", type=float, default=default["lr"])
     st.add_argument("--pretrained", action="store_true", help="start from pretrained weights (timm cache or file)")
-    st.add_argument("--input-size", type=int, default=0, help="model input side; 0 keeps the registry's")
-    st.add_argument("--diffusion-preset", default="quick", choices=["toy", "quick", "gpu"])
-    st.add_argument("--device", default="auto")
-    st.add_argument("--cpu-threads", type=int, default=0)
+    st.add_argument("--input-size", type=int, default=default["input_size"],
+                    help="model input side; 0 keeps the registry's")
+    _generator_options(st, default)
     st.add_argument("--results", default=None, help="results folder (default results/); the arch is a sub-folder")
     st.set_defaults(func=_study)
 
     ge = sub.add_parser("generate", help="fill the synthetic bank with variations of a stratified real sample")
-    ge.add_argument("--generator", default="diffusion", choices=["diffusion", "openai"])
+    ge.add_argument("--generator", default="diffusion", choices=registry.names())
     ge.add_argument("--data", default=None, help="data source (default: MRI_SYNTH_DATA or the hub dataset)")
     ge.add_argument("--fraction", type=float, default=1.0, help="share of the training images to vary")
     ge.add_argument("--variants", type=int, default=3, help="variations per source (30%% + 70%% needs 3)")
     ge.add_argument("--seed", type=int, default=0)
-    ge.add_argument("--diffusion-preset", default="quick", choices=["toy", "quick", "gpu"])
+    _generator_options(ge, default)
     ge.add_argument("--budget", type=float, default=1.0, help="USD the generator may spend in this bank in all")
     ge.add_argument("--bank", default=None, help="bank folder (default .cache/bank)")
     ge.add_argument("--dry-run", action="store_true", help="print the calls and the estimated cost, send nothing")
@@ -141,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("source", nargs="?", default=None, help="'sample', a hub id or a folder (default: MRI_SYNTH_DATA)")
     data.set_defaults(func=_data)
     return parser
+
+
+def _absolute(path: str | None) -> str:
+    # a path typed on the command line means the shell's folder (the configs read relative paths from the project)
+    return str(Path(path).expanduser().resolve()) if path else ""
+
+
+def _generator_options(parser: argparse.ArgumentParser, default: dict) -> None:
+    parser.add_argument("--diffusion-preset", default=default["diffusion_preset"],
+                        help="the diffusion generator's preset: toy, quick, gpu (default: %(default)s)")
+    parser.add_argument("--openai-model", default=default["openai_model"],
+                        help="the openai generator's model (default: the generator's own default)")
+    parser.add_argument("--openai-quality", default=default["openai_quality"])
+    parser.add_argument("--synthetic-folder", default=None, help="the folder arm's images, one sub-folder per class")
+    parser.add_argument("--device", default=default["device"])
+    parser.add_argument("--cpu-threads", type=int, default=default["cpu_threads"])
 
 
 def main(argv: list[str] | None = None) -> int:

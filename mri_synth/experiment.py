@@ -9,63 +9,63 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from . import paths
+from .config import NotebookConfig
 from .data import load_data
 from .models import get_spec
 from .study import StudyContext, TrialSpec, load_results, run_study, study_grid
+from .synth.registry import DEFAULT_DIFFUSION_PRESET, GeneratorSettings, settings_from
 
 
 @dataclass(frozen=True)
-class ArchitectureStudy:
-    """The study grid of one architecture, as a notebook's parameters describe it (checked on construction)."""
+class ArchitectureStudy(NotebookConfig):
+    """The study grid of one architecture, as a notebook's parameters or the command line describe it.
 
-    arch: str = "cnn"
-    data_source: str = "sample"
-    real_fractions: tuple[float, ...] = (1.0, 0.3)
-    arms: tuple[str, ...] = ("none", "repeat", "diffusion", "autoaugment")
-    n_seeds: int = 2
-    first_seed: int = 0
-    epochs: int = 2
-    max_steps: int = 0
-    batch_size: int = 32
-    lr: float = 1e-3
-    pretrained: bool = False
-    input_size: int = 0
-    diffusion_preset: str = "toy"
-    device: str = "auto"
-    cpu_threads: int = 0
-    openai_model: str = ""  # the bank's OpenAI generator (settings as in notebook 02); empty: the default model
-    synthetic_folder: str = ""  # images someone already made, one sub-folder per class (the "folder" arm)
-    results_dir: str = ""
-    figures_dir: str = ""
+    Its defaults are the study's defaults everywhere (``mri-synth study`` takes them from here); the notebooks'
+    parameter cells hold the quick profile's values.
+    """
+
+    arch: str = "cnn"  # a model registry name
+    real_fractions: tuple[float, ...] = (1.0, 0.3)  # shares of the real training images, nested across fractions
+    arms: tuple[str, ...] = ("none", "repeat", "diffusion", "autoaugment@0.3")  # see study.parse_arm
+    n_seeds: int = 5  # repeats per setting (the thesis used 100)
+    first_seed: int = 0  # index of the first repeat, to extend a finished study
+    epochs: int = 10  # the thesis trained a fixed number of epochs
+    max_steps: int = 0  # a budget in optimizer steps instead (the same for every arm); 0 keeps the epoch budget
+    batch_size: int = 64
+    lr: float = 1e-3  # Adam
+    pretrained: bool = False  # ImageNet weights for resnet18/vit (timm cache or a local file); the CNN has none
+    input_size: int = 0  # model input side; 0 keeps the registry's (224 for the pretrained models)
+    diffusion_preset: str = DEFAULT_DIFFUSION_PRESET  # the diffusion arm's generator: toy, quick, gpu
+    openai_model: str = ""  # the openai arm reads the bank notebook 02 filled with this model; empty: the default
+    openai_quality: str = "low"  # ... and this quality (both decide which images the bank holds)
+    synthetic_folder: str = ""  # the folder arm: images made elsewhere, one sub-folder per class
     specs: tuple[TrialSpec, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         get_spec(self.arch)  # an unknown architecture fails here, with the registry's message
-        object.__setattr__(self, "real_fractions", tuple(float(f) for f in self.real_fractions))
-        object.__setattr__(self, "arms", tuple(self.arms))
-        if not isinstance(self.n_seeds, int) or self.n_seeds < 1:
+        if self.n_seeds < 1:
             raise ValueError(f"n_seeds must be a positive int (repeats per setting), got {self.n_seeds!r}")
         if self.max_steps < 0:
             raise ValueError(f"max_steps must be >= 0 (0 means the budget is in epochs), got {self.max_steps}")
         specs = study_grid([self.arch], self.real_fractions, self.arms, range(self.first_seed,
-                           self.first_seed + self.n_seeds), epochs=self.epochs, max_steps=self.max_steps or None,
-                           batch_size=self.batch_size, lr=self.lr, pretrained=self.pretrained,
-                           input_size=self.input_size, generator=self.diffusion_preset)
+                           self.first_seed + self.n_seeds), self.generator_settings(), epochs=self.epochs,
+                           max_steps=self.max_steps or None, batch_size=self.batch_size, lr=self.lr,
+                           pretrained=self.pretrained, input_size=self.input_size)
         object.__setattr__(self, "specs", tuple(specs))
+
+    def generator_settings(self) -> GeneratorSettings:
+        """The generators' settings these parameters name (content and how to run them)."""
+        return settings_from({k: getattr(self, k) for k in self.parameter_names()})
 
     @property
     def results(self) -> Path:
         """This architecture's results folder (inside the run's results folder)."""
-        return paths.chosen_dir(self.results_dir, paths.results_dir) / self.arch
-
-    @property
-    def figures(self) -> Path:
-        return paths.chosen_dir(self.figures_dir, paths.figures_dir)
+        return super().results / self.arch
 
     def plan(self) -> pd.DataFrame:
         """Trials per arm and real fraction: what the run will do (or resume)."""
@@ -73,29 +73,19 @@ class ArchitectureStudy:
         return table.groupby(["real_fraction", "policy"], sort=False).size().rename("trials").to_frame()
 
 
-def external_generators(config: ArchitectureStudy) -> dict[str, Any]:
-    """The generators of the arms whose images come from outside the trial: OpenAI's (bank filled by notebook 02 or
-    ``mri-synth generate``; a trial never pays) and a folder of images."""
-    kinds = {s.synthetic for s in config.specs}
-    out: dict[str, Any] = {}
-    if "openai" in kinds:
-        from .synth import OpenAIGenerator
-
-        out["openai"] = OpenAIGenerator(config.openai_model) if config.openai_model else OpenAIGenerator()
-    if "folder" in kinds:
-        if not config.synthetic_folder:
-            raise ValueError("the folder arm needs synthetic_folder: a folder with one sub-folder per class")
-        from .synth import FolderGenerator
-
-        out["folder"] = FolderGenerator(config.synthetic_folder)
-    return out
-
-
 def run_architecture(config: ArchitectureStudy, *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run (or resume) the grid of one architecture; return its results and history tables."""
     context = StudyContext(data=load_data(config.data_source), device=config.device, cpu_threads=config.cpu_threads,
-                           external_generators=external_generators(config))
+                           generators=config.generator_settings())
     return run_study(config.specs, context, config.results, progress=progress)
+
+
+@dataclass(frozen=True)
+class ResultsConfig(NotebookConfig):
+    """Notebook 07: every architecture's finished trials, compared with a reference arm."""
+
+    reference: str = "30% real"  # the arm every other arm at the same fraction is compared with, pair-wise
+    real_fraction: float = 0.3  # the fraction of the thesis's headline comparison
 
 
 def load_all_results(results_dir: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:

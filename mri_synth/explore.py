@@ -7,14 +7,13 @@ saved through ``plots.save_figure``. Loading the data is ``data.load_data``'s jo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from . import paths
+from .config import NotebookConfig
 from .data import CLASS_NAMES, MRIData, Split
 
 THESIS_TABLE_2_1 = {"train": [724, 49, 2566, 1781], "test": [172, 15, 634, 459]}
@@ -107,20 +106,12 @@ def intensity_histograms(split: Split, background_level: int = 10) -> plt.Figure
 
 
 @dataclass(frozen=True)
-class ExplorationConfig:
+class ExplorationConfig(NotebookConfig):
     """Settings of notebook 01, checked on construction."""
 
-    data_source: str = "sample"
-    seed: int = 0
-    examples_per_class: int = 4
-    figures_dir: str = ""
+    examples_per_class: int = 4  # slices per class in the example grid (Figure 2.1)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.examples_per_class, int) or not 1 <= self.examples_per_class <= 12:
+        super().__post_init__()
+        if not 1 <= self.examples_per_class <= 12:
             raise ValueError(f"examples_per_class must be an int in 1..12, got {self.examples_per_class!r}")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
-
-    @property
-    def figures(self) -> Path:
-        return paths.chosen_dir(self.figures_dir, paths.figures_dir)

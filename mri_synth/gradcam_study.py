@@ -3,23 +3,21 @@
 The steps of the thesis's chapter 3, each one call:
 
 - :class:`GradCamConfig`: the notebook's parameters, checked on construction;
-- :func:`trained_classifier`: train the classifier on the real training split (``train.fit``), or load the one
-  trained before with the same data, architecture and settings (cached under ``cache_dir()/"gradcam"``);
+- :func:`trained_classifier`: the reference classifier of :mod:`mri_synth.classifier` (trained on the real
+  training split once, cached) with this notebook's settings;
 - :func:`choose_sources`: seeded source slices per class from the real training split;
-- :func:`synthetic_variations`: their variations, through the :class:`~mri_synth.synth.SyntheticBank` (filled
-  by the local diffusion generator, trained on the real training split, or read from a generator already in
-  the bank, e.g. OpenAI variations made earlier);
+- :func:`synthetic_variations`: their variations, through the generator registry's one path to the
+  :class:`~mri_synth.synth.SyntheticBank` (the local diffusion generator, trained on the real training split, or
+  a generator already in the bank, e.g. OpenAI variations made earlier);
 - :func:`real_vs_synthetic_panels`: the Figures 3.1-3.4 panels (:func:`save_panels` writes them); the agreement
   table itself is :func:`mri_synth.gradcam.agreement_table`; :func:`save_agreement` writes it with its provenance.
 
-CAMs, agreement metrics and figure drawing are :mod:`mri_synth.gradcam`'s; training is :mod:`mri_synth.train`'s.
+CAMs and agreement metrics are :mod:`mri_synth.gradcam`'s; training is :mod:`mri_synth.classifier`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -27,21 +25,19 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from mri_synth import paths
+from mri_synth.classifier import ClassifierRecipe, real_classifier
+from mri_synth.config import NotebookConfig
 from mri_synth.data import CLASS_NAMES, MRIData, Split
 from mri_synth.gradcam import CamExplainer, cam_method, real_vs_synthetic_figure, resolve_class
-from mri_synth.models import ModelSpec, create_model, get_spec
+from mri_synth.models import ModelSpec, get_spec
+from mri_synth.synth import registry
 
 
 @dataclass(frozen=True)
-class GradCamConfig:
+class GradCamConfig(NotebookConfig):
     """Settings of notebook 03 (see its parameters cell for why each default)."""
 
-    data_source: str = "sample"
-    seed: int = 0
-    figures_dir: str = ""
-    results_dir: str = ""
-    model_name: str = "cnn"
+    model_name: str = "cnn"  # the thesis explained its basic CNN
     pretrained: bool = False
     input_size: int = 0  # 0: the registry's size
     epochs: int = 5
@@ -54,30 +50,39 @@ class GradCamConfig:
     agreement_sources_per_class: int = 6
     agreement_class: str = ""  # "": each pair explained for its source's own class
     top_fraction: float = 0.2
-    diffusion_preset: str = "toy"
+    diffusion_preset: str = registry.DEFAULT_DIFFUSION_PRESET
     bank_generator: str = ""  # a generator fingerprint in the bank: use its variations instead of diffusion
     bank_dir: str = ""
-    device: str = "auto"  # where the classifier trains; CAMs are computed on the CPU
 
     def __post_init__(self) -> None:
-        for name in ("seed", "input_size", "epochs", "batch_size", "panel_sources_per_class", "variations_per_source",
+        super().__post_init__()
+        for name in ("input_size", "epochs", "batch_size", "panel_sources_per_class", "variations_per_source",
                      "agreement_sources_per_class"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name in ("seed", "input_size")
-                                                                                   else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name in ('seed', 'input_size') else 'positive'}"
-                                 f" int, got {value!r}")
+            if getattr(self, name) < (0 if name == "input_size" else 1):
+                raise ValueError(f"{name} must be {'non-negative' if name == 'input_size' else 'positive'}, got "
+                                 f"{getattr(self, name)!r}")
         get_spec(self.model_name)  # raises with the list of known names
         cam_method(self.cam_method)
         for name in [self.explained_class, *self.classes, *([self.agreement_class] if self.agreement_class else [])]:
             resolve_class(name)
         if not 0 < self.top_fraction < 1:
             raise ValueError(f"top_fraction must be in (0, 1), e.g. 0.2; got {self.top_fraction}")
-        from mri_synth.synth.diffusion import PRESETS as DIFFUSION_PRESETS  # diffusers only once it is needed
+        if not self.bank_generator:
+            self.generator_settings()  # an unknown preset fails now, naming the presets
 
-        if not self.bank_generator and self.diffusion_preset not in DIFFUSION_PRESETS:
-            raise ValueError(f"diffusion_preset must be one of {DIFFUSION_PRESETS}, got {self.diffusion_preset!r} "
-                             "(or set bank_generator to the fingerprint of variations already in the bank)")
+    def generator_settings(self) -> registry.GeneratorSettings:
+        """The diffusion generator's settings (when no bank generator is named)."""
+        settings = registry.GeneratorSettings(diffusion_preset=self.diffusion_preset, device=self.device,
+                                              cpu_threads=self.cpu_threads)
+        registry.get("diffusion").label(settings)
+        return settings
+
+    @property
+    def recipe(self) -> ClassifierRecipe:
+        """How the classifier whose CAMs are shown is trained."""
+        return ClassifierRecipe(model_name=self.model_name, epochs=self.epochs, batch_size=self.batch_size,
+                                input_size=self.input_size, pretrained=self.pretrained, seed=self.seed,
+                                device=self.device)
 
     @property
     def classes(self) -> list[str]:
@@ -85,53 +90,19 @@ class GradCamConfig:
         return [c.strip() for c in self.panel_classes.split(",") if c.strip()]
 
     @property
-    def figures(self) -> Path:
-        return paths.chosen_dir(self.figures_dir, paths.figures_dir)
-
-    @property
-    def results(self) -> Path:
-        return paths.chosen_dir(self.results_dir, paths.results_dir)
-
-    @property
     def spec(self) -> ModelSpec:
         spec = get_spec(self.model_name)
         return spec.with_input_size(self.input_size) if self.input_size else spec
 
 
-def _key(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def trained_classifier(config: GradCamConfig, data: MRIData, *, progress: bool = False
                        ) -> tuple[nn.Module, ModelSpec, pd.DataFrame]:
-    """The classifier trained on all real training slices, loaded from the cache when trained before.
+    """The reference classifier (:func:`mri_synth.classifier.real_classifier`) with this notebook's recipe.
 
     Returns:
         ``(model on the CPU in eval mode, its spec, its history table)``.
     """
-    from mri_synth.train import TrainConfig, fit
-
-    spec = config.spec
-    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
-                               device=config.device, progress=progress)
-    key = _key({"data": data.fingerprint, "model": config.model_name, "input_size": spec.input_size,
-                "pretrained": config.pretrained, "train": {k: str(v) for k, v in asdict(train_config).items()
-                                                           if k != "progress"}})
-    path = paths.cache_dir() / "gradcam" / f"{config.model_name}-{key}.pt"
-    model = create_model(config.model_name, pretrained=False, spec=spec)
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        model.load_state_dict(saved["state_dict"])
-        return model.eval(), spec, pd.DataFrame(saved["history"])
-    result = fit(config.model_name, data.train.images, data.train.labels, data.test.images, data.test.labels,
-                 train_config, spec=spec, pretrained=config.pretrained)
-    # Plain float32 contiguous weights: the CAM hooks and the cache do not depend on how training ran.
-    model.load_state_dict({k: v.float().contiguous() for k, v in result.model.state_dict().items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "history": result.history.to_dict(orient="list")}, tmp)
-    tmp.replace(path)
-    return model.eval(), spec, result.history
+    return real_classifier(data, config.recipe, progress=progress)
 
 
 def choose_sources(split: Split, per_class: int, seed: int, classes: list[str] | None = None) -> torch.Tensor:
@@ -170,20 +141,19 @@ def synthetic_variations(config: GradCamConfig, data: MRIData, sources: torch.Te
 
     chosen = data.train.subset(sources)
     bank = SyntheticBank(config.bank_dir or None)
+    n = config.variations_per_source * len(chosen)
     fingerprint = config.bank_generator
-    if not fingerprint:
-        from mri_synth.synth import DiffusionConfig, DiffusionGenerator
-
-        preset = DiffusionConfig.preset(config.diffusion_preset)
-        generator = DiffusionGenerator.cached(preset, data.train.images, data.train.labels, data.train.ids,
-                                              seed=config.seed, progress=progress)
-        bank.fill(generator, chosen.images, chosen.labels, chosen.ids, config.variations_per_source,
-                  seed=config.seed, progress=progress)
-        fingerprint = generator.fingerprint
     try:
-        images, labels, ids, source_ids = bank.sample(chosen.ids, config.variations_per_source * len(chosen),
-                                                      seed=config.seed, generator_fingerprint=fingerprint)
+        if not fingerprint:
+            generator = registry.build("diffusion", config.generator_settings(), data.train, seed=config.seed)
+            images, labels, ids, source_ids = registry.fill_and_sample(generator, bank, chosen, n, seed=config.seed,
+                                                                       progress=progress)
+            return Variations(images, labels, ids, source_ids, generator.fingerprint)
+        images, labels, ids, source_ids = bank.sample(chosen.ids, n, seed=config.seed,
+                                                      generator_fingerprint=fingerprint)
     except ValueError as error:
+        if not fingerprint:
+            raise
         raise ValueError(
             f"bank_generator={fingerprint!r}: {error}. Either fill {bank.root} with that generator for these "
             f"sources ({len(chosen)} slices, choose_sources' pick; {config.variations_per_source} variations each) "

@@ -56,27 +56,45 @@ def load_profile(name_or_path: str | os.PathLike) -> dict:
     unknown = set(profile) - {"description", "common", "notebooks"}
     if unknown:
         raise ProfileError(f"{path}: unknown top-level keys {sorted(unknown)}; use description, common, notebooks")
-    stems = {p.stem for p in numbered_notebooks()}
+    declared = declared_parameters()
     for stem in profile.get("notebooks") or {}:
-        if stem not in stems:
-            raise ProfileError(f"{path}: section {stem!r} names no notebook; notebooks are {sorted(stems)}")
-    profile.setdefault("common", {})
-    profile.setdefault("notebooks", {})
+        if stem not in declared:
+            raise ProfileError(f"{path}: section {stem!r} names no notebook; notebooks are {sorted(declared)}")
+    profile["common"] = profile.get("common") or {}
+    profile["notebooks"] = {stem: section or {} for stem, section in (profile.get("notebooks") or {}).items()}
+    everywhere = set().union(*declared.values())
+    for key in profile["common"]:
+        if key not in everywhere:
+            raise ProfileError(f"{path}: common parameter {key!r} is declared by no notebook (a typo would run the "
+                               f"wrong study); the notebooks' parameters are {sorted(everywhere)}")
+    for stem, section in profile["notebooks"].items():
+        for key in section:
+            if key not in declared[stem]:
+                raise ProfileError(f"{path}: parameter {key!r} of section {stem!r} is not declared by that notebook;"
+                                   f" its parameters are {sorted(declared[stem])}")
     profile["name"] = path.stem
     return profile
 
 
-def notebook_parameters(profile: dict, notebook: Path, run_dir: Path) -> dict:
-    """The parameters one notebook receives: common, then its own section, then the run's folders.
+def declared_parameters(directory: Path = NOTEBOOK_DIR) -> dict[str, set[str]]:
+    """Each numbered notebook's stem -> the names its ``parameters`` cell declares (papermill's reading)."""
+    import papermill
 
-    Only names the notebook's ``parameters`` cell declares are passed, so a profile can hold parameters that only
-    some notebooks take.
+    return {nb.stem: set(papermill.inspect_notebook(str(nb))) for nb in numbered_notebooks(directory)}
+
+
+def notebook_parameters(profile: dict, notebook: Path, run_dir: Path) -> dict:
+    """The parameters one notebook receives: the run's folders, then common, then its own section.
+
+    Common parameters go to the notebooks that declare them (``load_profile`` has refused any that none does);
+    figures and results go inside the run folder unless the profile names a folder itself (the real-data study
+    writes the project's ``figures/``).
     """
     import papermill
 
     declared = set(papermill.inspect_notebook(str(notebook)))
-    wanted = {**profile["common"], **(profile["notebooks"].get(notebook.stem) or {})}
-    wanted |= {"figures_dir": str(run_dir / "figures"), "results_dir": str(run_dir / "results")}
+    wanted = {"figures_dir": str(run_dir / "figures"), "results_dir": str(run_dir / "results")}
+    wanted |= {**profile["common"], **(profile["notebooks"].get(notebook.stem) or {})}
     return {k: v for k, v in wanted.items() if k in declared}
 
 

@@ -45,8 +45,11 @@ def results_dir(ensure: bool = False) -> Path:
 
 
 def figures_dir(ensure: bool = False) -> Path:
-    """Figures written by the notebooks."""
-    return _dir("MRI_SYNTH_FIGURES", PROJECT_ROOT / "figures", ensure)
+    """Figures of runs that name no folder (the quick profile, ``make refresh-notebooks``): ``runs/figures``.
+
+    The project's ``figures/`` holds the real-data study's figures only; a profile writes there by naming it
+    (``figures_dir: figures``)."""
+    return _dir("MRI_SYNTH_FIGURES", PROJECT_ROOT / "runs" / "figures", ensure)
 
 
 def runs_dir(ensure: bool = False) -> Path:
@@ -59,9 +62,16 @@ def default_source() -> str:
     return os.environ.get("MRI_SYNTH_DATA") or HUB_DATASET_ID
 
 
+def project_path(value: str | os.PathLike) -> Path:
+    """A path a notebook parameter or profile names: relative paths are taken from the project root, so a value
+    means the same folder whether it is read in a notebook (run in ``notebooks/``), the batch or the command line."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 def chosen_dir(value: str | os.PathLike | None, default: "Callable[..., Path]", ensure: bool = True) -> Path:
-    """A directory a notebook parameter names, or the project default when the parameter is empty."""
-    path = Path(value).expanduser() if value else default()
+    """A directory a notebook parameter names (see :func:`project_path`), or the default when it is empty."""
+    path = project_path(value) if value else default()
     if ensure:
         path.mkdir(parents=True, exist_ok=True)
     return path

@@ -67,6 +67,28 @@ THESIS_CNN_MEDIANS = pd.DataFrame(
 _NOT_GENERATIVE = ("none", "repeat")
 
 
+GRID_COLUMNS = ("budget", "epochs", "max_steps", "batch_size", "lr", "input_size", "pretrained", "generator")
+"""Spec columns that make a grid: trials that differ in any of them are never pooled into one summary or pair."""
+
+
+def setting_columns(rows: pd.DataFrame, by: Sequence[str], *, exclude: Sequence[str] = ()) -> list[str]:
+    """``by`` plus every grid column that varies within a group of ``by``.
+
+    A results folder may hold several grids (say 6 and 10 epochs, or two diffusion presets); grouping by these
+    columns too keeps each grid's trials apart instead of pooling them into one median without a word.
+    """
+    by = list(by)
+    grouped = rows.groupby(by, dropna=False) if by else None
+    extra = []
+    for column in GRID_COLUMNS:
+        if column in rows.columns and column not in by and column not in exclude:
+            varies = (grouped[column].nunique(dropna=False).max() if grouped is not None
+                      else rows[column].nunique(dropna=False))
+            if varies > 1:
+                extra.append(column)
+    return by + extra
+
+
 class UnpairedError(ValueError):
     """Two policies share no repeat to pair (e.g. one was run for another architecture or other seeds)."""
 
@@ -169,7 +191,8 @@ def summarize(
     Args:
         results: the runner's long results table.
         metric: which metric to summarise (e.g. ``test_loss``).
-        by: the columns that define a setting; default (arch, policy, real_fraction).
+        by: the columns that define a setting; default (arch, policy, real_fraction). Grid columns that vary
+            within a setting (epochs, budget, generator, ...: :data:`GRID_COLUMNS`) are added, never pooled.
         confidence: coverage of the intervals.
         n_resamples: bootstrap resamples per interval.
         min_repeats: settings with fewer repeats raise; pass 1 to get NaN intervals for them instead.
@@ -186,6 +209,7 @@ def summarize(
     by = list(by) if by is not None else [columns.arch, columns.policy, columns.real_fraction]
     rows = metric_rows(results, metric, columns=columns)
     require_columns(rows, by)
+    by = setting_columns(rows, by)
     sizes = rows.groupby(by, sort=True, dropna=False).size()
     thin = sizes[sizes < min_repeats]
     if len(thin):
@@ -341,7 +365,8 @@ def compare_to_reference(
         metric: which metric to compare.
         policies: which policies to compare; default every other policy in the table (sorted), skipping any
             that share no repeats with the reference within a group.
-        within: as in :func:`compare_policies`.
+        within: as in :func:`compare_policies`; grid columns that vary in the table (epochs, budget, ...) are
+            added, so two grids are compared separately.
         columns: the table's column names.
         **options: passed to :func:`compare_policies` (pair_on, lower_is_better, confidence, ...).
 
@@ -352,6 +377,8 @@ def compare_to_reference(
     within = list(within) if within is not None else [columns.arch]
     rows = metric_rows(results, metric, columns=columns)
     require_columns(rows, [columns.policy])
+    # grids (epochs, budgets, ...) are compared separately; the generator differs between arms by design
+    within = setting_columns(rows, within, exclude=("generator",))
     chosen = policies if policies is not None else sorted(set(rows[columns.policy].astype(str)) - {reference})
     tables = []
     for policy in chosen:
@@ -414,8 +441,10 @@ def thesis_comparison(
         if match.empty:
             records.append({**base, "policy": None, "synthetic": None, "n": 0, "median": np.nan,
                             "median_lo": np.nan, "median_hi": np.nan})
+        grid = [col for col in ours.columns if col in GRID_COLUMNS]  # present when the table holds several grids
         for row in match.to_dict("records"):
-            records.append({**base, "policy": row[c.policy], "synthetic": row[c.synthetic], "n": row["n"],
+            records.append({**base, **{col: row[col] for col in grid}, "policy": row[c.policy],
+                            "synthetic": row[c.synthetic], "n": row["n"],
                             "median": row["median"], "median_lo": row["median_lo"], "median_hi": row["median_hi"]})
     table = pd.DataFrame.from_records(records)
     table["ratio"] = table["median"] / table["thesis_median"]

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -30,15 +29,24 @@ import torch
 from tqdm.auto import tqdm
 
 from . import paths
+from .augment import POLICIES
 from .data import CLASS_NAMES, MRIData, Split, check_fraction, stratified_sample
+from .synth import registry
+from .synth.registry import GeneratorSettings
 
-SYNTHETIC_KINDS = ("none", "repeat", "diffusion", "openai", "folder")
-"""none: real images only; repeat: the control arm (the trial's own real images repeated to the same size);
-diffusion: a generator trained on the trial's own real subset; openai, folder: external generators whose variants
-sit in a shared bank."""
-GENERATOR_KIND = {"none": "none", "repeat": "control", "diffusion": "learned on the trial's subset",
-                  "openai": "external", "folder": "external"}
-AUGMENT_POLICIES = ("none", "basic", "autoaugment", "randaugment", "trivialaugment")
+CONTROL_ARMS = ("none", "repeat")
+"""Arms that add no generated image: none (real images only) and repeat (the control: the trial's own real images
+repeated to the same size). Every other synthetic kind is a generator of :mod:`mri_synth.synth.registry`."""
+
+
+def synthetic_kinds() -> tuple[str, ...]:
+    """Every value ``TrialSpec.synthetic`` may take: the control arms, then the registered generators."""
+    return (*CONTROL_ARMS, *registry.names())
+
+
+def generator_kind(synthetic: str) -> str:
+    """How the tables describe an arm's added images: none, control, learned on the trial's subset, external."""
+    return {"none": "none", "repeat": "control"}.get(synthetic) or registry.get(synthetic).kind
 
 
 @dataclass(frozen=True)
@@ -47,10 +55,10 @@ class TrialSpec:
 
     arch: str = "cnn"  # a name in the model registry (cnn, resnet18, vit, or a timm model)
     real_fraction: float = 1.0  # share of the real training images, stratified
-    synthetic: str = "none"  # one of SYNTHETIC_KINDS
+    synthetic: str = "none"  # none, repeat or a registered generator (synthetic_kinds())
     synthetic_fraction: float = 0.0  # images added, as a share of the FULL training set's size
     synthetic_classes: tuple[str, ...] = ()  # classes that receive them; empty means all
-    augment: str = "none"  # one of AUGMENT_POLICIES
+    augment: str = "none"  # a policy of augment.POLICIES
     epochs: int = 10  # training budget in epochs (ignored when max_steps is set)
     max_steps: int | None = None  # training budget in optimizer steps, the same for every arm
     batch_size: int = 64
@@ -58,15 +66,20 @@ class TrialSpec:
     seed: int = 0  # the repeat index: it picks the real subset (shared by every policy) and the training seed
     pretrained: bool | None = None  # None: the registry's default for the architecture
     input_size: int = 0  # model input side in pixels; 0 means the registry's (224 for the pretrained models)
-    generator: str = ""  # settings of the generator: a DiffusionConfig preset (toy, quick, gpu) or a bank fingerprint
+    generator: str = ""  # the generator's label (registry): what decides its images; empty for none/repeat arms
 
     def __post_init__(self) -> None:
         check_fraction(self.real_fraction, "real_fraction")
         object.__setattr__(self, "synthetic_classes", tuple(sorted(self.synthetic_classes)))
-        if self.synthetic not in SYNTHETIC_KINDS:
-            raise ValueError(f"synthetic must be one of {SYNTHETIC_KINDS}, got {self.synthetic!r}")
-        if self.augment not in AUGMENT_POLICIES:
-            raise ValueError(f"augment must be one of {AUGMENT_POLICIES}, got {self.augment!r}")
+        if self.synthetic not in synthetic_kinds():
+            raise ValueError(f"synthetic must be one of {synthetic_kinds()}, got {self.synthetic!r}")
+        if self.augment not in POLICIES:
+            raise ValueError(f"augment must be one of {tuple(POLICIES)}, got {self.augment!r}")
+        # Only arms that use a generator carry its label, so changing a generator's settings reruns only its arms.
+        if self.synthetic in CONTROL_ARMS:
+            object.__setattr__(self, "generator", "")
+        elif not self.generator:
+            object.__setattr__(self, "generator", registry.get(self.synthetic).label(GeneratorSettings()))
         if not 0 <= self.synthetic_fraction <= 10:
             raise ValueError(f"synthetic_fraction must be in [0, 10], got {self.synthetic_fraction!r}")
         if (self.synthetic == "none") != (self.synthetic_fraction == 0):
@@ -79,6 +92,15 @@ class TrialSpec:
             raise ValueError(f"unknown synthetic_classes {sorted(unknown)}: choose from {', '.join(CLASS_NAMES)}")
         if self.epochs < 1 or (self.max_steps is not None and self.max_steps < 1):
             raise ValueError("epochs and max_steps must be >= 1")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrialSpec":
+        """A spec from its stored form (a trial file's ``spec``), with a message when this version cannot read it."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"a trial spec with fields {sorted(unknown)} that this version does not know: it was "
+                             "written by another version of mri_synth; read it with that version or rerun the trial")
+        return cls(**{k: tuple(v) if k == "synthetic_classes" else v for k, v in values.items()})
 
     @property
     def key(self) -> str:
@@ -107,43 +129,49 @@ class TrialSpec:
             "trial_key": self.key, "arch": self.arch, "real_fraction": self.real_fraction,
             "synthetic": self.synthetic, "synthetic_fraction": self.synthetic_fraction,
             "synthetic_classes": "+".join(self.synthetic_classes) or "all", "augment": self.augment,
-            "budget": self.budget, "epochs": self.epochs, "input_size": self.input_size, "max_steps": self.max_steps or 0, "seed": self.seed,
-            "policy": self.policy, "generator_kind": GENERATOR_KIND[self.synthetic],
+            "budget": self.budget, "epochs": self.epochs, "max_steps": self.max_steps or 0,
+            "batch_size": self.batch_size, "lr": self.lr, "input_size": self.input_size,
+            "pretrained": {None: "default", True: "yes", False: "no"}[self.pretrained], "seed": self.seed,
+            "policy": self.policy, "generator": self.generator, "generator_kind": generator_kind(self.synthetic),
         }
 
 
 def parse_arm(arm: str, real_fraction: float) -> dict[str, Any]:
     """Spec fields of an arm written as text: parts joined by ``+``.
 
-    ``none``, ``basic``, ``autoaugment``, ...: real images with that augmentation; ``repeat``, ``diffusion``,
-    ``openai``, ``folder``: fill the real fraction up to the full training-set size with that kind of image;
+    ``none``, ``basic``, ``autoaugment``, ... (``augment.POLICIES``): real images with that augmentation; ``repeat``
+    or a registered generator (``diffusion``, ``openai``, ``folder``, ...): fill the real fraction up to the full
+    training-set size with that kind of image;
     ``diffusion:Mild_Demented,Moderate_Demented``: only those classes receive synthetic images;
     ``diffusion+autoaugment``: both.
     """
     out: dict[str, Any] = {}
     for part in arm.split("+"):
         name, _, classes = part.partition(":")
-        if name in AUGMENT_POLICIES:
+        if name in POLICIES:
             if name != "none":
                 out["augment"] = name
-        elif name in SYNTHETIC_KINDS:
+        elif name in synthetic_kinds():
             out |= {"synthetic": name, "synthetic_fraction": round(1 - real_fraction, 6)}
             if classes:
                 out["synthetic_classes"] = tuple(classes.split(","))
         else:
-            raise ValueError(f"unknown arm part {part!r} in {arm!r}: use an augmentation ({', '.join(AUGMENT_POLICIES)})"
-                             f", a synthetic kind ({', '.join(SYNTHETIC_KINDS[1:])}) or 'kind:Class,Class', joined by +")
+            raise ValueError(f"unknown arm part {part!r} in {arm!r}: use an augmentation ({', '.join(POLICIES)})"
+                             f", a synthetic kind ({', '.join(synthetic_kinds()[1:])}) or 'kind:Class,Class', "
+                             "joined by +")
     return out
 
 
 def study_grid(archs: Sequence[str], real_fractions: Sequence[float], arms: Sequence[str], seeds: Iterable[int],
-               **train: Any) -> list[TrialSpec]:
+               generators: GeneratorSettings | None = None, **train: Any) -> list[TrialSpec]:
     """Every (architecture, real fraction, arm, seed), seed-major so an interrupted study has whole repeats.
 
     Arms that would add nothing (a synthetic fill at 100% real) are left out; ``arm@0.3,0.4`` runs an arm at those
-    real fractions only. ``train`` sets the other spec fields
-    (epochs, max_steps, batch_size, lr, pretrained, generator).
+    real fractions only. ``generators`` gives each generator arm its label (default settings when omitted);
+    ``train`` sets the other spec fields (epochs, max_steps, batch_size, lr, pretrained, input_size).
     """
+    settings = generators or GeneratorSettings()
+    labels: dict[str, str] = {}
     specs = []
     for seed in seeds:
         for arch in archs:
@@ -155,6 +183,11 @@ def study_grid(archs: Sequence[str], real_fractions: Sequence[float], arms: Sequ
                     extra = parse_arm(arm, fraction)
                     if "synthetic" in extra and extra["synthetic_fraction"] <= 0:
                         continue
+                    kind = extra.get("synthetic", "none")
+                    if kind not in CONTROL_ARMS:
+                        if kind not in labels:
+                            labels[kind] = registry.get(kind).label(settings)
+                        extra["generator"] = labels[kind]
                     specs.append(TrialSpec(arch=arch, real_fraction=fraction, seed=seed, **extra, **train))
     return list(dict.fromkeys(specs))  # the same spec twice is one trial
 
@@ -164,15 +197,25 @@ def study_grid(archs: Sequence[str], real_fractions: Sequence[float], arms: Sequ
 
 @dataclass
 class StudyContext:
-    """What trials share: the data, where synthetic images live, how to build generators, where to train."""
+    """What trials share: the data, where synthetic images live, how generators run, where to train.
+
+    A trial's generator is rebuilt from its spec's label (the images' content) and ``generators`` (how to run it:
+    the device, threads and cache below are put into it), so a trial stays a function of its spec.
+    """
 
     data: MRIData
     bank_root: Path = field(default_factory=lambda: paths.cache_dir() / "bank")
     generator_root: Path = field(default_factory=lambda: paths.cache_dir() / "diffusion")  # trained generators
-    external_generators: dict[str, Any] = field(default_factory=dict)  # "openai"/"folder" -> a Generator
+    generators: GeneratorSettings = field(default_factory=GeneratorSettings)
     device: str = "auto"
     cpu_threads: int = 0  # 0: torch's default; 1 is faster when other jobs share a small CPU (no spin-waiting)
     progress: bool = False  # inner progress bars (training, generation); the study has its own
+
+    def generator_settings(self, spec: TrialSpec) -> GeneratorSettings:
+        """The settings that build ``spec``'s generator: its label's content, this context's way of running."""
+        runtime = replace(self.generators, device=self.device, cpu_threads=self.cpu_threads,
+                          generator_root=str(self.generator_root), progress=self.progress)
+        return runtime.with_label(spec.synthetic, spec.generator)
 
 
 @dataclass(frozen=True)
@@ -203,22 +246,6 @@ def _repeat_draw(members: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.concatenate([np.tile(members, passes), rng.permutation(members)[:rest]]).astype(np.int64)
 
 
-def _generator_for(spec: TrialSpec, real: Split, context: StudyContext):
-    if spec.synthetic == "diffusion":
-        from .synth import DiffusionConfig, DiffusionGenerator
-
-        config = DiffusionConfig.preset(spec.generator or "toy")
-        # trained on this trial's real subset only, cached by that subset: one subset never trains twice
-        device = None if context.device == "auto" else context.device
-        return DiffusionGenerator.cached(config, real.images, real.labels, real.ids, seed=spec.seed,
-                                         cache_root=context.generator_root, device=device, progress=context.progress,
-                                         cpu_threads=context.cpu_threads or None)
-    if spec.synthetic not in context.external_generators:
-        raise ValueError(f"trial wants {spec.synthetic!r} images but the study context has no such generator: pass "
-                         f"StudyContext(external_generators={{{spec.synthetic!r}: generator}})")
-    return context.external_generators[spec.synthetic]
-
-
 def training_set(spec: TrialSpec, context: StudyContext) -> TrainingSet:
     """The real sample of the trial's repeat plus its synthetic (or repeated) images."""
     full = context.data.train
@@ -234,18 +261,18 @@ def training_set(spec: TrialSpec, context: StudyContext) -> TrainingSet:
                            real.ids, extra.ids, "repeat")
     from .synth import SyntheticBank
 
-    generator = _generator_for(spec, real, context)
+    # a generator that learns does so from this trial's real subset only (cached by it: one subset trains once)
+    entry = registry.get(spec.synthetic)
+    generator = registry.build(spec.synthetic, context.generator_settings(spec),
+                               real if entry.learns_from_subset else None, seed=spec.seed)
     bank = SyntheticBank(context.bank_root)
     images, labels, sources = [real.images], [real.labels], []
     for c, k in enumerate(wanted):
         if not k:
             continue
         members = real.subset((real.labels == c).nonzero().flatten())
-        if generator.estimate_cost_usd(1) == 0:  # free generators fill the bank on demand; paid ones never do here
-            bank.fill(generator, members.images, members.labels, members.ids, math.ceil(k / len(members)),
-                      seed=spec.seed, progress=context.progress)
-        img, lab, _, src = bank.sample(members.ids, k, seed=spec.seed, generator_fingerprint=generator.fingerprint)
-        assert set(src) <= set(members.ids), "bank returned a variant of an image outside the trial's subset"
+        img, lab, _, src = registry.fill_and_sample(generator, bank, members, k, seed=spec.seed,
+                                                    progress=context.progress)
         images.append(img), labels.append(lab), sources.extend(src)
     return TrainingSet(torch.cat(images), torch.cat(labels), real.ids, tuple(sources), generator.fingerprint)
 
@@ -320,6 +347,7 @@ def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: st
                              f", not {context.data.source}: choose another results folder for this data")
     else:
         _atomic_json(prov_file, prov)
+    migrate_trial_keys(trials_dir)
     todo = [s for s in specs if not (trials_dir / f"{s.key}.json").exists()]
     if context.cpu_threads:
         torch.set_num_threads(context.cpu_threads)
@@ -337,6 +365,38 @@ def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: st
     return results, history
 
 
+def migrate_trial_keys(trials_dir: str | os.PathLike) -> int:
+    """Give trial files written under an older key scheme their current key, so they are reused, not rerun.
+
+    Older versions put the diffusion preset into the spec of every arm; a ``none`` or ``repeat`` trial's key then
+    changed with the preset. Each file's stored spec is read back through :class:`TrialSpec` (which drops the
+    label where no generator is used) and the file is rewritten under that spec's key. A file whose current key
+    is already taken by another is moved to ``superseded/`` beside them, never deleted.
+
+    Returns:
+        How many files were given a new key.
+    """
+    trials_dir = Path(trials_dir)
+    moved = 0
+    for path in sorted(trials_dir.glob("*.json")):
+        trial = json.loads(path.read_text())
+        spec = TrialSpec.from_dict(trial["spec"])
+        if spec.key == path.stem:
+            continue
+        target = trials_dir / f"{spec.key}.json"
+        if target.exists():
+            (trials_dir / "superseded").mkdir(exist_ok=True)
+            os.replace(path, trials_dir / "superseded" / path.name)
+            continue
+        _atomic_json(target, {**trial, "spec": asdict(spec), "columns": spec.table_columns(),
+                              "migrated_from": path.stem})
+        path.unlink()
+        moved += 1
+    if moved:
+        print(f"{trials_dir}: {moved} trial file(s) written by an older version were given their current key")
+    return moved
+
+
 def load_results(results_dir: str | os.PathLike, keys: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The tidy tables of a results folder (or of several, searched recursively).
 
@@ -346,16 +406,19 @@ def load_results(results_dir: str | os.PathLike, keys: Sequence[str] | None = No
         Rows follow ``keys`` when given, else the trials' file order.
     """
     root = Path(results_dir)
-    files = {p.stem: p for p in sorted(root.rglob("trials/*.json"))}
+    # keyed by each stored spec's current key, so files written under an older key scheme read as today's
+    trials = {}
+    for path in sorted(root.rglob("trials/*.json")):
+        trial = json.loads(path.read_text())
+        trials[TrialSpec.from_dict(trial["spec"]).key] = trial
     if keys is not None:
-        missing = [k for k in keys if k not in files]
+        missing = [k for k in keys if k not in trials]
         if missing:
             raise ValueError(f"{len(missing)} trial(s) missing from {root}: run the study to finish them")
-        files = {k: files[k] for k in keys}
+        trials = {k: trials[k] for k in keys}
     rows, hist = [], []
-    for path in files.values():
-        trial = json.loads(path.read_text())
-        cols = trial["columns"]
+    for trial in trials.values():
+        cols = TrialSpec.from_dict(trial["spec"]).table_columns()  # today's columns, also for older files
         rows += [{**cols, "metric": m, "value": v} for m, v in trial["metrics"].items()]
         h = pd.DataFrame(trial["history"])
         long = h.melt(id_vars=["epoch", "step"], var_name="metric", value_name="value")
@@ -365,5 +428,6 @@ def load_results(results_dir: str | os.PathLike, keys: Sequence[str] | None = No
     return results, history
 
 
-__all__ = ["TrialSpec", "StudyContext", "TrainingSet", "parse_arm", "study_grid", "synthetic_per_class",
-           "training_set", "run_trial", "run_study", "load_results", "provenance"]
+__all__ = ["CONTROL_ARMS", "StudyContext", "TrainingSet", "TrialSpec", "generator_kind", "load_results",
+           "migrate_trial_keys", "parse_arm", "provenance", "run_study", "run_trial", "study_grid",
+           "synthetic_kinds", "synthetic_per_class", "training_set"]

@@ -104,7 +104,7 @@ class TrainConfig:
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.augment not in POLICIES:
-            raise ValueError(f"TrainConfig.augment {self.augment!r} is not a policy; choose one of {POLICIES}")
+            raise ValueError(f"TrainConfig.augment {self.augment!r} is not a policy; choose one of {', '.join(POLICIES)}")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainConfig.lr_schedule {self.lr_schedule!r}: use None or one of {LR_SCHEDULES}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):

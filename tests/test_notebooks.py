@@ -22,6 +22,50 @@ def test_every_notebook_has_a_fully_parsed_parameters_cell():
         assert "figures_dir" in parsed and "data_source" in parsed
 
 
+CONFIGS = {"ExplorationConfig": "mri_synth.explore", "GenerationConfig": "mri_synth.synth.generation",
+           "GradCamConfig": "mri_synth.gradcam_study", "ArchitectureStudy": "mri_synth.experiment",
+           "ResultsConfig": "mri_synth.experiment"}
+
+
+def _config_class(nb_path):
+    import importlib
+    import re
+
+    source = "\n".join(c.source for c in nbformat.read(nb_path, as_version=4).cells if c.cell_type == "code")
+    calls = re.findall(r"config = (\w+)\.from_params\(globals\(\)\)", source)
+    assert len(calls) == 1, f"{nb_path.name}: its config cell must be one call, Config.from_params(globals())"
+    return getattr(importlib.import_module(CONFIGS[calls[0]]), calls[0])
+
+
+def test_each_notebook_declares_only_its_configs_fields_and_builds_it_in_one_call():
+    for nb_path in N.numbered_notebooks():
+        config = _config_class(nb_path)
+        declared = set(papermill.inspect_notebook(str(nb_path)))
+        assert declared <= set(config.parameter_names()), \
+            f"{nb_path.name} declares {sorted(declared - set(config.parameter_names()))}, unknown to {config.__name__}"
+
+
+def test_notebook_defaults_are_the_quick_profile():
+    # running a notebook as it is (nbval, JupyterLab) does what the quick profile's batch does
+    profile = N.load_profile("quick")
+    for nb_path in N.numbered_notebooks():
+        defaults = {k: v["default"] for k, v in papermill.inspect_notebook(str(nb_path)).items()}
+        wanted = {**profile["common"], **profile["notebooks"].get(nb_path.stem, {})}
+        for key, value in wanted.items():
+            if key in defaults:
+                assert eval(defaults[key]) == value, f"{nb_path.name}: {key} = {defaults[key]}, quick profile {value!r}"
+
+
+def test_profile_keys_no_notebook_declares_are_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("common: {n_seed: 3}\n")
+    with pytest.raises(N.ProfileError, match="'n_seed' is declared by no notebook.*n_seeds"):
+        N.load_profile(bad)
+    bad.write_text("notebooks:\n  01_data_exploration: {epochs: 3}\n")
+    with pytest.raises(N.ProfileError, match="'epochs' of section '01_data_exploration' is not declared"):
+        N.load_profile(bad)
+
+
 def test_profiles_name_only_existing_notebooks():
     for profile in N.PROFILE_DIR.glob("*.yaml"):
         loaded = N.load_profile(profile)

@@ -24,7 +24,11 @@ def test_key_is_stable_and_content_addressed():
     spec = S.TrialSpec(arch="cnn", real_fraction=0.3, synthetic="diffusion", synthetic_fraction=0.7, seed=4)
     assert spec.key == S.TrialSpec(seed=4, synthetic_fraction=0.7, synthetic="diffusion", real_fraction=0.3).key
     # a golden value: a key that silently changed would orphan every finished trial of a running study
-    assert spec.key == "594759f82e1dfa0c"
+    assert spec.key == "d1a9665ba3330284" and spec.generator == "quick"
+    # arms without a generator carry no generator label: the diffusion preset does not change their keys
+    plain = S.TrialSpec(real_fraction=0.3, seed=4)
+    assert plain.key == replace(plain, generator="toy").key == S.TrialSpec(real_fraction=0.3, seed=4, generator="gpu").key
+    assert plain.key == "e2d414d9cc6d8a21"
     for change in [dict(seed=5), dict(real_fraction=0.4), dict(augment="basic"), dict(max_steps=100),
                    dict(synthetic_classes=("Moderate_Demented",))]:
         assert replace(spec, **change).key != spec.key
@@ -106,9 +110,9 @@ def test_diffusion_draw_uses_only_variants_of_the_trials_own_sources(context):
     assert set(other.synthetic_sources) <= set(other.real_ids)
 
 
-def test_external_generator_missing_from_context_is_a_clear_error(context):
+def test_paid_generator_is_only_read_from_the_bank_with_a_clear_error(context):
     spec = S.TrialSpec(real_fraction=0.3, synthetic="openai", synthetic_fraction=0.7)
-    with pytest.raises(ValueError, match="external_generators"):
+    with pytest.raises(ValueError, match="fill it first"):
         S.training_set(spec, context)
 
 
@@ -178,3 +182,41 @@ def test_results_from_other_data_are_not_mixed(context, tmp_path, real_data):
     other = S.StudyContext(data=real_data, bank_root=context.bank_root)
     with pytest.raises(ValueError, match="choose another results folder"):
         S.run_study([S.TrialSpec(real_fraction=0.3, **TINY)], other, tmp_path, progress=False)
+
+
+def test_changing_the_diffusion_preset_reruns_only_diffusion_trials(context, tmp_path, monkeypatch):
+    from mri_synth.synth.registry import GeneratorSettings
+
+    def grid(preset):
+        return S.study_grid(["cnn"], [0.3], ["none", "repeat", "diffusion"], [0],
+                            GeneratorSettings(diffusion_preset=preset), **TINY)
+
+    toy = grid("toy")
+    S.run_study(toy, context, tmp_path, progress=False)
+    ran = []
+    real_run_trial = S.run_trial
+    monkeypatch.setattr(S, "run_trial", lambda spec, ctx: ran.append(spec) or real_run_trial(spec, ctx))
+    tiny = [replace(s, generator="toy:train_steps=3") if s.synthetic == "diffusion" else s for s in toy]
+    results, _ = S.run_study(tiny, context, tmp_path, progress=False)
+    assert [s.synthetic for s in ran] == ["diffusion"] and ran[0].generator == "toy:train_steps=3"
+    assert set(results.generator) == {"", "toy:train_steps=3"}
+
+
+def test_trial_files_of_the_older_key_scheme_are_reused_not_rerun(context, tmp_path, monkeypatch):
+    import hashlib
+    from dataclasses import asdict
+
+    spec = S.TrialSpec(real_fraction=0.3, **TINY)
+    S.run_study([spec], context, tmp_path, progress=False)
+    # rewrite the file as an older version stored it: the diffusion preset in every arm's spec and key
+    path = tmp_path / "trials" / f"{spec.key}.json"
+    trial = json.loads(path.read_text())
+    old_spec = {**asdict(spec), "generator": "toy"}
+    old_key = hashlib.sha256(json.dumps(old_spec, sort_keys=True).encode()).hexdigest()[:16]
+    path.unlink()
+    (tmp_path / "trials" / f"{old_key}.json").write_text(json.dumps({**trial, "spec": old_spec}))
+    old_results, _ = S.load_results(tmp_path)  # readable as it is: today's key and columns
+    assert set(old_results.trial_key) == {spec.key} and set(old_results.generator) == {""}
+    monkeypatch.setattr(S, "run_trial", lambda *a: pytest.fail("a finished trial was run again"))
+    results, _ = S.run_study([spec], context, tmp_path, progress=False)
+    assert set(results.trial_key) == {spec.key} and path.exists()

@@ -1,14 +1,14 @@
 """Notebook 02's steps as functions: pick a stratified real sample, make variations of it, check their fidelity.
 
 - :class:`GenerationConfig`: the notebook's parameters, checked, with messages that say what to change.
-- :func:`fill_bank`: the real sample, a generator for it (the diffusion model is trained on that sample only),
-  and the bank filled with ``n_variants`` variations of each of its images.
+- :func:`fill_bank`: the real sample, its generator from the registry (a learned one is trained on that sample
+  only), and the bank filled with ``n_variants`` variations of each of its images (a paid one within its budget).
 - :func:`openai_preview`: the OpenAI generator on the same sample: the real thing when ``OPENAI_API_KEY`` is set,
   otherwise a dry run that prints the number of calls and the estimated cost.
-- :func:`classifier_check`: how a classifier trained on real images labels the synthetic ones.
 - :func:`cost_so_far`: what the bank has spent, per generator.
 
-Generators and the bank are in their own modules; the figures in :mod:`mri_synth.synth.figures`.
+The classifier that labels synthetic slices is :func:`mri_synth.classifier.real_classifier` (shared with notebook
+03). Generators are :mod:`mri_synth.synth.registry`'s; the figures in :mod:`mri_synth.synth.figures`.
 """
 
 from __future__ import annotations
@@ -20,64 +20,60 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mri_synth import paths
+from mri_synth.classifier import ClassifierRecipe
+from mri_synth.config import NotebookConfig
 from mri_synth.data import MRIData, Split, check_fraction, stratified_sample
+from mri_synth.synth import registry
 from mri_synth.synth.bank import FillSummary, SyntheticBank
 from mri_synth.synth.base import Generator
-from mri_synth.synth.diffusion import PRESETS as DIFFUSION_PRESETS, DiffusionConfig, DiffusionGenerator
-from mri_synth.synth.openai_gen import DEFAULT_MODEL, OpenAIGenerator
-
-GENERATORS = ("diffusion", "openai")
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
+class GenerationConfig(NotebookConfig):
     """What notebook 02 makes; ``0`` / ``""`` values mean "the preset's or the project's default"."""
 
-    data_source: str = "sample"
-    seed: int = 0
-    generator: str = "diffusion"
-    real_fraction: float = 0.3
-    n_variants: int = 3
-    diffusion_preset: str = "toy"
-    diffusion_image_size: int = 0
+    generator: str = "diffusion"  # a registered generator (registry.names())
+    real_fraction: float = 0.3  # share of the real training slices that get variations
+    n_variants: int = 3  # variations per real slice
+    diffusion_preset: str = registry.DEFAULT_DIFFUSION_PRESET
+    diffusion_image_size: int = 0  # overrides of the preset; 0 keeps the preset's
     diffusion_train_steps: int = 0
     diffusion_strength: float = 0.0
-    cpu_threads: int = 0
-    openai_model: str = DEFAULT_MODEL
+    openai_model: str = ""  # empty: the OpenAI generator's default model
     openai_quality: str = "low"
-    budget_usd: float = 1.0
-    bank_dir: str = ""
-    figures_dir: str = ""
-    results_dir: str = ""
+    synthetic_folder: str = ""  # the folder generator's images
+    budget_usd: float = 1.0  # the most a paid generator may spend in this bank, all runs together
+    bank_dir: str = ""  # empty: <cache>/bank
+    classifier: str = "cnn"  # the model that labels the synthetic slices (trained on the real ones)
+    classifier_epochs: int = 3
+    pairs_per_class: int = 2  # real slices per class in the pairs figure
 
     def __post_init__(self) -> None:
-        if self.generator not in GENERATORS:
-            raise ValueError(f"generator must be one of {GENERATORS}, got {self.generator!r}")
-        if self.diffusion_preset not in DIFFUSION_PRESETS:
-            raise ValueError(f"diffusion_preset must be one of {DIFFUSION_PRESETS}, got {self.diffusion_preset!r}")
+        super().__post_init__()
+        registry.get(self.generator)  # names the registered generators
         check_fraction(self.real_fraction, "real_fraction")
         if not 1 <= self.n_variants <= 100:
             raise ValueError(f"n_variants must be between 1 and 100, got {self.n_variants}")
-        if self.budget_usd < 0 or self.cpu_threads < 0:
-            raise ValueError("budget_usd and cpu_threads must be >= 0")
-        self.diffusion_config()  # fail now, not after the data are loaded
+        if self.budget_usd < 0:
+            raise ValueError("budget_usd must be >= 0")
+        registry.get(self.generator).label(self.generator_settings())  # fail now, not after the data are loaded
 
-    def diffusion_config(self) -> DiffusionConfig:
-        """The preset with the notebook's overrides."""
-        overrides = {k: v for k, v in (("image_size", self.diffusion_image_size),
-                                       ("train_steps", self.diffusion_train_steps),
-                                       ("strength", self.diffusion_strength)) if v}
-        return DiffusionConfig.preset(self.diffusion_preset, **overrides)
+    def generator_settings(self) -> registry.GeneratorSettings:
+        """The registry's settings these parameters name (the preset with the notebook's overrides)."""
+        overrides = tuple((k, v) for k, v in (("image_size", self.diffusion_image_size),
+                                              ("train_steps", self.diffusion_train_steps),
+                                              ("strength", self.diffusion_strength)) if v)
+        return registry.settings_from({**{k: getattr(self, k) for k in self.parameter_names()},
+                                       "diffusion_overrides": overrides})
+
+    @property
+    def recipe(self) -> ClassifierRecipe:
+        """How the classifier that labels the synthetic slices is trained."""
+        return ClassifierRecipe(model_name=self.classifier, epochs=self.classifier_epochs, seed=self.seed,
+                                device=self.device)
 
     def bank(self) -> SyntheticBank:
         return SyntheticBank(self.bank_dir or None)
-
-    def figures_path(self) -> Path:
-        return paths.chosen_dir(self.figures_dir, paths.figures_dir)
-
-    def results_path(self) -> Path:
-        return paths.chosen_dir(self.results_dir, paths.results_dir)
 
 
 @dataclass
@@ -104,16 +100,11 @@ def real_sample(data: MRIData, config: GenerationConfig) -> Split:
 def fill_bank(data: MRIData, config: GenerationConfig, *, progress: bool = True) -> GenerationRun:
     """Make ``n_variants`` variations of every image of the real sample with the configured generator.
 
-    The diffusion generator is trained on the sample only (and cached by it); the OpenAI one spends at most
-    ``budget_usd`` in total and needs ``OPENAI_API_KEY``.
+    A learned generator is trained on the sample only (and cached by it); a paid one spends at most
+    ``budget_usd`` in total (OpenAI's needs ``OPENAI_API_KEY``).
     """
     sources = real_sample(data, config)
-    if config.generator == "diffusion":
-        generator: Generator = DiffusionGenerator.cached(
-            config.diffusion_config(), sources.images, sources.labels, sources.ids, seed=config.seed,
-            cpu_threads=config.cpu_threads or None, progress=progress)
-    else:
-        generator = OpenAIGenerator(config.openai_model, quality=config.openai_quality)
+    generator = registry.build(config.generator, config.generator_settings(), sources, seed=config.seed)
     bank = config.bank()
     summary = bank.fill(generator, sources.images, sources.labels, sources.ids, config.n_variants,
                         seed=config.seed, budget_usd=config.budget_usd, progress=progress)
@@ -123,20 +114,10 @@ def fill_bank(data: MRIData, config: GenerationConfig, *, progress: bool = True)
 def openai_preview(data: MRIData, config: GenerationConfig, *, progress: bool = True) -> FillSummary:
     """OpenAI variations of the same sample when ``OPENAI_API_KEY`` is set; otherwise only a priced dry run."""
     sources = real_sample(data, config)
-    generator = OpenAIGenerator(config.openai_model, quality=config.openai_quality)
+    generator = registry.build("openai", config.generator_settings())
     return config.bank().fill(generator, sources.images, sources.labels, sources.ids, config.n_variants,
                               seed=config.seed, budget_usd=config.budget_usd, progress=progress,
                               dry_run=not os.environ.get("OPENAI_API_KEY"))
-
-
-def classifier_check(data: MRIData, synthetic_images: torch.Tensor, *, model: str = "cnn", epochs: int = 3,
-                     seed: int = 0) -> torch.Tensor:
-    """Train ``model`` on the real training split and return its class probabilities of the synthetic images."""
-    from mri_synth.train import TrainConfig, fit, predict_proba
-
-    result = fit(model, data.train.images, data.train.labels, data.test.images, data.test.labels,
-                 TrainConfig(epochs=epochs, seed=seed, progress=False))
-    return predict_proba(result.model, synthetic_images, result.spec)
 
 
 def cost_so_far(bank: SyntheticBank) -> pd.DataFrame:
@@ -151,7 +132,7 @@ def cost_so_far(bank: SyntheticBank) -> pd.DataFrame:
 
 def save_table(table: pd.DataFrame, name: str, config: GenerationConfig) -> Path:
     """Write ``table`` as ``<results_dir>/<name>.csv`` (the folder is made if missing) and return the path."""
-    path = config.results_path() / f"{name}.csv"
+    path = config.results / f"{name}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     return path

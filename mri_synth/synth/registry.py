@@ -1,0 +1,241 @@
+"""The generator registry: one line per generator, and the one way every caller gets synthetic images.
+
+Every list of generators in the project (the study's arms, the notebooks' choices, the command line's) is read from
+:data:`GENERATORS`, so adding a generator is one module plus one :func:`register` call. An entry says
+
+- how a user's :class:`GeneratorSettings` become the *label* a trial records (:attr:`GeneratorEntry.label`: what
+  decides the images, e.g. a diffusion preset or an OpenAI model and quality; never a key or secret);
+- how to build the generator from that label (:attr:`GeneratorEntry.build`), trained on the images it is given
+  when it learns from data (:attr:`GeneratorEntry.learns_from_subset`);
+- whether it costs money (:attr:`GeneratorEntry.paid`): a paid generator fills the bank only through notebook 02
+  or ``mri-synth generate`` with a budget; a trial or a figure only reads what is there.
+
+:func:`fill_and_sample` is the one path from a built generator to images: fill the bank (free generators only),
+then draw from it. The study, notebook 02 and notebook 03 all call it with the same device and thread settings.
+What each generator does is its own module's business; storage is the bank's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+
+from mri_synth import paths
+
+if TYPE_CHECKING:  # the data layer is only needed for type hints here
+    from mri_synth.data import Split
+    from mri_synth.synth.bank import SyntheticBank
+    from mri_synth.synth.base import Generator
+
+DEFAULT_DIFFUSION_PRESET = "quick"
+"""The diffusion preset every entry point uses unless told otherwise (the study, notebooks and command line)."""
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """What a user chooses about generators; each generator reads the fields it needs.
+
+    Content settings (presets, models, folders) become a trial's label; the rest (device, threads, where trained
+    generators are cached, progress bars) only say how to run and never change the images' key.
+    """
+
+    diffusion_preset: str = DEFAULT_DIFFUSION_PRESET  # a DiffusionConfig preset: toy, quick, gpu
+    diffusion_overrides: tuple[tuple[str, Any], ...] = ()  # DiffusionConfig fields over the preset's
+    openai_model: str = ""  # empty: the OpenAI generator's default model
+    openai_quality: str = "low"  # results are shrunk to 128 px, so low is enough
+    synthetic_folder: str = ""  # the folder arm: one sub-folder per class
+    device: str = "auto"  # where a learned generator trains and samples
+    cpu_threads: int = 0  # torch CPU threads while it does (0: torch's default)
+    generator_root: str = ""  # trained generators; empty: <cache>/diffusion
+    progress: bool = False
+
+    def with_label(self, name: str, label: str) -> "GeneratorSettings":
+        """These settings with the content of ``label`` (as written by ``name``'s entry) put back."""
+        return get(name).parse(self, label)
+
+
+@dataclass(frozen=True)
+class GeneratorEntry:
+    """One generator of the registry.
+
+    Attributes:
+        name: The arm name (``diffusion``, ``openai``, ``folder``).
+        label: Settings -> the text a trial records as its ``generator``: everything that changes the images.
+        parse: (settings, label) -> settings carrying that label's content (the inverse of ``label``).
+        build: (settings, images it may learn from or None, seed) -> a ``Generator``.
+        learns_from_subset: It trains on the trial's own real subset (and needs it to build).
+        paid: It costs money per image: trials never fill the bank with it.
+        about: One line for help texts and tables.
+    """
+
+    name: str
+    label: Callable[[GeneratorSettings], str]
+    build: Callable[[GeneratorSettings, "Split | None", int], "Generator"]
+    parse: Callable[[GeneratorSettings, str], GeneratorSettings] = field(default=lambda settings, label: settings)
+    learns_from_subset: bool = False
+    paid: bool = False
+    about: str = ""
+
+    @property
+    def kind(self) -> str:
+        """How the study's tables describe the arm's images."""
+        return "learned on the trial's subset" if self.learns_from_subset else "external"
+
+
+GENERATORS: dict[str, GeneratorEntry] = {}
+"""name -> entry, in registration order."""
+
+
+def register(entry: GeneratorEntry) -> GeneratorEntry:
+    """Add a generator (or replace one of the same name); returns the entry."""
+    if not entry.name.isidentifier():
+        raise ValueError(f"a generator name must be an identifier (it is an arm name), got {entry.name!r}")
+    if entry.name in ("none", "repeat"):
+        raise ValueError(f"{entry.name!r} is an arm of the study, not a generator name; choose another")
+    GENERATORS[entry.name] = entry
+    return entry
+
+
+@contextmanager
+def registered(entry: GeneratorEntry) -> Iterator[GeneratorEntry]:
+    """Register ``entry`` for the duration of a ``with`` block (tests, one-off studies)."""
+    before = GENERATORS.get(entry.name)
+    register(entry)
+    try:
+        yield entry
+    finally:
+        if before is None:
+            GENERATORS.pop(entry.name, None)
+        else:
+            GENERATORS[entry.name] = before
+
+
+def names() -> tuple[str, ...]:
+    """The registered generator names, in registration order."""
+    return tuple(GENERATORS)
+
+
+def get(name: str) -> GeneratorEntry:
+    """The entry called ``name``, or an error listing the registered ones."""
+    try:
+        return GENERATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown generator {name!r}: choose one of {', '.join(GENERATORS)} (or register one in "
+                         "mri_synth.synth.registry)") from None
+
+
+def build(name: str, settings: GeneratorSettings, train_on: "Split | None" = None, seed: int = 0) -> "Generator":
+    """Build generator ``name`` from ``settings``; a learned one is trained on ``train_on`` only (cached)."""
+    entry = get(name)
+    if entry.learns_from_subset and train_on is None:
+        raise ValueError(f"the {name} generator learns from real images: pass train_on= (the trial's own subset)")
+    return entry.build(settings, train_on, seed)
+
+
+def fill_and_sample(generator: "Generator", bank: "SyntheticBank", sources: "Split", n: int, *, seed: int,
+                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...], tuple[str, ...]]:
+    """``n`` variations of ``sources`` from ``generator``, through ``bank``.
+
+    A free generator first fills the bank with enough variants of each source (``ceil(n / len(sources))``; the
+    bank keeps what it made, so nothing is made twice); a paid one is only read: its images must already be there
+    (notebook 02 or ``mri-synth generate``). Returns the bank's ``(images, labels, synthetic ids, source ids)``.
+    """
+    if n and generator.estimate_cost_usd(1) == 0:
+        bank.fill(generator, sources.images, sources.labels, sources.ids, math.ceil(n / len(sources)), seed=seed,
+                  progress=progress)
+    images, labels, ids, source_ids = bank.sample(sources.ids, n, seed=seed,
+                                                  generator_fingerprint=generator.fingerprint)
+    if not set(source_ids) <= set(sources.ids):
+        raise RuntimeError("the bank returned a variation of an image outside the given sources")
+    return images, labels, ids, source_ids
+
+
+# ------------------------------------------------------------------------------------------- the generators
+
+
+def _device(settings: GeneratorSettings) -> str | None:
+    return None if settings.device == "auto" else settings.device
+
+
+def _diffusion_config(settings: GeneratorSettings):
+    from mri_synth.synth.diffusion import DiffusionConfig
+
+    return DiffusionConfig.preset(settings.diffusion_preset, **dict(settings.diffusion_overrides))
+
+
+def _diffusion_label(settings: GeneratorSettings) -> str:
+    _diffusion_config(settings)  # an unknown preset or a bad override fails here, with the config's message
+    overrides = ",".join(f"{k}={v}" for k, v in sorted(settings.diffusion_overrides))
+    return settings.diffusion_preset + (f":{overrides}" if overrides else "")
+
+
+def _diffusion_parse(settings: GeneratorSettings, label: str) -> GeneratorSettings:
+    from mri_synth.synth.diffusion import DiffusionConfig
+
+    preset, _, text = label.partition(":")
+    overrides = []
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        kind = type(getattr(DiffusionConfig(), key, None))
+        overrides.append((key, kind(value) if kind in (int, float) else value == "True" if kind is bool else value))
+    return replace(settings, diffusion_preset=preset, diffusion_overrides=tuple(overrides))
+
+
+def _diffusion_build(settings: GeneratorSettings, train_on: "Split | None", seed: int) -> "Generator":
+    from mri_synth.synth.diffusion import DiffusionGenerator
+
+    root = settings.generator_root or paths.cache_dir() / "diffusion"
+    return DiffusionGenerator.cached(_diffusion_config(settings), train_on.images, train_on.labels, train_on.ids,
+                                     seed=seed, cache_root=root, device=_device(settings),
+                                     cpu_threads=settings.cpu_threads or None, progress=settings.progress)
+
+
+def _openai_generator(settings: GeneratorSettings):
+    from mri_synth.synth.openai_gen import DEFAULT_MODEL, OpenAIGenerator
+
+    return OpenAIGenerator(settings.openai_model or DEFAULT_MODEL, quality=settings.openai_quality)
+
+
+def _openai_label(settings: GeneratorSettings) -> str:
+    from mri_synth.synth.openai_gen import DEFAULT_MODEL
+
+    return f"{settings.openai_model or DEFAULT_MODEL}:{settings.openai_quality}"
+
+
+def _openai_parse(settings: GeneratorSettings, label: str) -> GeneratorSettings:
+    model, _, quality = label.rpartition(":")
+    return replace(settings, openai_model=model, openai_quality=quality)
+
+
+def _folder_label(settings: GeneratorSettings) -> str:
+    if not settings.synthetic_folder:
+        raise ValueError("the folder arm needs synthetic_folder (--synthetic-folder): a folder with one sub-folder "
+                         "per class holding the images made elsewhere")
+    return str(paths.project_path(settings.synthetic_folder))
+
+
+def _folder_build(settings: GeneratorSettings, train_on: "Split | None", seed: int) -> "Generator":
+    from mri_synth.synth.folder import FolderGenerator
+
+    return FolderGenerator(_folder_label(settings))
+
+
+register(GeneratorEntry(
+    "diffusion", _diffusion_label, _diffusion_build, _diffusion_parse, learns_from_subset=True,
+    about="a class-conditional diffusion model trained on the trial's own real subset; SDEdit variations"))
+register(GeneratorEntry(
+    "openai", _openai_label, lambda settings, train_on, seed: _openai_generator(settings), _openai_parse, paid=True,
+    about="OpenAI's images API (GPT image edit; variations of each source); the bank is filled with a budget"))
+register(GeneratorEntry(
+    "folder", _folder_label, _folder_build, lambda settings, label: replace(settings, synthetic_folder=label),
+    about="images made elsewhere, one sub-folder per class (named after their source to pair them)"))
+
+
+def settings_from(values: Mapping[str, Any]) -> GeneratorSettings:
+    """Settings from any mapping with some of :class:`GeneratorSettings`' field names (a config's fields)."""
+    known = GeneratorSettings.__dataclass_fields__
+    return GeneratorSettings(**{k: v for k, v in values.items() if k in known})

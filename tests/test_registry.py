@@ -1,0 +1,153 @@
+"""One place per concept: a generator or a policy registered once is an arm everywhere; configs are strict."""
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytest
+import torch
+
+from mri_synth import augment, cli, study
+from mri_synth.config import NotebookConfig
+from mri_synth.experiment import ArchitectureStudy
+from mri_synth.synth import registry
+from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of
+from mri_synth.synth.generation import GenerationConfig, fill_bank
+from mri_synth.train import TrainConfig
+
+
+class FlipGenerator:
+    """A generator known only to this test: each variation is its source flipped left-right, then shifted."""
+
+    name = "flip"
+    sources_per_call = 64
+    variants_per_call = 8
+
+    def __init__(self, trained_on: int = 0) -> None:
+        self.trained_on = trained_on
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.name, self.describe())
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "model": "flip", "trained_on": self.trained_on}
+
+    def estimate_cost_usd(self, n_images: int) -> float:
+        return 0.0
+
+    def generate(self, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str], n_variants: int, seed: int,
+                 *, first_variant: int = 0) -> list[SourceResult]:
+        check_sources(images, labels, ids)
+        return [SourceResult(sid, torch.stack([img.flip(-1).roll(v, -2) for v in
+                                               range(first_variant, first_variant + n_variants)]), model="flip")
+                for img, sid in zip(images, ids)]
+
+
+TRAINED_ON: list[int] = []
+
+
+def _build(settings, train_on, seed):
+    TRAINED_ON.append(len(train_on))
+    return FlipGenerator(len(train_on))
+
+
+FLIP = registry.GeneratorEntry("flip", label=lambda settings: "flip-v1", build=_build, learns_from_subset=True)
+
+
+@pytest.fixture()
+def flip():
+    TRAINED_ON.clear()
+    with registry.registered(FLIP) as entry:
+        yield entry
+    assert "flip" not in registry.names()
+
+
+def test_a_generator_registered_once_is_an_arm_of_the_command_line_and_the_configs(flip, tmp_path, capsys,
+                                                                                   sample_data):
+    # the study's spec, arm parser and notebook config know it without any other edit
+    assert "flip" in study.synthetic_kinds()
+    config = ArchitectureStudy(data_source="sample", arms=("none", "flip"), real_fractions=(0.3,), n_seeds=1)
+    assert [s.synthetic for s in config.specs] == ["none", "flip"] and config.specs[1].generator == "flip-v1"
+    assert GenerationConfig(generator="flip").generator == "flip"
+    # ... and so does the command line, end to end: the trial trains on real + flipped images of its own subset
+    args = ["study", "--data", "sample", "--fractions", "0.3", "--arms", "flip", "--seeds", "1", "--epochs", "1",
+            "--batch-size", "32", "--results", str(tmp_path)]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    assert "30% real + 70% flip" in capsys.readouterr().out
+    (trial,) = [json.loads(p.read_text()) for p in (tmp_path / "cnn" / "trials").glob("*.json")]
+    assert trial["spec"]["synthetic"] == "flip" and trial["columns"]["generator_kind"] == "learned on the trial's subset"
+    real_30 = sum(round(0.3 * n) for n in sample_data.train.class_counts())
+    assert TRAINED_ON == [real_30]  # it learned from the trial's own subset only
+    assert trial["metrics"]["synthetic_images"] == sum(round(0.7 * n) for n in sample_data.train.class_counts())
+
+
+def test_unknown_generator_names_the_registered_ones():
+    with pytest.raises(ValueError, match="unknown generator 'dalle2'.*diffusion, openai, folder"):
+        registry.get("dalle2")
+    with pytest.raises(ValueError, match="synthetic must be one of"):
+        study.TrialSpec(synthetic="dalle2", synthetic_fraction=0.7)
+    with pytest.raises(ValueError, match="arm of the study"):
+        registry.register(registry.GeneratorEntry("repeat", label=str, build=lambda *a: None))
+
+
+def test_one_fill_and_sample_path_serves_notebook_02(flip, sample_data, tmp_path):
+    config = GenerationConfig(data_source="sample", generator="flip", n_variants=2, bank_dir=str(tmp_path))
+    run = fill_bank(sample_data, config, progress=False)
+    images, labels, ids, sources = run.synthetic()
+    assert len(images) == 2 * len(run.sources) and set(sources) == set(run.sources.ids)
+    first = run.sources.ids.index(sources[0])
+    variant = int(ids[0].rsplit("/v", 1)[1])
+    assert torch.equal(images[0], run.sources.images[first].flip(-1).roll(variant, -2))
+
+
+def test_a_policy_registered_once_is_an_arm_and_a_training_option():
+    augment.register_policy("vflip", lambda: lambda images, generator=None: images.flip(-2))
+    try:
+        assert study.parse_arm("vflip", 0.3) == {"augment": "vflip"}
+        assert study.TrialSpec(augment="vflip").policy == "100% real + vflip"
+        assert TrainConfig(augment="vflip").augment == "vflip"
+        x = torch.arange(4, dtype=torch.uint8).view(1, 1, 2, 2)
+        assert torch.equal(augment.make_augment("vflip")(x), x.flip(-2))
+        assert [s.augment for s in ArchitectureStudy(arms=("vflip",), n_seeds=1).specs] == ["vflip", "vflip"]
+    finally:
+        augment.POLICIES.pop("vflip")
+    with pytest.raises(ValueError, match="unknown augmentation policy 'vflip'"):
+        augment.make_augment("vflip")
+
+
+# ------------------------------------------------------------------------------------------------ configs
+
+
+def test_config_checks_types_and_names_the_parameter():
+    with pytest.raises(ValueError, match="epochs must be an int, got '10'"):
+        ArchitectureStudy.from_params({"epochs": "10"})
+    with pytest.raises(ValueError, match="n_seeds must be an int, got True"):
+        ArchitectureStudy(n_seeds=True)
+    with pytest.raises(ValueError, match="real_fractions must be a list"):
+        ArchitectureStudy(real_fractions="0.3")
+    config = ArchitectureStudy.from_params({"real_fractions": [1, 0.3], "lr": 1, "unrelated": object()})
+    assert config.real_fractions == (1.0, 0.3) and isinstance(config.lr, float)
+
+
+def test_relative_folders_start_at_the_project_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = NotebookConfig(figures_dir="runs/test-figures-dir")
+    from mri_synth import paths
+
+    assert config.figures == paths.PROJECT_ROOT / "runs" / "test-figures-dir"
+    config.figures.rmdir()
+
+
+def test_defaults_agree_across_layers():
+    parser = cli.build_parser()
+    study_args = parser.parse_args(["study"])
+    defaults = ArchitectureStudy()
+    for option, field in [("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"), ("seeds", "n_seeds"),
+                          ("diffusion_preset", "diffusion_preset"), ("arms", "arms"), ("fractions", "real_fractions")]:
+        assert tuple(getattr(study_args, option)) == tuple(getattr(defaults, field)) if isinstance(
+            getattr(defaults, field), tuple) else getattr(study_args, option) == getattr(defaults, field)
+    spec = study.TrialSpec()
+    assert (spec.epochs, spec.batch_size, spec.lr) == (defaults.epochs, defaults.batch_size, defaults.lr)
+    assert parser.parse_args(["generate"]).diffusion_preset == GenerationConfig().diffusion_preset \
+        == registry.DEFAULT_DIFFUSION_PRESET == study.TrialSpec(synthetic="diffusion", synthetic_fraction=1).generator
