@@ -59,8 +59,8 @@ class GradCamConfig(NotebookConfig):
         for name in ("input_size", "epochs", "batch_size", "panel_sources_per_class", "variations_per_source",
                      "agreement_sources_per_class"):
             if getattr(self, name) < (0 if name == "input_size" else 1):
-                raise ValueError(f"{name} must be {'non-negative' if name == 'input_size' else 'positive'}, got "
-                                 f"{getattr(self, name)!r}")
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'input_size' else 'positive'} int, "
+                                 f"got {getattr(self, name)!r}")
         get_spec(self.model_name)  # raises with the list of known names
         cam_method(self.cam_method)
         for name in [self.explained_class, *self.classes, *([self.agreement_class] if self.agreement_class else [])]:

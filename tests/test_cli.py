@@ -29,6 +29,13 @@ def test_study_then_report_on_the_sample(capsys, tmp_path):
     assert cli.main(["report", "--results", str(tmp_path)]) == 0
     report = capsys.readouterr().out
     assert "share_a_better" in report and "30% real + 70% repeat" in report
+    assert "epochs" not in report.splitlines()[0]  # one grid: nothing to tell apart
+    # a second grid (2 epochs) in the same folder is reported beside the first, never pooled with it
+    assert cli.main([a if a != "1" else "2" for a in args]) == 0  # --epochs 2
+    capsys.readouterr()
+    assert cli.main(["report", "--results", str(tmp_path)]) == 0
+    summary = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert "epochs" in summary[0] and len(summary) == 1 + 4  # 2 arms x 2 grids
 
 
 def test_generate_dry_run_prices_without_a_key(capsys, tmp_path, monkeypatch):

@@ -57,7 +57,7 @@ def test_config_checks_values_and_names():
         GradCamConfig(epochs=0)
     with pytest.raises(ValueError, match="top_fraction"):
         GradCamConfig(top_fraction=1.0)
-    with pytest.raises(ValueError, match="diffusion_preset must be one of"):
+    with pytest.raises(ValueError, match="diffusion.preset must be one of"):
         GradCamConfig(diffusion_preset="huge")
 
 
@@ -77,13 +77,18 @@ def test_trained_classifier_is_cached_and_reloaded(small_data, tmp_path, monkeyp
     config = GradCamConfig(input_size=32, epochs=1, batch_size=8, device="cpu")
     model, spec, history = trained_classifier(config, small_data)
     assert spec.input_size == 32 and len(history) == 1 and not model.training
-    saved = list((tmp_path / "cache" / "gradcam").glob("cnn-*.pt"))
+    saved = list((tmp_path / "cache" / "classifier").glob("cnn-*/weights.pt"))
     assert len(saved) == 1
     again, _, history_again = trained_classifier(config, small_data)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     pd.testing.assert_frame_equal(history.reset_index(drop=True), history_again, check_dtype=False)
     trained_classifier(GradCamConfig(input_size=32, epochs=1, batch_size=8, seed=1), small_data)
-    assert len(list((tmp_path / "cache" / "gradcam").glob("cnn-*.pt"))) == 2  # another seed, another model
+    assert len(list((tmp_path / "cache" / "classifier").glob("cnn-*/weights.pt"))) == 2  # another seed
+    # a cache file that cannot be read is trained again, with a warning naming it
+    saved[0].write_bytes(saved[0].read_bytes()[:100])
+    with pytest.warns(UserWarning, match=f"{saved[0].parent.name}.*cannot be read.*training it again"):
+        retrained, _, _ = trained_classifier(config, small_data)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), retrained.state_dict().values()))
 
 
 def test_variations_from_bank_panels_and_agreement_file(small_data, tmp_path):

@@ -205,3 +205,18 @@ def test_method_labels_drop_the_real_fraction():
     labels = list(stats.with_method(pd.DataFrame(rows))["method"])
     assert labels == ["real only", "real only", "+ diffusion",
                       "+ diffusion (Mild_Demented+Moderate_Demented)", "+ autoaugment"]
+
+
+def test_two_grids_in_one_table_are_summarised_and_compared_apart():
+    # the same arms run twice, at 3 and at 10 epochs, into one results folder: never one pooled median
+    rows = (_rows("cnn", "B", range(4), [1.0, 1.1, 1.2, 1.3]) + _rows("cnn", "A", range(4), [0.9, 1.0, 1.1, 1.2])
+            + _rows("cnn", "B", range(4), [0.5, 0.6, 0.7, 0.8], epochs=10)
+            + _rows("cnn", "A", range(4), [0.3, 0.4, 0.5, 0.6], epochs=10))
+    table = pd.DataFrame(rows)
+    summary = stats.summarize(table, "test_loss", by=["policy"])
+    got = sorted(zip(summary.policy, summary.epochs, summary["median"].round(6)))
+    assert got == [("A", 3, 1.05), ("A", 10, 0.45), ("B", 3, 1.15), ("B", 10, 0.65)]
+    compared = stats.compare_to_reference(table, "B", "test_loss")
+    assert sorted(zip(compared.epochs, compared.median_diff)) == [(3, pytest.approx(-0.1)), (10, pytest.approx(-0.2))]
+    # a single grid gets no extra column
+    assert "epochs" not in stats.summarize(table[table.epochs == 3], "test_loss", by=["policy"]).columns

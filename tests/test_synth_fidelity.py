@@ -61,10 +61,10 @@ def test_pairs_figure_has_a_row_per_source_and_names_a_mismatch():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(generator="dalle"), "generator must be one of"),
+    (dict(generator="dalle"), "unknown generator 'dalle'"),
     (dict(real_fraction=1.5), "real_fraction"),
     (dict(diffusion_image_size=48), "power of two"),
-    (dict(diffusion_preset="huge"), "diffusion_preset"),
+    (dict(diffusion_preset="huge"), "diffusion preset must be one of"),
 ])
 def test_generation_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
