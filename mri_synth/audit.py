@@ -66,9 +66,10 @@ def people_table(data: MRIData) -> pd.DataFrame:
     for name, mask in [*((n, labels == c) for c, n in enumerate(CLASS_NAMES)), ("all", np.ones(len(labels), bool))]:
         people = set(groups[mask].tolist())
         sizes = np.bincount(groups)[sorted(people)] if people else np.zeros(1, int)
+        low, high = sizes.min(), sizes.max()
         rows[name] = {"people": len(people), "in_train": len(people & in_train), "in_test": len(people & in_test),
                       "in_both_splits": len(people & in_train & in_test),
-                      "slices_per_person": f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}-{sizes.max()}"}
+                      "slices_per_person": f"{low}" if low == high else f"{low}-{high}"}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "class"
     return table

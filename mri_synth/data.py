@@ -11,7 +11,8 @@ Sources (``load_data(source)``):
 
 Every split is decoded once into ``uint8[N,1,128,128]`` images, ``int64[N]`` labels (the hub's class ids) and a
 stable string id per image, then cached on disk keyed by a fingerprint of the source, so nothing downstream decodes
-an image again. Stratified sampling (``stratified_sample``) is deterministic and nested across fractions.
+an image again. ``load_data`` then fills ``Split.groups``, each slice's person as ``subjects`` recovers it from the
+pixels (the sources carry no subject ids; cached too). Stratified sampling (``stratified_sample``) is deterministic and nested across fractions.
 
 What this module leaves to others: augmentation (``augment``), model-specific resizing and normalisation
 (``models``), and which subset a trial uses (``study``).

@@ -360,7 +360,8 @@ def plot_nearest_train_similarity(nearest: pd.DataFrame, bins: int = 60) -> Figu
     missing = {"same_class", "other_class"} - set(nearest.columns)
     if missing or nearest.empty:
         raise ValueError(f"nearest must be the audit's non-empty per-test-slice table with columns same_class and "
-                         f"other_class (audit.leakage_audit(data).nearest); missing {sorted(missing)} of {len(nearest)} rows")
+                         f"other_class (audit.leakage_audit(data).nearest); missing {sorted(missing)}, "
+                         f"{len(nearest)} rows")
     values = nearest[["same_class", "other_class"]].to_numpy(dtype=float)
     edges = np.linspace(np.nanmin(values), np.nanmax(values), bins + 1)
     fig = new_figure(*PANEL_SIZE)

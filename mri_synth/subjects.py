@@ -212,7 +212,8 @@ def recover_subjects(data: MRIData, *, neighbours: int = NEIGHBOURS, pool: int =
         when the groups are not clean people.
     """
     if not isinstance(neighbours, int) or neighbours < 1:
-        raise ValueError(f"neighbours must be a positive int (2 links a slice to the one above and below), got {neighbours!r}")
+        raise ValueError(f"neighbours must be a positive int (2 links a slice to the one above and below), "
+                         f"got {neighbours!r}")
     ids = data.train.ids + data.test.ids
     labels = torch.cat([data.train.labels, data.test.labels]).numpy()
     cache_file = _cache_file(data.fingerprint, ids, neighbours, pool)
@@ -263,6 +264,7 @@ def person_order(data: MRIData, person: int) -> tuple[Split, str]:
     labels = torch.cat([data.train.labels, data.test.labels])[members]
     ids = data.train.ids + data.test.ids
     in_test = int((members >= subjects.n_train).sum())
-    caption = (f"person {person} ({CLASS_NAMES[subjects.group_labels[person]]}): {len(members)} slices"
-               f"{' in chain order' if (positions >= 0).all() else ''}, {len(members) - in_test} train / {in_test} test")
+    order = " in chain order" if (positions >= 0).all() else ""
+    caption = (f"person {person} ({CLASS_NAMES[subjects.group_labels[person]]}): {len(members)} slices{order}, "
+               f"{len(members) - in_test} train / {in_test} test")
     return Split(images, labels, tuple(ids[i] for i in members), torch.full((len(members),), person)), caption

@@ -79,7 +79,8 @@ def make_synthetic_people(sizes, labels=None, seed=0, test_every=4) -> tuple[MRI
     is_test = torch.arange(len(images)) % test_every == 1
     order = torch.cat([(~is_test).nonzero().flatten(), is_test.nonzero().flatten()])
     n_train = int((~is_test).sum())
-    splits = [Split(images[i], classes[i], tuple(f"x/{k}" for k in i.tolist())) for i in (order[:n_train], order[n_train:])]
+    splits = [Split(images[i], classes[i], tuple(f"x/{k}" for k in i.tolist()))
+              for i in (order[:n_train], order[n_train:])]
     data = MRIData(splits[0], splits[1], "synthetic", f"synthetic-{seed}-{len(sizes)}")
     return data, np.asarray(person)[order.numpy()], np.asarray(place)[order.numpy()]
 

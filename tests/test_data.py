@@ -35,6 +35,7 @@ def test_hub_folder_matches_the_thesis_counts(real_data):
     assert real_data.train.images.float().std() > 20
 
 
+@pytest.mark.filterwarnings("ignore::mri_synth.subjects.SubjectsWarning")  # scattered slices are not whole people
 def test_image_folder_written_from_real_images_loads_identically(real_data, tmp_path, tmp_cache):
     idx = D.stratified_sample(real_data.train.labels, 0.02, seed=1)
     part = real_data.train.subset(idx)
@@ -52,6 +53,7 @@ def test_image_folder_written_from_real_images_loads_identically(real_data, tmp_
         assert loaded.train.labels[j] == part.labels[k]
 
 
+@pytest.mark.filterwarnings("ignore::mri_synth.subjects.SubjectsWarning")  # scattered slices are not whole people
 def test_image_folder_without_split_levels_and_spelling_variants(real_data, tmp_path, tmp_cache):
     part = real_data.train.subset(D.stratified_sample(real_data.train.labels, 0.03, seed=0))
     D.export_image_folder(part, tmp_path / "flat", suffix=".jpg")
@@ -65,7 +67,7 @@ def test_image_folder_without_split_levels_and_spelling_variants(real_data, tmp_
     assert loaded.test.class_counts() == [max(1, int(c * D.HOLDOUT_FRACTION + 0.5)) for c in part.class_counts()]
 
 
-SAMPLE_TRAIN = [47, 49, 75, 52]  # 9 whole people (Mild 2, Moderate 2, Non 3, Very mild 2), each slice in its source split
+SAMPLE_TRAIN = [47, 49, 75, 52]  # 9 whole people (Mild 2, Moderate 2, Non 3, Very mild 2); slices keep their split
 SAMPLE_TEST = [17, 15, 21, 12]
 
 

@@ -86,8 +86,8 @@ def test_blank_images_and_tiny_sources_do_not_break():
                    "blank", "blank")
     found = S.recover_subjects(data, cache=False)
     assert len(found.groups) == 3 and (found.groups >= 0).all()
-    single = MRIData(Split(blank[:1], torch.tensor([0]), ("a",)), Split(blank[:0], torch.tensor([], dtype=torch.long), ()),
-                     "one", "one")
+    nothing = Split(blank[:0], torch.tensor([], dtype=torch.long), ())
+    single = MRIData(Split(blank[:1], torch.tensor([0]), ("a",)), nothing, "one", "one")
     assert S.recover_subjects(single, cache=False).groups.tolist() == [0]
 
 
