@@ -28,7 +28,7 @@ from .data import CLASS_NAMES, MRIData, check_fraction, stratified_sample
 from .subjects import CHUNK, pixel_features, recover_subjects
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LeakageAudit:
     """The audit's tables (see the module docstring); ``summary()`` is the few lines ``mri-synth data`` prints."""
 

@@ -89,7 +89,7 @@ def nearest_neighbours(features: torch.Tensor, k: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------- the groups
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Subjects:
     """The people recovered from one source: a group id and a chain position per slice, and what was found.
 
