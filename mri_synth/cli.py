@@ -1,7 +1,8 @@
 """``mri-synth``: the command-line entry points.
 
     mri-synth notebooks --profile quick        run notebooks 01..07 in order (papermill) into runs/quick
-    mri-synth data [SOURCE]                    decode and cache a data source; print its class counts
+    mri-synth data [SOURCE]                    decode and cache a data source; print its class counts, people and
+                                               the leakage audit (people in both splits, 1-NN pixel accuracy)
     mri-synth study --arch cnn --arms none repeat diffusion --fractions 1.0 0.3 --seeds 5 --epochs 10
                                                run (or resume) one architecture's grid
     mri-synth generate --generator openai --fraction 1.0 --variants 3 --budget 50 [--dry-run]
@@ -29,9 +30,14 @@ def _data(args: argparse.Namespace) -> None:
     from .data import load_data
     from .explore import class_count_table
 
+    from .audit import leakage_audit
+
     data = load_data(args.source)
     print(f"{data.source} (fingerprint {data.fingerprint})")
     print(class_count_table(data).to_string())
+    audit = leakage_audit(data)  # people per split and how much of test a pixel lookup in train already finds
+    print(f"\npeople recovered from the pixels: {data.subjects.summary()}\n{audit.people.to_string()}")
+    print(audit.summary())
 
 
 def _study(args: argparse.Namespace) -> None:
@@ -151,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--fraction", type=float, default=0.3, help="real fraction of the paired comparison")
     rp.set_defaults(func=_report)
 
-    data = sub.add_parser("data", help="decode and cache a data source, print its class counts")
+    data = sub.add_parser("data", help="decode and cache a data source, print its class counts and leakage audit")
     data.add_argument("source", nargs="?", default=None, help="'sample', a hub id or a folder (default: MRI_SYNTH_DATA)")
     data.set_defaults(func=_data)
     return parser

@@ -11,7 +11,8 @@ Sources (``load_data(source)``):
 
 Every split is decoded once into ``uint8[N,1,128,128]`` images, ``int64[N]`` labels (the hub's class ids) and a
 stable string id per image, then cached on disk keyed by a fingerprint of the source, so nothing downstream decodes
-an image again. Stratified sampling (``stratified_sample``) is deterministic and nested across fractions.
+an image again. ``load_data`` then fills ``Split.groups``, each slice's person as ``subjects`` recovers it from the
+pixels (the sources carry no subject ids; cached too). Stratified sampling (``stratified_sample``) is deterministic and nested across fractions.
 
 What this module leaves to others: augmentation (``augment``), model-specific resizing and normalisation
 (``models``), and which subset a trial uses (``study``).
@@ -27,7 +28,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +36,9 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_image
 
 from . import paths
+
+if TYPE_CHECKING:
+    from .subjects import Subjects
 
 CLASS_NAMES: tuple[str, ...] = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
 """Class names in the hub's id order: 0 Mild, 1 Moderate, 2 Non, 3 Very mild."""
@@ -70,11 +74,16 @@ def class_id(folder_name: str) -> int:
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One decoded split: images, labels and a stable id per image, all index-aligned."""
+    """One decoded split: images, labels, a stable id and (when known) a person id per image, all index-aligned.
+
+    ``groups`` holds each slice's person as recovered from the pixels (``subjects``), the same id in both splits of
+    a source; ``None`` where nobody recovered them (a split built by hand).
+    """
 
     images: torch.Tensor  # uint8 [N, 1, H, W]
     labels: torch.Tensor  # int64 [N]
     ids: tuple[str, ...]
+    groups: torch.Tensor | None = None  # int64 [N]: person id per slice
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 1:
@@ -83,6 +92,11 @@ class Split:
             raise ValueError(
                 f"images, labels and ids differ in length: {len(self.images)}, {len(self.labels)}, {len(self.ids)}"
             )
+        if self.groups is not None and (self.groups.dtype != torch.int64 or self.groups.shape != self.labels.shape):
+            raise ValueError(
+                f"groups must be int64 [N] with N = {len(self.labels)} (one person id per image), "
+                f"got {self.groups.dtype} {tuple(self.groups.shape)}"
+            )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,7 +104,8 @@ class Split:
     def subset(self, index: torch.Tensor | Sequence[int]) -> "Split":
         """The images at ``index`` (in that order)."""
         index = torch.as_tensor(index, dtype=torch.long)
-        return Split(self.images[index], self.labels[index], tuple(self.ids[i] for i in index.tolist()))
+        groups = None if self.groups is None else self.groups[index]
+        return Split(self.images[index], self.labels[index], tuple(self.ids[i] for i in index.tolist()), groups)
 
     def class_counts(self) -> list[int]:
         """Number of images of each class, in class-id order."""
@@ -99,12 +114,13 @@ class Split:
 
 @dataclass(frozen=True, eq=False)
 class MRIData:
-    """The train and test splits of one source, with the source's description and fingerprint."""
+    """The train and test splits of one source, with the source's description, fingerprint and recovered people."""
 
     train: Split
     test: Split
     source: str
     fingerprint: str
+    subjects: "Subjects | None" = None  # subjects.Subjects: the people found in the pixels, with a report
 
 
 # ----------------------------------------------------------------------------------------------------- sources
@@ -270,16 +286,18 @@ def source_fingerprint(source: str | os.PathLike | None = None) -> str:
     return _hash_files(files, root, content=False)
 
 
-def load_data(source: str | os.PathLike | None = None, *, cache: bool = True) -> MRIData:
+def load_data(source: str | os.PathLike | None = None, *, cache: bool = True, subjects: bool = True) -> MRIData:
     """Load the train and test splits of a source, from the on-disk cache when it has them.
 
     Args:
         source: ``"sample"``, a hub id, a local hub-layout folder or an image folder; ``None`` or ``""``
             means ``$MRI_SYNTH_DATA`` or else the hub dataset ``Falah/Alzheimer_MRI``.
-        cache: read and write the decoded-split cache (``paths.cache_dir()/data``).
+        cache: read and write the decoded-split cache (``paths.cache_dir()/data``) and the people cache.
+        subjects: recover each slice's person from the pixels (``subjects.with_subjects``; cached) and fill
+            ``Split.groups``; warns when the groups found are not clean people.
 
     Returns:
-        The decoded splits with the source's description and fingerprint.
+        The decoded splits with the source's description, fingerprint and (with ``subjects``) people.
 
     Raises:
         DataSourceError: the source is missing, unreachable, or holds unreadable images or unknown classes.
@@ -292,7 +310,7 @@ def load_data(source: str | os.PathLike | None = None, *, cache: bool = True) ->
         blob = torch.load(cache_file, weights_only=True)
         ids = [part.split("\n") if part else [] for part in blob["ids"].split("\t")]  # one string: fast to unpickle
         splits = [Split(blob[f"{s}_images"], blob[f"{s}_labels"], tuple(i)) for s, i in zip(("train", "test"), ids)]
-        return MRIData(splits[0], splits[1], description, fingerprint)
+        return _people(MRIData(splits[0], splits[1], description, fingerprint), subjects, cache)
     conv = _Converter()
     train, test = _load_image_folder(Path(location), conv) if kind == "image_folder" else _load_hub(location, conv)
     conv.report(description)
@@ -303,7 +321,15 @@ def load_data(source: str | os.PathLike | None = None, *, cache: bool = True) ->
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         torch.save(blob, tmp)
         tmp.replace(cache_file)  # atomic: a killed load never leaves half a cache file
-    return MRIData(train, test, description, fingerprint)
+    return _people(MRIData(train, test, description, fingerprint), subjects, cache)
+
+
+def _people(data: MRIData, recover: bool, cache: bool) -> MRIData:
+    if not recover:
+        return data
+    from .subjects import with_subjects  # subjects builds on this module
+
+    return with_subjects(data, cache=cache)
 
 
 # ---------------------------------------------------------------------------------------------------- sampling

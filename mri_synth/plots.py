@@ -10,6 +10,9 @@ Figures of the study (after the thesis's chapter 7):
 * :func:`plot_per_class_recall`: recall per class and policy (the Moderate class has 49 training images);
 * :func:`plot_learning_curves`: per-epoch (or per-step) curves from the history table, median over repeats.
 
+Figures of the leakage audit (notebook 01): :func:`plot_person_slices` (one recovered person's slices in order) and
+:func:`plot_nearest_train_similarity` (each test slice's nearest train slice, same class vs other classes).
+
 Each draws one panel per architecture when the table holds several. :func:`image_grid` shows images
 (notebooks 01-03) and :func:`save_figure` writes PNG and PDF. Every function returns its figure already
 closed in pyplot: nothing accumulates over a loop, and a notebook cell shows a figure exactly once by
@@ -327,4 +330,50 @@ def image_grid(
             ax.imshow(array[index], cmap="gray", vmin=0, vmax=255)
             if titles is not None:
                 ax.set_title(str(titles[index]), fontsize="small")
+    return fig
+
+
+def plot_person_slices(data, person: int, ncols: int = 8) -> Figure:
+    """The slices of one recovered person (``subjects``) in chain order, each captioned with its split.
+
+    Args:
+        data: an :class:`mri_synth.data.MRIData` (its people recovered by ``load_data``).
+        person: the group id, in ``0..n_groups - 1``.
+        ncols: slices per row.
+    """
+    from mri_synth.subjects import person_order
+
+    slices, caption = person_order(data, person)
+    fig = image_grid(slices.images, [i.split("/")[0] for i in slices.ids], ncols=ncols, panel_inches=1.1)
+    fig.suptitle(caption)
+    return fig
+
+
+def plot_nearest_train_similarity(nearest: pd.DataFrame, bins: int = 60) -> Figure:
+    """How close each test slice's nearest train slice is: of its own class vs of any other class.
+
+    Args:
+        nearest: the audit's per-test-slice table (``audit.leakage_audit(data).nearest``), with columns
+            ``same_class`` and ``other_class`` (highest cosine similarity to a train slice of that kind).
+        bins: histogram bins over the observed range.
+    """
+    missing = {"same_class", "other_class"} - set(nearest.columns)
+    if missing or nearest.empty:
+        raise ValueError(f"nearest must be the audit's non-empty per-test-slice table with columns same_class and "
+                         f"other_class (audit.leakage_audit(data).nearest); missing {sorted(missing)}, "
+                         f"{len(nearest)} rows")
+    values = nearest[["same_class", "other_class"]].to_numpy(dtype=float)
+    edges = np.linspace(np.nanmin(values), np.nanmax(values), bins + 1)
+    fig = new_figure(*PANEL_SIZE)
+    ax = fig.subplots()
+    for column, label, color in [("same_class", "nearest train slice of the same class", "C0"),
+                                 ("other_class", "nearest train slice of another class", "C3")]:
+        x = nearest[column].dropna()
+        ax.hist(x, bins=edges, histtype="stepfilled", alpha=0.45, color=color, label=label)
+        ax.axvline(x.median(), color=color, linestyle="--", linewidth=1)
+    ax.set_xlabel("cosine similarity of mean-centred pixels")
+    ax.set_ylabel("test slices")
+    ax.set_title(f"Test slices vs their nearest train slices (n = {len(nearest)}; dashed: medians)",
+                 fontsize="medium")
+    ax.legend(fontsize="small", loc="upper left")
     return fig

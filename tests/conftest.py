@@ -1,5 +1,7 @@
 """Shared fixtures: the real dataset (CI points MRI_SYNTH_DATA at it) and the bundled sample.
 
+``synthetic_people`` makes tiny sources of known people (chains of slices) for the people recovery and the audit.
+
 Real-data tests fail in CI when the dataset is missing (CI=true); on a user's machine without it they are skipped
 with a message that says how to point at a copy.
 """
@@ -7,10 +9,13 @@ with a message that says how to point at a copy.
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from mri_synth import paths
-from mri_synth.data import load_data
+from mri_synth.data import MRIData, Split, load_data
 
 SHARED_DATA = paths.PROJECT_ROOT.parent / "shared" / "data" / "alzheimer_mri"
 
@@ -41,3 +46,46 @@ def real_data(real_data_path):
 @pytest.fixture(scope="session")
 def sample_data():
     return load_data("sample")
+
+
+def smooth_field(gen: torch.Generator, side: int = 32) -> torch.Tensor:
+    coarse = torch.rand(1, 1, 8, 8, generator=gen)
+    field = F.interpolate(coarse, size=(side, side), mode="bicubic", align_corners=True)[0, 0]
+    return field - field.mean()
+
+
+def make_synthetic_people(sizes, labels=None, seed=0, test_every=4) -> tuple[MRIData, np.ndarray, np.ndarray]:
+    """People whose slices turn at an even pace between two random smooth fields; every 4th slice goes to test.
+
+    Returns the data, each slice's true person and its true place along the person's chain (train first, then test).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    labels = labels if labels is not None else [p % 4 for p in range(len(sizes))]
+    images, classes, person, place = [], [], [], []
+    for p, (n, label) in enumerate(zip(sizes, labels)):
+        u = smooth_field(gen)
+        u = u / u.norm()
+        v = smooth_field(gen)
+        v = v - (v * u).sum() * u
+        v = v / v.norm()
+        for t in range(n):
+            angle = 0.15 * t  # an even pace: slice t's nearest are t - 1 and t + 1, as along a real person
+            image = 128 + 1500 * (np.cos(angle) * u + np.sin(angle) * v) + 0.5 * torch.randn(32, 32, generator=gen)
+            images.append(image.clamp(0, 255).round().to(torch.uint8)[None])
+            classes.append(label)
+            person.append(p)
+            place.append(t)
+    images, classes = torch.stack(images), torch.tensor(classes)
+    is_test = torch.arange(len(images)) % test_every == 1
+    order = torch.cat([(~is_test).nonzero().flatten(), is_test.nonzero().flatten()])
+    n_train = int((~is_test).sum())
+    splits = [Split(images[i], classes[i], tuple(f"x/{k}" for k in i.tolist()))
+              for i in (order[:n_train], order[n_train:])]
+    data = MRIData(splits[0], splits[1], "synthetic", f"synthetic-{seed}-{len(sizes)}")
+    return data, np.asarray(person)[order.numpy()], np.asarray(place)[order.numpy()]
+
+
+@pytest.fixture
+def synthetic_people():
+    """``make_synthetic_people(sizes, labels=None, seed=0, test_every=4) -> (data, person, place)``."""
+    return make_synthetic_people

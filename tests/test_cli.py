@@ -6,7 +6,10 @@ from mri_synth import cli
 def test_data_prints_class_counts(capsys):
     assert cli.main(["data", "sample"]) == 0
     out = capsys.readouterr().out
-    assert "Moderate_Demented" in out and "298" in out
+    assert "Moderate_Demented" in out and "288" in out
+    # the leakage audit: 9 people, all in both splits, and the 1-NN pixel lookup's accuracy
+    assert "9 groups of 288 slices" in out and "people: 9 (9 with slices in both train and test)" in out
+    assert "1-NN pixel accuracy of test from 100% of train (223 slices): 1.000" in out
 
 
 def test_bad_source_is_a_plain_error(capsys, tmp_path):
@@ -44,7 +47,7 @@ def test_generate_dry_run_prices_without_a_key(capsys, tmp_path, monkeypatch):
             "--dry-run", "--bank", str(tmp_path)]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "dry run, nothing sent" in out and "128 images requested" in out  # 64 sources x 2 variants
+    assert "dry run, nothing sent" in out and "136 images requested" in out  # 68 sources (30% of 223) x 2 variants
 
 
 def test_report_without_results_says_what_to_run(capsys, tmp_path):

@@ -35,6 +35,7 @@ def test_hub_folder_matches_the_thesis_counts(real_data):
     assert real_data.train.images.float().std() > 20
 
 
+@pytest.mark.filterwarnings("ignore::mri_synth.subjects.SubjectsWarning")  # scattered slices are not whole people
 def test_image_folder_written_from_real_images_loads_identically(real_data, tmp_path, tmp_cache):
     idx = D.stratified_sample(real_data.train.labels, 0.02, seed=1)
     part = real_data.train.subset(idx)
@@ -52,6 +53,7 @@ def test_image_folder_written_from_real_images_loads_identically(real_data, tmp_
         assert loaded.train.labels[j] == part.labels[k]
 
 
+@pytest.mark.filterwarnings("ignore::mri_synth.subjects.SubjectsWarning")  # scattered slices are not whole people
 def test_image_folder_without_split_levels_and_spelling_variants(real_data, tmp_path, tmp_cache):
     part = real_data.train.subset(D.stratified_sample(real_data.train.labels, 0.03, seed=0))
     D.export_image_folder(part, tmp_path / "flat", suffix=".jpg")
@@ -65,10 +67,61 @@ def test_image_folder_without_split_levels_and_spelling_variants(real_data, tmp_
     assert loaded.test.class_counts() == [max(1, int(c * D.HOLDOUT_FRACTION + 0.5)) for c in part.class_counts()]
 
 
+SAMPLE_TRAIN = [47, 49, 75, 52]  # 9 whole people (Mild 2, Moderate 2, Non 3, Very mild 2); slices keep their split
+SAMPLE_TEST = [17, 15, 21, 12]
+
+
 def test_bundled_sample(sample_data):
-    assert sample_data.train.class_counts() == [30, 12, 100, 70]
-    assert sample_data.test.class_counts() == [12, 6, 40, 28]
+    assert sample_data.train.class_counts() == SAMPLE_TRAIN
+    assert sample_data.test.class_counts() == SAMPLE_TEST
     assert sample_data.train.images.shape[1:] == (1, 128, 128)
+
+
+def test_sample_people_recovered_from_pixels_are_the_people_it_was_drawn_as(sample_data):
+    import pandas as pd
+
+    stored = pd.read_csv(D.paths.SAMPLE_DIR / "people.csv").set_index("id")
+    for split in (sample_data.train, sample_data.test):
+        assert split.groups is not None and split.groups.dtype == torch.int64
+    ids = list(sample_data.train.ids + sample_data.test.ids)
+    assert sorted(ids) == sorted(stored.index)
+    found = torch.cat([sample_data.train.groups, sample_data.test.groups]).tolist()
+    # the same partition: each recovered group is exactly one stored person
+    assert len(set(zip(found, stored.loc[ids, "person"]))) == len(set(found)) == stored.person.nunique() == 9
+    assert sample_data.subjects.clean and (sample_data.subjects.sizes == 32).all()
+    assert (sample_data.subjects.positions == stored.loc[ids, "slice"].to_numpy()).all()  # the same chain order
+    # whole people, and, as in the source's split by slice, every one of them in both splits
+    assert set(sample_data.train.groups.tolist()) == set(sample_data.test.groups.tolist())
+    people_per_class = np.bincount(sample_data.subjects.group_labels, minlength=D.NUM_CLASSES).tolist()
+    assert people_per_class == [2, 2, 3, 2]
+
+
+def test_sample_people_are_the_real_datas_people(sample_data, real_data):
+    import pandas as pd
+
+    stored = pd.read_csv(D.paths.SAMPLE_DIR / "people.csv")
+    real_ids = real_data.train.ids + real_data.test.ids
+    real_groups = real_data.subjects.groups
+    row = {i: k for k, i in enumerate(real_ids)}
+    for file, person in zip(stored.id, stored.person):
+        split, name = file.split("/")[0], file.rsplit("/", 1)[1]
+        assert real_groups[row[f"{split}/{name.split('_')[1].split('.')[0]}"]] == person
+
+
+def test_split_groups_travel_with_subsets_and_are_checked():
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    split = D.Split(images, torch.tensor([0, 1, 2, 3]), ("a", "b", "c", "d"), torch.tensor([7, 7, 9, 9]))
+    assert split.subset([2, 0]).groups.tolist() == [9, 7]
+    assert D.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd")).subset([1]).groups is None
+    with pytest.raises(ValueError, match=r"groups must be int64 \[N\] with N = 4"):
+        D.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd"), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="one person id per image"):
+        D.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd"), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+
+
+def test_load_data_can_skip_the_people(tmp_cache):
+    data = D.load_data("sample", subjects=False)
+    assert data.train.groups is None and data.subjects is None
 
 
 def test_sample_images_are_the_real_rows_they_are_named_after(sample_data, real_data):
@@ -79,7 +132,7 @@ def test_sample_images_are_the_real_rows_they_are_named_after(sample_data, real_
 
 def test_env_var_redirects_the_default_source(monkeypatch, real_data_path):
     monkeypatch.setenv("MRI_SYNTH_DATA", "sample")
-    assert D.load_data().train.class_counts() == [30, 12, 100, 70]
+    assert D.load_data().train.class_counts() == SAMPLE_TRAIN
     monkeypatch.setenv("MRI_SYNTH_DATA", str(real_data_path))
     assert len(D.load_data().train) == 5120
 

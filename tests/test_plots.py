@@ -152,3 +152,27 @@ def test_figures_are_released_by_pyplot(results):
     figures = [plots.plot_loss_distribution(results) for _ in range(3)]
     assert len(plt.get_fignums()) == before  # a notebook shows each once; loops do not pile figures up
     assert all(len(fig.axes) == 2 for fig in figures)
+
+
+# ----------------------------------------------------------------------------------------------- leakage audit
+
+
+def test_person_slices_shows_one_person_in_chain_order(sample_data):
+    fig = plots.plot_person_slices(sample_data, 0)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 32 and "32 slices in chain order" in fig._suptitle.get_text()
+    order = sample_data.subjects.positions[sample_data.subjects.groups == 0]
+    first = np.flatnonzero(sample_data.subjects.groups == 0)[np.argmin(order)]
+    images = torch.cat([sample_data.train.images, sample_data.test.images])
+    assert np.array_equal(shown[0].images[0].get_array(), images[first, 0].numpy())
+    assert {ax.get_title() for ax in shown} == {"train", "test"}
+
+
+def test_nearest_train_similarity_draws_both_baselines():
+    nearest = pd.DataFrame({"same_class": np.linspace(0.97, 0.99, 50), "other_class": np.linspace(0.88, 0.94, 50)})
+    fig = plots.plot_nearest_train_similarity(nearest, bins=20)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2 and len(ax.lines) == 2  # two histograms, two median lines
+    assert sorted(round(line.get_xdata()[0], 3) for line in ax.lines) == [0.91, 0.98]
+    with pytest.raises(ValueError, match="columns same_class and other_class"):
+        plots.plot_nearest_train_similarity(nearest.rename(columns={"other_class": "x"}))
