@@ -35,11 +35,8 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_image
 
 from . import paths
+from .constants import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES  # also imported from here by callers and notebooks
 
-CLASS_NAMES: tuple[str, ...] = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
-"""Class names in the hub's id order: 0 Mild, 1 Moderate, 2 Non, 3 Very mild."""
-NUM_CLASSES = len(CLASS_NAMES)
-IMAGE_SIZE = 128
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 HOLDOUT_FRACTION = 0.2
 """Share of each class held out as the test split when an image folder has no train/test levels."""

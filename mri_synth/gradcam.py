@@ -37,7 +37,8 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from mri_synth.data import CLASS_NAMES, Split, class_id
+from mri_synth.constants import CLASS_NAMES
+from mri_synth.data import Split, class_id
 from mri_synth.models import ModelSpec, get_spec
 from mri_synth.plots import new_figure
 

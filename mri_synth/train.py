@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from mri_synth import heap
 from mri_synth.augment import POLICIES, make_augment
-from mri_synth.data import CLASS_NAMES, NUM_CLASSES
+from mri_synth.constants import CLASS_NAMES, NUM_CLASSES
 from mri_synth.models import ModelSpec, create_model, get_spec
 
 LR_SCHEDULES = ("cosine",)

@@ -32,9 +32,9 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from mri_synth import paths
-from mri_synth.synth.base import IMAGE_SIZE, SourceResult, check_sources, fingerprint_of, ids_key, variant_seed
+from mri_synth.constants import IMAGE_SIZE, NUM_CLASSES
+from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of, ids_key, variant_seed
 
-NUM_CLASSES = 4
 PRESETS = ("toy", "quick", "gpu")
 """The sizes of the generator, each a ``DiffusionConfig`` class method; ``DiffusionConfig.preset(name)`` picks one."""
 
