@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import heap
+
 
 def _notebooks(args: argparse.Namespace) -> None:
     from .notebooks import run_batch
@@ -145,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    heap.retain_freed_memory()  # an entry point chooses the process-wide allocator setting (mri_synth.heap)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:  # our errors name the problem and the fix: show them plainly
