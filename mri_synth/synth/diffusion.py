@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -355,12 +356,17 @@ class DiffusionGenerator:
         """Load the model trained on exactly these ids with this config and seed, or train and save it.
 
         The cache lives in ``cache_root`` (default ``mri_synth.paths.cache_dir()/"diffusion"``), one folder per
-        (config, training ids, seed), so a study trains one generator per real subset once.
+        (config, training ids, seed), so a study trains one generator per real subset once. A cached model that
+        cannot be read is trained again, with a warning naming its folder.
         """
         key = fingerprint_of("diffusion", {"config": asdict(config), "train_ids_sha256": ids_key(ids), "seed": seed})
         folder = Path(cache_root) if cache_root is not None else paths.cache_dir() / "diffusion"
         if (folder / key / "generator.json").exists():
-            return cls.load(folder / key, device=device, cpu_threads=cpu_threads)
+            try:
+                return cls.load(folder / key, device=device, cpu_threads=cpu_threads)
+            except Exception as err:  # a truncated weights file, a damaged generator.json: train it again
+                warnings.warn(f"the cached diffusion generator {folder / key} cannot be read ({type(err).__name__}); "
+                              "training it again", stacklevel=2)
         folder.mkdir(parents=True, exist_ok=True)
         generator = cls(config, device=device, cpu_threads=cpu_threads).train(images, labels, ids, seed=seed, progress=progress)
         generator.save(folder / key)
