@@ -34,8 +34,10 @@ test: $(STAMP)
 		$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env $(PYTEST_ARGS); \
 		status=$$?; rm -rf $$tmp; exit $$status
 
+# Kernels keep freed memory in their heaps, as the notebook batch's do (mri_synth/heap.py: faster CPU training).
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	GLIBC_TUNABLES="$$($(BIN)/python -c 'import os; from mri_synth import heap; print(heap.tunables(existing=os.environ.get("GLIBC_TUNABLES", "")))')" \
+		$(BIN)/jupyter lab notebooks/
 
 clean-cache:
 	rm -rf .cache runs

@@ -4,9 +4,9 @@ glibc's ``malloc`` serves every allocation above a threshold (128 KiB, raised dy
 own ``mmap`` and hands it back with ``munmap`` when freed; it also returns free memory at the top of the heap to
 the system (``trim``). A CPU training step allocates and frees the same large activation tensors every step (the
 basic CNN's first block alone is 64 x 16 x 128 x 128 values, 32 MiB in bf16), so every step the kernel maps them
-again and zero-fills them page by page: about 12,000-17,000 page faults per CNN step on the 2-core CI machine,
-measured with ``getrusage``. Raising glibc's mmap and trim thresholds keeps that memory in the heap for reuse
-(what that gains, measured and dated: ``benchmarks/README.md``, "heap"). PyTorch's CUDA caching allocator does the
+again and zero-fills them page by page: thousands of page faults per CNN step (``getrusage`` counts them).
+Raising glibc's mmap and trim thresholds keeps that memory in the heap for reuse (the fault counts and what that
+gains, measured and dated: ``benchmarks/README.md``, "heap"). PyTorch's CUDA caching allocator does the
 same on the GPU; on the CPU PyTorch leaves it to ``malloc``, and its performance tuning guide suggests preloading
 jemalloc or tcmalloc for this reason. This needs no preload:
 

@@ -6,9 +6,9 @@ noised to ``strength`` (0..1 of the noise schedule) and denoised under its own c
 analogue of an image-variation API. :meth:`DiffusionGenerator.sample` draws new slices of a class from pure noise.
 
 Size: the model works at ``image_size`` (16-128 px); sources are area-downsampled to it and results bilinearly
-upsampled to 128. On this project's 2-core CPU a 32 px model trains at roughly 100+ images/s, so CPU runs use
-small models briefly (:meth:`DiffusionConfig.toy`, :meth:`DiffusionConfig.quick`); the real size
-(:meth:`DiffusionConfig.gpu`) wants a GPU.
+upsampled to 128. Training cost grows fast with the size, so CPU runs use small models briefly
+(:meth:`DiffusionConfig.toy`, :meth:`DiffusionConfig.quick`); the real size (:meth:`DiffusionConfig.gpu`) wants a
+GPU. Measured training rates, dated: ``benchmarks/README.md``.
 
 No information leaves the machine, and a model learns only from the images passed to :meth:`train`: its
 ``fingerprint`` includes a hash of their ids, so a bank never mixes generators trained on different subsets.
@@ -143,8 +143,8 @@ class DiffusionGenerator:
         config: Model and sampling settings; see :class:`DiffusionConfig` and its presets.
         device: Where to train and sample; default CUDA when available, else the CPU.
         cpu_threads: Torch CPU threads while training and sampling (None keeps torch's setting). On a CPU shared
-            with other jobs, 1 thread was 20x faster than 2 here: OpenMP threads spin while a sibling waits for
-            its core. Not part of the fingerprint (results are the same).
+            with other jobs fewer threads can be much faster: OpenMP threads spin while a sibling waits for its
+            core (measured: ``benchmarks/README.md``). Not part of the fingerprint (results are the same).
     """
 
     name = "diffusion"
