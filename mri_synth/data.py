@@ -123,10 +123,11 @@ def _look_through_wrappers(path: Path) -> Path:
     """The folder inside ``path`` when ``path`` holds only that folder (no images of its own), repeatedly.
 
     A download often unpacks into one wrapper folder (Kaggle: ``Alzheimer_s Dataset/{train,test}/<class>/``);
-    a split or class folder is never a wrapper. Files that are not images (a README, the zip) may sit beside it.
+    a split or class folder is never a wrapper. Files that are not images (a README, the zip) may sit beside it, and
+    so may the ``__MACOSX`` folder of a zip made on a Mac.
     """
     while not _is_hub_layout(path):
-        entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+        entries = [p for p in path.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
         folders = [p for p in entries if p.is_dir()]
         has_images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in entries if p.is_file())
         if len(folders) != 1 or has_images or folders[0].name.lower() in ("train", "test") \

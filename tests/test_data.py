@@ -185,6 +185,7 @@ def test_a_download_wrapper_folder_is_looked_through_with_a_message(tmp_path, tm
     for split in ("train", "test"):
         _folder(wrapper / split, D.CLASS_NAMES)
     (download / "README.txt").write_text("from kaggle")
+    (download / "__MACOSX" / "Alzheimer_s Dataset").mkdir(parents=True)  # what a zip made on a Mac adds
     with pytest.warns(UserWarning, match="holds only the folder 'Alzheimer_s Dataset'.*reading the dataset from"):
         loaded = D.load_data(download)
     assert loaded.source == str(wrapper.resolve())
