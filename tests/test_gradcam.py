@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mri_synth.data import CLASS_NAMES, Split
+from mri_synth.data import CLASS_NAMES
 from mri_synth.gradcam import (CAM_METHODS, PAIR_KINDS, CamExplainer, agreement_table, cam_correlation, cam_method,
                                class_activation_maps, overlay_cam, resolve_class, summarize_agreement,
                                top_region_overlap)
