@@ -1,7 +1,11 @@
 # The two commands of the README, and the pieces they are made of.
 #   make study   set up .venv (if missing) and run notebooks 01..07 on the quick profile (bundled sample, CPU)
 #   make test    set up .venv (if missing) and run the tests, nbval over the notebooks included
-PYTHON ?= python3.11
+# The first Python >= 3.11 on the PATH, newest first (one that does not run, e.g. a pyenv shim of a version that is
+# not selected, counts as absent); `make PYTHON=/path/to/python` chooses another.
+PYTHON_CANDIDATES := python3.13 python3.12 python3.11 python3
+PYTHON ?= $(firstword $(foreach p,$(PYTHON_CANDIDATES),$(shell $(p) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	>/dev/null 2>&1 && echo $(p))))
 VENV ?= .venv
 PROFILE ?= quick
 BIN := $(VENV)/bin
@@ -11,11 +15,13 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# torch/torchvision are pinned in pyproject.toml; pip resolves them like every other dependency
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# pyproject.toml holds the bounds the code works with; constraints.txt the exact versions the study was measured with
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || { test -n "$(PYTHON)" || { echo "make: no Python >= 3.11 found (tried" \
+		"$(PYTHON_CANDIDATES)): install one, or run make PYTHON=/path/to/python3.11-or-newer" >&2; exit 1; }; \
+		echo "$(PYTHON) -m venv $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 study: $(STAMP)
@@ -28,8 +34,10 @@ test: $(STAMP)
 		$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env $(PYTEST_ARGS); \
 		status=$$?; rm -rf $$tmp; exit $$status
 
+# Kernels keep freed memory in their heaps, as the notebook batch's do (mri_synth/heap.py: faster CPU training).
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	GLIBC_TUNABLES="$$($(BIN)/python -c 'import os; from mri_synth import heap; print(heap.tunables(existing=os.environ.get("GLIBC_TUNABLES", "")))')" \
+		$(BIN)/jupyter lab notebooks/
 
 clean-cache:
 	rm -rf .cache runs

@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import heap
+
 
 def _notebooks(args: argparse.Namespace) -> None:
     from .notebooks import run_batch
@@ -181,6 +183,7 @@ def _generator_options(parser: argparse.ArgumentParser, default: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    heap.retain_freed_memory()  # an entry point chooses the process-wide allocator setting (mri_synth.heap)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:  # our errors name the problem and the fix: show them plainly

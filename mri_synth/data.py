@@ -7,12 +7,16 @@ Sources (``load_data(source)``):
 - a local folder in the hub's layout (``data/train-*.parquet``, ``data/test-*.parquet``, a README card), such as
   the offline mirror ``../shared/data/alzheimer_mri``;
 - an image folder with one sub-folder per class (the Kaggle release's layout), with or without ``train/`` and
-  ``test/`` levels; spelling variants of the class names (``NonDemented``, ``Non Demented``) are accepted.
+  ``test/`` levels; spelling variants of the class names (``NonDemented``, ``Non Demented``) are accepted. A
+  folder that holds nothing but one wrapper folder (a download's ``Alzheimer_s Dataset/``) is looked through,
+  with a warning that says so.
 
 Every split is decoded once into ``uint8[N,1,128,128]`` images, ``int64[N]`` labels (the hub's class ids) and a
 stable string id per image, then cached on disk keyed by a fingerprint of the source, so nothing downstream decodes
 an image again. ``load_data`` then fills ``Split.groups``, each slice's person as ``subjects`` recovers it from the
-pixels (the sources carry no subject ids; cached too). Stratified sampling (``stratified_sample``) is deterministic and nested across fractions.
+pixels (the sources carry no subject ids; cached too). The cache holds tensors only and is read with
+``torch.load(weights_only=True)``; a cache file that cannot be read (truncated by a full disk, say) is rebuilt from
+the source with a warning naming it. Stratified sampling (``stratified_sample``) is deterministic and nested across fractions.
 
 What this module leaves to others: augmentation (``augment``), model-specific resizing and normalisation
 (``models``), and which subset a trial uses (``study``).
@@ -36,14 +40,11 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_image
 
 from . import paths
+from .constants import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES  # also imported from here by callers and notebooks
 
 if TYPE_CHECKING:
     from .subjects import Subjects
 
-CLASS_NAMES: tuple[str, ...] = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
-"""Class names in the hub's id order: 0 Mild, 1 Moderate, 2 Non, 3 Very mild."""
-NUM_CLASSES = len(CLASS_NAMES)
-IMAGE_SIZE = 128
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 HOLDOUT_FRACTION = 0.2
 """Share of each class held out as the test split when an image folder has no train/test levels."""
@@ -130,6 +131,30 @@ def _is_hub_layout(path: Path) -> bool:
     return any(path.glob("data/*.parquet")) or any(path.glob("*.parquet"))
 
 
+def _is_class_folder(name: str) -> bool:
+    return _class_key(name) in _CLASS_BY_KEY
+
+
+def _look_through_wrappers(path: Path) -> Path:
+    """The folder inside ``path`` when ``path`` holds only that folder (no images of its own), repeatedly.
+
+    A download often unpacks into one wrapper folder (Kaggle: ``Alzheimer_s Dataset/{train,test}/<class>/``);
+    a split or class folder is never a wrapper. Files that are not images (a README, the zip) may sit beside it, and
+    so may the ``__MACOSX`` folder of a zip made on a Mac.
+    """
+    while not _is_hub_layout(path):
+        entries = [p for p in path.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+        folders = [p for p in entries if p.is_dir()]
+        has_images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in entries if p.is_file())
+        if len(folders) != 1 or has_images or folders[0].name.lower() in ("train", "test") \
+                or _is_class_folder(folders[0].name):
+            return path
+        warnings.warn(f"{path} holds only the folder {folders[0].name!r} and no images of its own: reading the "
+                      f"dataset from {folders[0]}", stacklevel=4)
+        path = folders[0]
+    return path
+
+
 def _resolve(source: str | os.PathLike | None) -> tuple[str, str | Path]:
     """Return (kind, location) with kind in {"hub", "hub_folder", "image_folder"}."""
     source = paths.default_source() if source is None or str(source) == "" else source
@@ -141,7 +166,8 @@ def _resolve(source: str | os.PathLike | None) -> tuple[str, str | Path]:
     if path.exists():
         if not path.is_dir():
             raise DataSourceError(f"data source {str(path)!r} is a file: name the dataset's folder instead")
-        return ("hub_folder" if _is_hub_layout(path) else "image_folder"), path.resolve()
+        path = _look_through_wrappers(path.resolve())
+        return ("hub_folder" if _is_hub_layout(path) else "image_folder"), path
     text = str(source)
     looks_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and not text.startswith(".")
     if looks_like_hub_id:
@@ -276,7 +302,10 @@ def _load_hub(location: str | Path, conv: _Converter) -> tuple[Split, Split]:
 
 def source_fingerprint(source: str | os.PathLike | None = None) -> str:
     """A short hash that changes whenever the source's images change (the cache key)."""
-    kind, location = _resolve(source)
+    return _fingerprint(*_resolve(source))
+
+
+def _fingerprint(kind: str, location: str | Path) -> str:
     if kind == "hub":
         return hashlib.sha256(f"hub:{location}".encode()).hexdigest()[:16]
     root = Path(location)
@@ -303,14 +332,13 @@ def load_data(source: str | os.PathLike | None = None, *, cache: bool = True, su
         DataSourceError: the source is missing, unreachable, or holds unreadable images or unknown classes.
     """
     kind, location = _resolve(source)
-    fingerprint = source_fingerprint(source)
+    fingerprint = _fingerprint(kind, location)
     description = str(location)
     cache_file = paths.cache_dir() / "data" / f"{kind}-{fingerprint}-v{_DECODE_VERSION}.pt"
     if cache and cache_file.is_file():
-        blob = torch.load(cache_file, weights_only=True)
-        ids = [part.split("\n") if part else [] for part in blob["ids"].split("\t")]  # one string: fast to unpickle
-        splits = [Split(blob[f"{s}_images"], blob[f"{s}_labels"], tuple(i)) for s, i in zip(("train", "test"), ids)]
-        return _people(MRIData(splits[0], splits[1], description, fingerprint), subjects, cache)
+        splits = _read_cache(cache_file)
+        if splits is not None:
+            return _people(MRIData(splits[0], splits[1], description, fingerprint), subjects, cache)
     conv = _Converter()
     train, test = _load_image_folder(Path(location), conv) if kind == "image_folder" else _load_hub(location, conv)
     conv.report(description)
@@ -330,6 +358,21 @@ def _people(data: MRIData, recover: bool, cache: bool) -> MRIData:
     from .subjects import with_subjects  # subjects builds on this module
 
     return with_subjects(data, cache=cache)
+
+
+def _read_cache(cache_file: Path) -> tuple[Split, Split] | None:
+    """The splits in a cache file, or ``None`` (with a warning naming the file) when it cannot be read."""
+    try:
+        blob = torch.load(cache_file, weights_only=True)  # tensors and strings only: never runs code from the file
+        ids = [part.split("\n") if part else [] for part in blob["ids"].split("\t")]  # one string: fast to unpickle
+        train, test = (Split(blob[f"{s}_images"], blob[f"{s}_labels"], tuple(i))
+                       for s, i in zip(("train", "test"), ids))
+    except Exception as err:  # a truncated zip, a foreign pickle, missing keys: all mean "decode again"
+        first = (str(err).splitlines() or [""])[0].split(". ")[0]  # torch's texts run on (and suggest unsafe loads)
+        warnings.warn(f"the data cache {cache_file} cannot be read ({type(err).__name__}: {first}); rebuilding it "
+                      "from the source", stacklevel=3)
+        return None
+    return train, test
 
 
 # ---------------------------------------------------------------------------------------------------- sampling

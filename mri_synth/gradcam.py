@@ -10,14 +10,13 @@ baseline of *unrelated* real pairs of the same class (the source paired with ano
   EigenCAM, ... chosen by name from :data:`CAM_METHODS`) reading the registry's target layer, with the ViT
   token reshape; its hooks are released on exit. ``explain(images, target_class)`` gives maps in [0, 1] at the
   slices' own size.
-- :func:`overlay_cam` (the library's ``show_cam_on_image`` on the grayscale slice) and
-  :func:`real_vs_synthetic_figure` (the thesis's panels).
+- :func:`overlay_cam`: the library's ``show_cam_on_image`` on the grayscale slice (an RGB array).
 - :func:`cam_correlation`, :func:`top_region_overlap`: agreement of two maps; :func:`agreement_table` (tidy, one
-  row per pair x metric), :func:`summarize_agreement` and :func:`plot_agreement`.
+  row per pair x metric) and :func:`summarize_agreement`.
 
 Left to others: training the classifier (:mod:`mri_synth.train`), model construction, input size and
-normalisation (:mod:`mri_synth.models`), making variations (:mod:`mri_synth.synth`), saving figures
-(:func:`mri_synth.plots.save_figure`).
+normalisation (:mod:`mri_synth.models`), making variations (:mod:`mri_synth.synth`), the figures (the thesis's
+panels :func:`mri_synth.plots.real_vs_synthetic_figure`, :func:`mri_synth.plots.plot_agreement`) and saving them.
 """
 
 from __future__ import annotations
@@ -28,18 +27,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM)
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from mri_synth.data import CLASS_NAMES, Split, class_id
+from mri_synth.constants import CLASS_NAMES
+from mri_synth.data import Split, class_id
 from mri_synth.models import ModelSpec, get_spec
-from mri_synth.plots import new_figure
 
 CAM_METHODS: dict[str, type] = {
     "gradcam": GradCAM,
@@ -356,7 +353,7 @@ def summarize_agreement(table: pd.DataFrame) -> pd.DataFrame:
     return summary.sort_values(["metric", "class_name", "pair_kind"], ignore_index=True)
 
 
-# -- figures ---------------------------------------------------------------------------------------------------------
+# -- overlays --------------------------------------------------------------------------------------------------------
 
 def overlay_cam(image: torch.Tensor | np.ndarray, cam: torch.Tensor | np.ndarray,
                 image_weight: float = 0.5) -> np.ndarray:
@@ -368,60 +365,3 @@ def overlay_cam(image: torch.Tensor | np.ndarray, cam: torch.Tensor | np.ndarray
         raise ValueError(f"slice {gray.shape} and CAM {mask.shape} differ in size; explain the slice itself")
     rgb = np.repeat((gray / 255.0)[..., None], 3, axis=2)
     return show_cam_on_image(rgb, np.clip(mask, 0, 1), use_rgb=True, image_weight=image_weight)
-
-
-def real_vs_synthetic_figure(real_image: torch.Tensor, real_cam: torch.Tensor, synthetic_images: torch.Tensor,
-                             synthetic_cams: torch.Tensor, *, title: str = "",
-                             captions: Sequence[str] | None = None, panel_inches: float = 1.9) -> Figure:
-    """The thesis's Grad-CAM panel: the real slice and its variations (top), their CAM overlays (bottom).
-
-    Args:
-        real_image: uint8 ``[1, H, W]``; ``real_cam`` its map ``[H, W]``.
-        synthetic_images: uint8 ``[K, 1, H, W]``; ``synthetic_cams`` their maps ``[K, H, W]``.
-        title: Figure title (e.g. ``"source Moderate_Demented, explained for Moderate_Demented"``).
-        captions: ``1 + K`` column captions; default ``real``, ``synthetic 1`` ...
-    """
-    images = torch.cat([real_image[None], synthetic_images])
-    cams = torch.cat([torch.as_tensor(real_cam)[None], torch.as_tensor(synthetic_cams)])
-    if len(images) != len(cams):
-        raise ValueError(f"{len(synthetic_images)} variations but {len(synthetic_cams)} CAMs; give one CAM each")
-    captions = list(captions) if captions is not None else \
-        ["real"] + [f"synthetic {i + 1}" for i in range(len(synthetic_images))]
-    if len(captions) != len(images):
-        raise ValueError(f"{len(captions)} captions for {len(images)} columns (the real slice + each variation)")
-    fig = new_figure(panel_inches * len(images), 2 * panel_inches + 0.6)
-    axes = fig.subplots(2, len(images), squeeze=False)
-    for column, (image, cam, caption) in enumerate(zip(images, cams, captions)):
-        axes[0, column].imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=255)
-        axes[0, column].set_title(caption, fontsize="small")
-        axes[1, column].imshow(overlay_cam(image, cam))
-        for ax in axes[:, column]:
-            ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize="medium")
-    return fig
-
-
-def plot_agreement(table: pd.DataFrame) -> Figure:
-    """Box plots of each agreement metric per class: real-synthetic pairs beside the unrelated-real baseline."""
-    if table.empty:
-        raise ValueError("the agreement table is empty: make it with agreement_table from at least one pair")
-    metrics = list(dict.fromkeys(table["metric"]))
-    fig = new_figure(5.0 * len(metrics), 3.8)
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    order = [c for c in CLASS_NAMES if c in set(table["class_name"])]
-    for ax, metric in zip(axes, metrics):
-        part = table[table["metric"] == metric]
-        sns.boxplot(data=part, x="class_name", y="value", hue="pair_kind", order=order, hue_order=list(PAIR_KINDS),
-                    ax=ax, showfliers=False)
-        sns.stripplot(data=part, x="class_name", y="value", hue="pair_kind", order=order,
-                      hue_order=list(PAIR_KINDS), dodge=True, jitter=False, ax=ax, size=2.5, palette="dark:black",
-                      legend=False)  # no jitter: the figure is the same on every run
-        ax.set_title(metric)
-        ax.set_xlabel("source class")
-        ax.set_ylabel("agreement of the two CAMs")
-        ax.tick_params(axis="x", labelrotation=15)
-    for ax in axes[1:]:
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    return fig

@@ -12,7 +12,8 @@ The steps of the thesis's chapter 3, each one call:
 - :func:`real_vs_synthetic_panels`: the Figures 3.1-3.4 panels (:func:`save_panels` writes them); the agreement
   table itself is :func:`mri_synth.gradcam.agreement_table`; :func:`save_agreement` writes it with its provenance.
 
-CAMs and agreement metrics are :mod:`mri_synth.gradcam`'s; training is :mod:`mri_synth.classifier`'s.
+CAMs and agreement metrics are :mod:`mri_synth.gradcam`'s, the figures :mod:`mri_synth.plots`'s; training is
+:mod:`mri_synth.classifier`'s.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from torch import nn
 from mri_synth.classifier import ClassifierRecipe, real_classifier
 from mri_synth.config import NotebookConfig
 from mri_synth.data import CLASS_NAMES, MRIData, Split
-from mri_synth.gradcam import CamExplainer, cam_method, real_vs_synthetic_figure, resolve_class
+from mri_synth.gradcam import CamExplainer, cam_method, resolve_class
 from mri_synth.models import ModelSpec, get_spec
+from mri_synth.plots import real_vs_synthetic_figure
 from mri_synth.synth import registry
 
 

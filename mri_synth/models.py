@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mri_synth import paths
-from mri_synth.data import NUM_CLASSES
+from mri_synth.constants import NUM_CLASSES
 
 # timm modules whose models are plain ViT token sequences (prefix tokens + a square grid of patches).
 _VIT_MODULES = ("vision_transformer", "deit", "beit", "eva", "vision_transformer_relpos")

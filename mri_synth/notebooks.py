@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from . import paths
+from . import heap, paths
 
 NOTEBOOK_DIR = paths.PROJECT_ROOT / "notebooks"
 PROFILE_DIR = paths.PROJECT_ROOT / "profiles"
@@ -130,14 +130,15 @@ def run_batch(
     for nb in notebooks:
         output = run_dir / nb.name
         start = time.perf_counter()
-        papermill.execute_notebook(
-            str(nb),
-            str(output),
-            parameters=notebook_parameters(config, nb, run_dir),
-            cwd=str(NOTEBOOK_DIR),
-            log_output=log_output,
-            progress_bar=False,
-        )
+        with heap.retained_in_subprocesses():  # each kernel is a new process: it reads the setting at start-up
+            papermill.execute_notebook(
+                str(nb),
+                str(output),
+                parameters=notebook_parameters(config, nb, run_dir),
+                cwd=str(NOTEBOOK_DIR),
+                log_output=log_output,
+                progress_bar=False,
+            )
         done.append(NotebookRun(nb.stem, output, time.perf_counter() - start))
         print(f"{nb.stem}: {done[-1].seconds:.1f} s -> {output}", flush=True)
     return done

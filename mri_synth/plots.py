@@ -14,9 +14,10 @@ Figures of the leakage audit (notebook 01): :func:`plot_person_slices` (one reco
 :func:`plot_nearest_train_similarity` (each test slice's nearest train slice, same class vs other classes).
 
 Each draws one panel per architecture when the table holds several. :func:`image_grid` shows images
-(notebooks 01-03) and :func:`save_figure` writes PNG and PDF. Every function returns its figure already
-closed in pyplot: nothing accumulates over a loop, and a notebook cell shows a figure exactly once by
-returning it as its last expression.
+(notebooks 01-03); :func:`real_vs_synthetic_figure` (the thesis's Grad-CAM panels) and :func:`plot_agreement`
+draw what :mod:`mri_synth.gradcam` computes (notebook 03); :func:`save_figure` writes PNG and PDF. Every
+function returns its figure already closed in pyplot: nothing accumulates over a loop, and a notebook cell shows a
+figure exactly once by returning it as its last expression.
 Statistics come from :mod:`mri_synth.stats`; this module only draws.
 """
 
@@ -35,7 +36,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mri_synth import paths
-from mri_synth.stats import COLUMNS, ResultColumns, metric_rows, require_columns, summarize, with_method
+from mri_synth.constants import CLASS_NAMES
+from mri_synth.stats import metric_rows, require_columns, summarize, with_method
 
 PANEL_SIZE = (5.0, 3.8)
 """Width and height in inches of one panel."""
@@ -101,6 +103,11 @@ def _legend_on_last(ax, axes: np.ndarray) -> None:
         ax.get_legend().remove()
 
 
+def _array(images) -> np.ndarray:
+    """A tensor (any device) or array as a NumPy array."""
+    return np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
+
+
 def _in_arch(table: pd.DataFrame, arch_col: str, arch: str | None) -> pd.DataFrame:
     return table if arch is None else table[table[arch_col].astype(str) == arch]
 
@@ -113,7 +120,6 @@ def plot_loss_distribution(
     reference: Mapping[str, float] | None = None,
     reference_label: str = "thesis median",
     title: str | None = None,
-    columns: ResultColumns = COLUMNS,
 ) -> Figure:
     """Box plots of ``metric`` per policy with every repeat as a dot (the thesis's Figure 7.1).
 
@@ -124,23 +130,21 @@ def plot_loss_distribution(
         reference: optional policy -> value drawn as a marker beside the box (e.g. the thesis's medians).
         reference_label: legend entry of those markers.
         title: figure title; default names the metric.
-        columns: the table's column names.
     """
-    c = columns
-    rows = metric_rows(results, metric, columns=c)
-    require_columns(rows, [c.policy])
+    rows = metric_rows(results, metric)
+    require_columns(rows, ["policy"])
     policies = (list(policies) if policies is not None
-                else list(rows.groupby(c.policy)[c.value].median().sort_values().index))
-    unknown = sorted(set(policies) - set(rows[c.policy]))
+                else list(rows.groupby("policy")["value"].median().sort_values().index))
+    unknown = sorted(set(policies) - set(rows["policy"]))
     if unknown:
-        raise ValueError(f"policies {unknown} have no {metric!r} rows; the table has {sorted(set(rows[c.policy]))}")
-    rows = rows[rows[c.policy].isin(policies)]
-    fig, axes, archs = _panels(rows, c.arch)
+        raise ValueError(f"policies {unknown} have no {metric!r} rows; the table has {sorted(set(rows['policy']))}")
+    rows = rows[rows["policy"].isin(policies)]
+    fig, axes, archs = _panels(rows, "arch")
     for ax, arch in zip(axes[0], archs):
-        panel = _in_arch(rows, c.arch, arch)
-        order = [p for p in policies if p in set(panel[c.policy])]  # an architecture shows only the arms it ran
-        _boxplot(data=panel, x=c.policy, y=c.value, order=order, ax=ax, color="0.85", showfliers=False, width=0.6)
-        sns.stripplot(data=panel, x=c.policy, y=c.value, order=order, ax=ax, color="tab:blue", size=3,
+        panel = _in_arch(rows, "arch", arch)
+        order = [p for p in policies if p in set(panel["policy"])]  # an architecture shows only the arms it ran
+        _boxplot(data=panel, x="policy", y="value", order=order, ax=ax, color="0.85", showfliers=False, width=0.6)
+        sns.stripplot(data=panel, x="policy", y="value", order=order, ax=ax, color="tab:blue", size=3,
                       alpha=0.6, jitter=0.2)
         if reference:
             shown = [(order.index(p), v) for p, v in reference.items() if p in order]
@@ -160,21 +164,19 @@ def plot_policies_at_fraction(
     results: pd.DataFrame,
     real_fraction: float = 0.3,
     metric: str = "test_loss",
-    *,
-    columns: ResultColumns = COLUMNS,
     **options,
 ) -> Figure:
     """Every policy trained on ``real_fraction`` of the real images, ordered by median (the thesis's Figure 7.2).
 
     ``options`` go to :func:`plot_loss_distribution` (reference, title).
     """
-    require_columns(results, [columns.real_fraction])
-    at_fraction = results[np.isclose(results[columns.real_fraction].astype(float), real_fraction)]
+    require_columns(results, ["real_fraction"])
+    at_fraction = results[np.isclose(results["real_fraction"].astype(float), real_fraction)]
     if at_fraction.empty:
-        fractions = sorted(results[columns.real_fraction].unique())
+        fractions = sorted(results["real_fraction"].unique())
         raise ValueError(f"no trials at real_fraction={real_fraction}; the table has {fractions}")
     options.setdefault("title", f"{metric} of every policy at {real_fraction:.0%} real")
-    return plot_loss_distribution(at_fraction, None, metric, columns=columns, **options)
+    return plot_loss_distribution(at_fraction, None, metric, **options)
 
 
 def plot_metric_vs_real_fraction(
@@ -183,7 +185,6 @@ def plot_metric_vs_real_fraction(
     *,
     hue: str = "method",
     confidence: float = 0.95,
-    columns: ResultColumns = COLUMNS,
 ) -> Figure:
     """Median ``metric`` against real fraction, one line per ``hue`` value with its bootstrap interval.
 
@@ -193,20 +194,17 @@ def plot_metric_vs_real_fraction(
         hue: the column naming the lines; the default ``"method"`` is added with
             :func:`mri_synth.stats.with_method` (the policy without its real fraction).
         confidence: coverage of the interval drawn as bars and band.
-        columns: the table's column names.
     """
-    c = columns
-    table = with_method(results, name=hue, columns=c) if hue == "method" and hue not in results else results
-    summary = summarize(table, metric, by=[c.arch, hue, c.real_fraction], confidence=confidence, min_repeats=1,
-                        columns=c)
-    fig, axes, archs = _panels(summary, c.arch)
+    table = with_method(results, name=hue) if hue == "method" and hue not in results else results
+    summary = summarize(table, metric, by=["arch", hue, "real_fraction"], confidence=confidence, min_repeats=1)
+    fig, axes, archs = _panels(summary, "arch")
     labels = sorted(summary[hue].astype(str).unique())
     # Shift each line a little sideways so intervals at the same fraction do not hide each other.
     dodge = {label: 0.006 * (i - (len(labels) - 1) / 2) for i, label in enumerate(labels)}
     for ax, arch in zip(axes[0], archs):
-        for label, line in _in_arch(summary, c.arch, arch).groupby(hue, sort=True):
-            line = line.sort_values(c.real_fraction)
-            x = line[c.real_fraction].to_numpy(float) + dodge[str(label)]
+        for label, line in _in_arch(summary, "arch", arch).groupby(hue, sort=True):
+            line = line.sort_values("real_fraction")
+            x = line["real_fraction"].to_numpy(float) + dodge[str(label)]
             low, mid, high = (line[k].to_numpy(float) for k in ("median_lo", "median", "median_hi"))
             # NaN intervals (a single repeat) draw no bar rather than failing.
             errors = np.nan_to_num(np.vstack([mid - low, high - mid]))
@@ -223,7 +221,6 @@ def plot_per_class_recall(
     policies: Sequence[str] | None = None,
     *,
     class_counts: Mapping[str, int] | None = None,
-    columns: ResultColumns = COLUMNS,
 ) -> Figure:
     """Recall of each class per policy as box plots over repeats.
 
@@ -231,21 +228,19 @@ def plot_per_class_recall(
         results: the runner's long results table (metrics ``recall_<class>``).
         policies: the policies to show, in this order; default all, sorted.
         class_counts: optional class -> number of images, written under each class (e.g. the 49 Moderate).
-        columns: the table's column names.
     """
-    c = columns
-    require_columns(results, [c.metric, c.value, c.policy])
-    metric = results[c.metric].astype(str)
+    require_columns(results, ["metric", "value", "policy"])
+    metric = results["metric"].astype(str)
     rows = results[metric.str.startswith("recall_")]
     if rows.empty:
         raise ValueError(f"no recall_<class> rows; the table has metrics {sorted(metric.unique())}")
-    rows = rows.assign(**{"class": rows[c.metric].astype(str).str.removeprefix("recall_")})
-    policies = list(policies) if policies is not None else sorted(rows[c.policy].unique())
-    rows = rows[rows[c.policy].isin(policies)]
+    rows = rows.assign(**{"class": rows["metric"].astype(str).str.removeprefix("recall_")})
+    policies = list(policies) if policies is not None else sorted(rows["policy"].unique())
+    rows = rows[rows["policy"].isin(policies)]
     classes = list(pd.unique(rows["class"]))
-    fig, axes, archs = _panels(rows, c.arch)
+    fig, axes, archs = _panels(rows, "arch")
     for ax, arch in zip(axes[0], archs):
-        _boxplot(data=_in_arch(rows, c.arch, arch), x="class", y=c.value, hue=c.policy, order=classes,
+        _boxplot(data=_in_arch(rows, "arch", arch), x="class", y="value", hue="policy", order=classes,
                     hue_order=policies, ax=ax, showfliers=False)
         if class_counts:
             ax.set_xticks(range(len(classes)),
@@ -264,7 +259,6 @@ def plot_learning_curves(
     *,
     x: str | None = None,
     hue: str | None = None,
-    columns: ResultColumns = COLUMNS,
 ) -> Figure:
     """Learning curves from the per-epoch history: median over repeats with the interquartile band.
 
@@ -273,20 +267,18 @@ def plot_learning_curves(
         metrics: one row of panels per metric.
         x: the x axis column; default ``epoch`` (pass ``"step"`` for a step budget).
         hue: the column naming the lines; default the policy.
-        columns: the table's column names.
     """
-    c = columns
-    x = x or c.epoch
-    hue = hue or c.policy
-    require_columns(history, [c.metric, c.value, x, hue], what="history table")
-    missing = sorted(set(metrics) - set(history[c.metric]))
+    x = x or "epoch"
+    hue = hue or "policy"
+    require_columns(history, ["metric", "value", x, hue], what="history table")
+    missing = sorted(set(metrics) - set(history["metric"]))
     if missing:
-        raise ValueError(f"history has no {missing}; its metrics are {sorted(set(history[c.metric]))}")
-    fig, axes, archs = _panels(history, c.arch, nrows=len(metrics))
+        raise ValueError(f"history has no {missing}; its metrics are {sorted(set(history['metric']))}")
+    fig, axes, archs = _panels(history, "arch", nrows=len(metrics))
     for row, metric in enumerate(metrics):
         for ax, arch in zip(axes[row], archs):
-            panel = _in_arch(history[history[c.metric] == metric], c.arch, arch)
-            sns.lineplot(data=panel, x=x, y=c.value, hue=hue, estimator="median", errorbar=("pi", 50),
+            panel = _in_arch(history[history["metric"] == metric], "arch", arch)
+            sns.lineplot(data=panel, x=x, y="value", hue=hue, estimator="median", errorbar=("pi", 50),
                          marker="o", ax=ax)
             ax.set(title=f"{arch or ''} {metric}".strip(), xlabel=x, ylabel=metric)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -310,9 +302,7 @@ def image_grid(
         ncols: images per row.
         panel_inches: size of each image in inches.
     """
-    if hasattr(images, "detach"):
-        images = images.detach().cpu()
-    array = np.asarray(images)
+    array = _array(images)
     if array.ndim == 4 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 3 or len(array) == 0:
@@ -376,4 +366,66 @@ def plot_nearest_train_similarity(nearest: pd.DataFrame, bins: int = 60) -> Figu
     ax.set_title(f"Test slices vs their nearest train slices (n = {len(nearest)}; dashed: medians)",
                  fontsize="medium")
     ax.legend(fontsize="small", loc="upper left")
+# -- Grad-CAM figures (the maps and their agreement are computed in mri_synth.gradcam) --------------------------------
+
+def real_vs_synthetic_figure(real_image, real_cam, synthetic_images, synthetic_cams, *, title: str = "",
+                             captions: Sequence[str] | None = None, panel_inches: float = 1.9) -> Figure:
+    """The thesis's Grad-CAM panel: the real slice and its variations (top), their CAM overlays (bottom).
+
+    Args:
+        real_image: uint8 ``[1, H, W]`` (tensor or array); ``real_cam`` its map ``[H, W]``.
+        synthetic_images: uint8 ``[K, 1, H, W]``; ``synthetic_cams`` their maps ``[K, H, W]``.
+        title: Figure title (e.g. ``"source Moderate_Demented, explained for Moderate_Demented"``).
+        captions: ``1 + K`` column captions; default ``real``, ``synthetic 1`` ...
+    """
+    from mri_synth.gradcam import overlay_cam  # imported on use: it loads the model registry and pytorch-grad-cam
+
+    images = np.concatenate([_array(real_image)[None], _array(synthetic_images)])
+    cams = np.concatenate([_array(real_cam)[None], _array(synthetic_cams)])
+    if len(images) != len(cams):
+        raise ValueError(f"{len(synthetic_images)} variations but {len(synthetic_cams)} CAMs; give one CAM each")
+    captions = list(captions) if captions is not None else \
+        ["real"] + [f"synthetic {i + 1}" for i in range(len(synthetic_images))]
+    if len(captions) != len(images):
+        raise ValueError(f"{len(captions)} captions for {len(images)} columns (the real slice + each variation)")
+    fig = new_figure(panel_inches * len(images), 2 * panel_inches + 0.6)
+    axes = fig.subplots(2, len(images), squeeze=False)
+    for column, (image, cam, caption) in enumerate(zip(images, cams, captions)):
+        axes[0, column].imshow(image[0], cmap="gray", vmin=0, vmax=255)
+        axes[0, column].set_title(caption, fontsize="small")
+        axes[1, column].imshow(overlay_cam(image, cam))
+        for ax in axes[:, column]:
+            ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def plot_agreement(table: pd.DataFrame) -> Figure:
+    """Box plots of each agreement metric per class: real-synthetic pairs beside the unrelated-real baseline.
+
+    Reads the tidy table of :func:`mri_synth.gradcam.agreement_table`.
+    """
+    from mri_synth.gradcam import PAIR_KINDS  # imported on use, as above
+
+    if table.empty:
+        raise ValueError("the agreement table is empty: make it with agreement_table from at least one pair")
+    metrics = list(dict.fromkeys(table["metric"]))
+    fig = new_figure(5.0 * len(metrics), 3.8)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    order = [c for c in CLASS_NAMES if c in set(table["class_name"])]
+    for ax, metric in zip(axes, metrics):
+        part = table[table["metric"] == metric]
+        _boxplot(data=part, x="class_name", y="value", hue="pair_kind", order=order, hue_order=list(PAIR_KINDS),
+                 ax=ax, showfliers=False)
+        sns.stripplot(data=part, x="class_name", y="value", hue="pair_kind", order=order,
+                      hue_order=list(PAIR_KINDS), dodge=True, jitter=False, ax=ax, size=2.5, palette="dark:black",
+                      legend=False)  # no jitter: the figure is the same on every run
+        ax.set_title(metric)
+        ax.set_xlabel("source class")
+        ax.set_ylabel("agreement of the two CAMs")
+        ax.tick_params(axis="x", labelrotation=15)
+    for ax in axes[1:]:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
     return fig

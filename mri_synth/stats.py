@@ -1,7 +1,7 @@
 """Statistics of a study: per-setting summaries with bootstrap intervals and paired comparisons of policies.
 
-Reads the study runner's tidy results table (one row per trial x metric; see :class:`ResultColumns` for the
-columns it expects) and never trains or loads anything itself. It provides
+Reads the study runner's tidy results table (one row per trial x metric, with the runner's column names) and
+never trains or loads anything itself. It provides
 
 * :func:`summarize`: per setting (group-by columns) the median and the mean of a metric, each with a
   bootstrap confidence interval;
@@ -18,32 +18,11 @@ Figures are left to :mod:`mri_synth.plots`; running trials and writing the table
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-
-@dataclass(frozen=True)
-class ResultColumns:
-    """Names of the results table's columns; pass another instance to read a table named differently."""
-
-    metric: str = "metric"
-    value: str = "value"
-    policy: str = "policy"
-    arch: str = "arch"
-    seed: str = "seed"
-    real_fraction: str = "real_fraction"
-    synthetic: str = "synthetic"
-    synthetic_fraction: str = "synthetic_fraction"
-    synthetic_classes: str = "synthetic_classes"
-    augment: str = "augment"
-    epoch: str = "epoch"
-
-
-COLUMNS = ResultColumns()
-"""The runner's own column names."""
 
 # Which direction is "better" for each metric the runner writes; recall_<class> is handled by prefix.
 LOWER_IS_BETTER: dict[str, bool] = {
@@ -114,33 +93,32 @@ def require_columns(table: pd.DataFrame, names: Sequence[str], what: str = "resu
     missing = [name for name in names if name not in table.columns]
     if missing:
         raise ValueError(
-            f"the {what} lacks column(s) {missing}; it has {list(table.columns)}. Rename them, or pass "
-            "columns=ResultColumns(...) naming the table's own columns"
+            f"the {what} lacks column(s) {missing}; it has {list(table.columns)}. Rename them to the runner's "
+            "column names (mri_synth.study writes them)"
         )
 
 
-def metric_rows(results: pd.DataFrame, metric: str, *, columns: ResultColumns = COLUMNS) -> pd.DataFrame:
+def metric_rows(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The rows of one metric, with a clear error if the metric is absent."""
-    require_columns(results, [columns.metric, columns.value])
-    rows = results[results[columns.metric] == metric]
+    require_columns(results, ["metric", "value"])
+    rows = results[results["metric"] == metric]
     if rows.empty:
-        available = sorted(results[columns.metric].astype(str).unique())
-        raise ValueError(f"no rows with {columns.metric} == {metric!r}; the table has {available}")
+        available = sorted(results["metric"].astype(str).unique())
+        raise ValueError(f"no rows with metric == {metric!r}; the table has {available}")
     return rows
 
 
-def with_method(results: pd.DataFrame, *, name: str = "method", columns: ResultColumns = COLUMNS) -> pd.DataFrame:
+def with_method(results: pd.DataFrame, *, name: str = "method") -> pd.DataFrame:
     """A copy of ``results`` with a column naming what a policy does, without its real fraction.
 
     ``policy`` labels such as "30% real + 70% diffusion" change with the fraction; curves over real fractions
     need one label per arm instead: "real only", "+ diffusion", "+ diffusion (Mild_Demented+...)",
     "+ repeat", "+ autoaugment", "+ diffusion + autoaugment".
     """
-    c = columns
-    require_columns(results, [c.synthetic, c.augment, c.synthetic_classes])
-    synthetic = results[c.synthetic].astype(str)
-    classes = results[c.synthetic_classes].astype(str)
-    augment = results[c.augment].astype(str)
+    require_columns(results, ["synthetic", "augment", "synthetic_classes"])
+    synthetic = results["synthetic"].astype(str)
+    classes = results["synthetic_classes"].astype(str)
+    augment = results["augment"].astype(str)
     synthetic_part = ("+ " + synthetic).where(synthetic != "none", "")
     synthetic_part = synthetic_part.where((classes == "all") | (synthetic == "none"),
                                           synthetic_part + " (" + classes + ")")
@@ -184,7 +162,6 @@ def summarize(
     n_resamples: int = 2000,
     min_repeats: int = 2,
     seed: int = 0,
-    columns: ResultColumns = COLUMNS,
 ) -> pd.DataFrame:
     """Median and mean of ``metric`` per setting, each with a bootstrap confidence interval.
 
@@ -197,7 +174,6 @@ def summarize(
         n_resamples: bootstrap resamples per interval.
         min_repeats: settings with fewer repeats raise; pass 1 to get NaN intervals for them instead.
         seed: seed of the bootstrap resampling, so a summary is reproducible.
-        columns: the table's column names.
 
     Returns:
         One row per setting: the ``by`` columns, ``metric``, ``n``, ``median``, ``median_lo``, ``median_hi``,
@@ -206,8 +182,8 @@ def summarize(
     Raises:
         ValueError: missing columns or metric, or a setting with fewer than ``min_repeats`` repeats.
     """
-    by = list(by) if by is not None else [columns.arch, columns.policy, columns.real_fraction]
-    rows = metric_rows(results, metric, columns=columns)
+    by = list(by) if by is not None else ["arch", "policy", "real_fraction"]
+    rows = metric_rows(results, metric)
     require_columns(rows, by)
     by = setting_columns(rows, by)
     sizes = rows.groupby(by, sort=True, dropna=False).size()
@@ -220,7 +196,7 @@ def summarize(
         )
     records = []
     for key, group in rows.groupby(by, sort=True, dropna=False):
-        values = group[columns.value].to_numpy(dtype=float)
+        values = group["value"].to_numpy(dtype=float)
         records.append({
             **dict(zip(by, key if isinstance(key, tuple) else (key,))), "metric": metric, "n": values.size,
             **_centres(values, "", confidence=confidence, n_resamples=n_resamples, seed=seed),
@@ -231,22 +207,22 @@ def summarize(
 
 
 def _paired_values(
-    rows: pd.DataFrame, policy: str, within: list[str], pair_on: list[str], columns: ResultColumns
+    rows: pd.DataFrame, policy: str, within: list[str], pair_on: list[str]
 ) -> pd.Series:
-    chosen = rows[rows[columns.policy] == policy]
+    chosen = rows[rows["policy"] == policy]
     if chosen.empty:
-        available = sorted(rows[columns.policy].astype(str).unique())
+        available = sorted(rows["policy"].astype(str).unique())
         raise ValueError(f"no rows of policy {policy!r}; the table's policies are {available}")
     index = within + pair_on
     duplicated = chosen[chosen.duplicated(index, keep=False)]
     if not duplicated.empty:
         varying = [c for c in chosen.columns
-                   if c not in index + [columns.value] and duplicated.groupby(index)[c].nunique().max() > 1]
+                   if c not in index + ["value"] and duplicated.groupby(index)[c].nunique().max() > 1]
         raise ValueError(
             f"policy {policy!r} has several rows per {index} (they differ in {varying}); add those columns to "
             "within= or filter the table to one setting first"
         )
-    return chosen.set_index(index)[columns.value].astype(float)
+    return chosen.set_index(index)["value"].astype(float)
 
 
 def compare_policies(
@@ -262,7 +238,6 @@ def compare_policies(
     n_resamples: int = 2000,
     min_pairs: int = 2,
     seed: int = 0,
-    columns: ResultColumns = COLUMNS,
 ) -> pd.DataFrame:
     """Paired comparison of policy ``a`` against policy ``b`` on ``metric``, per group of ``within``.
 
@@ -282,7 +257,6 @@ def compare_policies(
         n_resamples: bootstrap resamples per interval.
         min_pairs: fewest pairs a group may have.
         seed: seed of the bootstrap resampling.
-        columns: the table's column names.
 
     Returns:
         One row per ``within`` group: ``a``, ``b``, ``metric``, ``n_pairs``, ``median_a``, ``median_b``,
@@ -293,13 +267,13 @@ def compare_policies(
     Raises:
         ValueError: missing columns, metric or policy; duplicate rows per pair; no or too few paired repeats.
     """
-    within = list(within) if within is not None else [columns.arch]
-    pair_on = list(pair_on) if pair_on is not None else [columns.seed]
+    within = list(within) if within is not None else ["arch"]
+    pair_on = list(pair_on) if pair_on is not None else ["seed"]
     lower = is_lower_better(metric) if lower_is_better is None else lower_is_better
-    rows = metric_rows(results, metric, columns=columns)
-    require_columns(rows, [columns.policy, *within, *pair_on])
-    values_a = _paired_values(rows, a, within, pair_on, columns)
-    values_b = _paired_values(rows, b, within, pair_on, columns)
+    rows = metric_rows(results, metric)
+    require_columns(rows, ["policy", *within, *pair_on])
+    values_a = _paired_values(rows, a, within, pair_on)
+    values_b = _paired_values(rows, b, within, pair_on)
     paired = pd.concat({"a": values_a, "b": values_b}, axis=1, join="inner")
     if paired.empty:
         raise UnpairedError(
@@ -354,7 +328,6 @@ def compare_to_reference(
     *,
     policies: Sequence[str] | None = None,
     within: Sequence[str] | None = None,
-    columns: ResultColumns = COLUMNS,
     **options,
 ) -> pd.DataFrame:
     """Every policy paired against ``reference``: one tidy table with Holm-adjusted p-values per group.
@@ -367,24 +340,22 @@ def compare_to_reference(
             that share no repeats with the reference within a group.
         within: as in :func:`compare_policies`; grid columns that vary in the table (epochs, budget, ...) are
             added, so two grids are compared separately.
-        columns: the table's column names.
         **options: passed to :func:`compare_policies` (pair_on, lower_is_better, confidence, ...).
 
     Returns:
         The rows of :func:`compare_policies` for each policy, plus ``p_holm``: the p-values adjusted for the
         number of policies compared within each group.
     """
-    within = list(within) if within is not None else [columns.arch]
-    rows = metric_rows(results, metric, columns=columns)
-    require_columns(rows, [columns.policy])
+    within = list(within) if within is not None else ["arch"]
+    rows = metric_rows(results, metric)
+    require_columns(rows, ["policy"])
     # grids (epochs, budgets, ...) are compared separately; the generator differs between arms by design
     within = setting_columns(rows, within, exclude=("generator",))
-    chosen = policies if policies is not None else sorted(set(rows[columns.policy].astype(str)) - {reference})
+    chosen = policies if policies is not None else sorted(set(rows["policy"].astype(str)) - {reference})
     tables = []
     for policy in chosen:
         try:
-            tables.append(compare_policies(rows, policy, reference, metric, within=within, columns=columns,
-                                           **options))
+            tables.append(compare_policies(rows, policy, reference, metric, within=within, **options))
         except UnpairedError:
             # Only the default "every policy" may skip an arm that was never paired (e.g. another arch's).
             if policies is not None:
@@ -402,7 +373,6 @@ def thesis_comparison(
     metric: str = "test_loss",
     *,
     arch: str = "cnn",
-    columns: ResultColumns = COLUMNS,
     **options,
 ) -> pd.DataFrame:
     """The thesis's CNN medians beside this study's medians of the matching settings.
@@ -415,36 +385,34 @@ def thesis_comparison(
         results: the runner's long results table.
         metric: our metric set beside the thesis's median held-out loss (``test_loss``, the final epoch's).
         arch: our architecture to match with the thesis's basic CNN.
-        columns: the table's column names.
         **options: passed to :func:`summarize` (confidence, n_resamples, min_repeats, seed).
 
     Returns:
         One row per (thesis setting, our matching policy): ``thesis_setting``, ``thesis_median``,
         ``policy``, ``synthetic``, ``n``, ``median``, ``median_lo``, ``median_hi``, ``ratio`` (ours / thesis).
     """
-    c = columns
-    require_columns(results, [c.arch, c.real_fraction, c.synthetic_fraction, c.synthetic, c.augment,
-                              c.synthetic_classes, c.policy])
-    plain = results[(results[c.arch] == arch) & (results[c.augment] == "none")
-                    & (results[c.synthetic_classes] == "all")]
-    by = [c.policy, c.synthetic, c.real_fraction, c.synthetic_fraction]
-    ours = (summarize(plain, metric, by=by, columns=c, **options) if not plain.empty
+    require_columns(results, ["arch", "real_fraction", "synthetic_fraction", "synthetic", "augment",
+                              "synthetic_classes", "policy"])
+    plain = results[(results["arch"] == arch) & (results["augment"] == "none")
+                    & (results["synthetic_classes"] == "all")]
+    by = ["policy", "synthetic", "real_fraction", "synthetic_fraction"]
+    ours = (summarize(plain, metric, by=by, **options) if not plain.empty
             else pd.DataFrame(columns=[*by, "n", "median", "median_lo", "median_hi"]))
     records = []
     for thesis in THESIS_CNN_MEDIANS.itertuples(index=False):
-        kind = ours[c.synthetic].astype(str)
+        kind = ours["synthetic"].astype(str)
         same_kind = ~kind.isin(_NOT_GENERATIVE) if thesis.synthetic == "generative" else kind == thesis.synthetic
         match = ours[same_kind
-                     & np.isclose(ours[c.real_fraction].astype(float), thesis.real_fraction)
-                     & np.isclose(ours[c.synthetic_fraction].astype(float), thesis.synthetic_fraction)]
+                     & np.isclose(ours["real_fraction"].astype(float), thesis.real_fraction)
+                     & np.isclose(ours["synthetic_fraction"].astype(float), thesis.synthetic_fraction)]
         base = {"thesis_setting": thesis.thesis_setting, "thesis_median": thesis.thesis_median}
         if match.empty:
             records.append({**base, "policy": None, "synthetic": None, "n": 0, "median": np.nan,
                             "median_lo": np.nan, "median_hi": np.nan})
         grid = [col for col in ours.columns if col in GRID_COLUMNS]  # present when the table holds several grids
         for row in match.to_dict("records"):
-            records.append({**base, **{col: row[col] for col in grid}, "policy": row[c.policy],
-                            "synthetic": row[c.synthetic], "n": row["n"],
+            records.append({**base, **{col: row[col] for col in grid}, "policy": row["policy"],
+                            "synthetic": row["synthetic"], "n": row["n"],
                             "median": row["median"], "median_lo": row["median_lo"], "median_hi": row["median_hi"]})
     table = pd.DataFrame.from_records(records)
     table["ratio"] = table["median"] / table["thesis_median"]

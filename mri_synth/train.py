@@ -6,17 +6,17 @@ augmented there (``augment``, an independent draw per image), resized and normal
 model is evaluated on the fixed held-out set after every epoch (and after the last step of a step budget). It
 returns the trained model and a history table with one row per evaluation.
 
-Speed (benchmarks/train_throughput.py; results in benchmarks/results/): channels-last activations and PyTorch's
-fused Adam kernel are on by default; bf16 autocast is on where the hardware runs bf16 natively (CUDA, or CPUs with
-AVX-512 bf16 / AMX, like the 2-core development Xeon, where bf16 + channels-last trained the basic CNN 1.6x faster
-than fp32 NCHW in one side-by-side run). On the CPU, freed memory stays in the heap (``heap``), so a step does not
-page-fault its activations in afresh (about 1.1-1.3x). The basic CNN puts max-pool before ReLU (models.py).
-``torch.compile`` is an option (``TrainConfig.compile``), off by default: on this CPU it made the CNN step slower
-(about 330 against 900 img/s, after 28 s of compiling); it is meant for long CUDA runs.
+Speed: channels-last activations and PyTorch's fused Adam kernel are on by default; bf16 autocast is on where the
+hardware runs bf16 natively (CUDA, or CPUs with AVX-512 bf16 / AMX); the basic CNN puts max-pool before ReLU
+(models.py). A CPU step also runs faster when freed memory stays in the process heap instead of being page-faulted
+in afresh (``heap``); that setting is process-wide, so the entry points (the CLI, the notebook batch, the
+benchmark) turn it on and ``fit`` leaves it alone. ``torch.compile`` is an option (``TrainConfig.compile``), off by
+default: it is meant for long CUDA runs. What each of these gains, measured and dated: ``benchmarks/README.md``.
 
-A run is a pure function of its inputs and config: the seed fixes the initial weights, the batch order, every
-augmentation draw and any dropout, so on the CPU the same seed gives the same history to the last digit (the
-wall time aside). Left to others: which images to train on (``study``), how the models are built (``models``).
+A run is a pure function of its inputs and config, with no process-wide side effect: the seed fixes the initial
+weights, the batch order, every augmentation draw and any dropout, so on the CPU the same seed gives the same history
+to the last digit (the wall time aside). Left to others: which images to train on (``study``), how the models are
+built (``models``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from mri_synth import heap
 from mri_synth.augment import POLICIES, make_augment
-from mri_synth.data import CLASS_NAMES, NUM_CLASSES
+from mri_synth.constants import CLASS_NAMES, NUM_CLASSES
 from mri_synth.models import ModelSpec, create_model, get_spec
 
 LR_SCHEDULES = ("cosine",)
@@ -65,9 +64,6 @@ class TrainConfig:
         bf16: bf16 autocast; ``None`` means ``default_bf16(device)``: on for CUDA and CPUs with native bf16.
         channels_last: Channels-last memory format; ``None`` means on.
         eval_batch_size: Images per forward pass during evaluation.
-        retain_cpu_heap: On the CPU, keep freed memory in the process heap (``heap.retain_freed_memory``) so the
-            step's large activations are not mapped and zero-filled afresh every step: 10-20% faster on the CPU.
-            Process-wide; ``False`` leaves the C library's setting as it is.
     """
 
     epochs: int = 10
@@ -85,7 +81,6 @@ class TrainConfig:
     bf16: bool | None = None
     channels_last: bool | None = None
     eval_batch_size: int = 64  # on the CPU 64 evaluates ~2x faster than 256 (a batch's activations stay in cache)
-    retain_cpu_heap: bool = True
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -272,8 +267,6 @@ def fit(model_name_or_module: str | nn.Module, train_images: torch.Tensor, train
     bf16 = default_bf16(device) if config.bf16 is None else config.bf16
     channels_last = True if config.channels_last is None else config.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    if device.type == "cpu" and config.retain_cpu_heap:
-        heap.retain_freed_memory()
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         # The global generators (initial weights, dropout) are seeded inside a fork, so the caller's are untouched.

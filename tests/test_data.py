@@ -153,6 +153,21 @@ def test_second_load_comes_from_the_cache(tmp_cache, monkeypatch):
     assert torch.equal(first.train.images, second.train.images) and first.test.ids == second.test.ids
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not a torch file"])
+def test_an_unreadable_cache_is_rebuilt_with_a_warning_naming_it(tmp_cache, damage):
+    first = D.load_data("sample")
+    [cache_file] = (tmp_cache / "data").glob("*.pt")
+    whole = cache_file.read_bytes()
+    cache_file.write_bytes(whole[: len(whole) // 2] if damage == "truncated" else b"garbage")
+    with pytest.warns(UserWarning, match=f"data cache {cache_file}.*cannot be read.*rebuilding"):
+        second = D.load_data("sample")
+    assert torch.equal(first.train.images, second.train.images) and first.train.ids == second.train.ids
+    assert cache_file.read_bytes() == whole  # rebuilt: the next load reads it without a word
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert D.load_data("sample").test.ids == first.test.ids
+
+
 def test_cache_key_changes_when_the_source_changes(real_data, tmp_path, tmp_cache):
     root = tmp_path / "imgs"
     D.export_image_folder(real_data.train.subset(D.stratified_sample(real_data.train.labels, 0.01, 0)), root)
@@ -214,6 +229,33 @@ def _folder(tmp_path, classes):
         (tmp_path / name).mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (128, 128), dtype=np.uint8)).save(tmp_path / name / "a.png")
     return tmp_path
+
+
+def test_a_download_wrapper_folder_is_looked_through_with_a_message(tmp_path, tmp_cache):
+    # Kaggle's zip unpacks as "Alzheimer_s Dataset/{train,test}/<class>/"; a README may lie beside the wrapper
+    download = tmp_path / "download"
+    wrapper = download / "Alzheimer_s Dataset"
+    for split in ("train", "test"):
+        _folder(wrapper / split, D.CLASS_NAMES)
+    (download / "README.txt").write_text("from kaggle")
+    (download / "__MACOSX" / "Alzheimer_s Dataset").mkdir(parents=True)  # what a zip made on a Mac adds
+    with pytest.warns(UserWarning, match="holds only the folder 'Alzheimer_s Dataset'.*reading the dataset from"):
+        loaded = D.load_data(download)
+    assert loaded.source == str(wrapper.resolve())
+    assert loaded.train.class_counts() == [1, 1, 1, 1] and loaded.test.ids[0] == "test/Mild_Demented/a.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the dataset's own folder needs no looking through
+        assert D.load_data(wrapper).fingerprint == loaded.fingerprint
+
+
+def test_a_folder_with_images_or_a_single_class_is_no_wrapper(tmp_path):
+    one_class = _folder(tmp_path / "one", ["Non_Demented"])
+    with pytest.raises(D.DataSourceError, match="no folder for Mild_Demented"):
+        D.load_data(one_class, cache=False)
+    beside = _folder(tmp_path / "beside" / "inner", D.CLASS_NAMES).parent
+    Image.fromarray(np.zeros((128, 128), dtype=np.uint8)).save(beside / "stray.png")
+    with pytest.raises(D.DataSourceError, match="unknown class folder 'inner'"):
+        D.load_data(beside, cache=False)
 
 
 def test_unknown_class_folder_lists_the_expected_names(tmp_path):

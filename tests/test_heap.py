@@ -1,8 +1,10 @@
-"""Keeping freed memory in the heap: page faults stop, fit() switches it on for the CPU, bad limits are refused."""
+"""Keeping freed memory in the heap: page faults stop, in this process and in child processes; only entry points
+(the CLI here, the notebook batch in test_notebooks.py) switch it on, never fit(); bad limits are refused."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from mri_synth import heap
+from mri_synth import cli, heap
 from mri_synth.models import tiny_model
 from mri_synth.train import TrainConfig, fit
 
@@ -22,7 +24,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 _FAULTS_SCRIPT = """
 import json, resource, statistics, sys, torch
 from mri_synth import heap
-state = heap.retain_freed_memory(sys.argv[1] == "keep")
+state = heap.retain_freed_memory(sys.argv[1] == "keep") if sys.argv[1] != "inherited" else None
 faults = []
 for _ in range(19):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -60,15 +62,40 @@ def test_a_limit_mallopt_cannot_take_is_refused(limit):
         heap.retain_freed_memory(limit_bytes=limit)
 
 
-def test_fit_keeps_freed_memory_on_the_cpu_unless_told_not_to(monkeypatch):
+@pytest.mark.skipif(not GLIBC, reason="GLIBC_TUNABLES is glibc's; other C libraries ignore it")
+def test_processes_started_inside_the_block_keep_freed_memory(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    with heap.retained_in_subprocesses() as value:
+        assert os.environ["GLIBC_TUNABLES"] == value
+        inherited = _faults_per_round("inherited")  # the child itself never calls mallopt
+    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"  # put back as it was
+    assert value.startswith("glibc.malloc.arena_max=2:") and "glibc.malloc.mmap_threshold=1073741824" in value
+    assert inherited["faults"] == 0
+    assert _faults_per_round("inherited")["faults"] >= 16  # started after the block: the default allocator again
+
+
+def test_tunables_keep_the_callers_entries_and_thresholds():
+    assert heap.tunables(4096) == "glibc.malloc.mmap_threshold=4096:glibc.malloc.trim_threshold=4096"
+    mine = "glibc.malloc.trim_threshold=99:glibc.malloc.tcache_count=0"
+    assert heap.tunables(4096, mine) == mine + ":glibc.malloc.mmap_threshold=4096"
+    with pytest.raises(ValueError, match="limit_bytes"):
+        heap.tunables(2**31)
+
+
+def test_fit_leaves_the_process_allocator_alone(monkeypatch):
     calls = []
     monkeypatch.setattr(heap, "retain_freed_memory", lambda *args, **kwargs: calls.append(args) or True)
+    monkeypatch.setattr(heap, "_mallopt", lambda: calls.append("mallopt"))
     images = torch.randint(0, 256, (8, 1, 64, 64), dtype=torch.uint8)
     labels = torch.arange(8) % 4
     model, spec = tiny_model("cnn")
-    config = TrainConfig(max_steps=1, batch_size=4, progress=False, device="cpu")
-    fit(model, images, labels, images, labels, config, spec=spec)
+    fit(model, images, labels, images, labels, TrainConfig(max_steps=1, batch_size=4, progress=False, device="cpu"),
+        spec=spec)
+    assert calls == []
+
+
+def test_the_cli_keeps_freed_memory_for_its_process(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(heap, "retain_freed_memory", lambda *args, **kwargs: calls.append(args) or True)
+    assert cli.main(["notebooks", "--profile", "no_such_profile"]) == 2  # fails fast, after the entry point's setup
     assert calls == [()]
-    fit(model, images, labels, images, labels, TrainConfig(max_steps=1, batch_size=4, progress=False,
-                                                           device="cpu", retain_cpu_heap=False), spec=spec)
-    assert calls == [()]  # not called again: the process's setting is left as it is

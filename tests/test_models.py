@@ -4,6 +4,9 @@ Fast on a CPU: the architectures are exercised through ``tiny_model`` (the same 
 with two blocks); the full-size registry entries are only built to check their single-channel stems.
 """
 
+import subprocess
+import sys
+
 import huggingface_hub
 import pytest
 import timm
@@ -20,6 +23,17 @@ ARCHS = ["cnn", "resnet18", "vit"]
 
 def _images(n: int = 3, size: int = 128) -> torch.Tensor:
     return torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+
+def test_models_know_the_class_count_without_the_data_loader():
+    # constants is a leaf: the registry reads the class count there, and data re-exports the same objects
+    code = ("import sys, mri_synth.models, mri_synth.constants as c; "
+            "print('mri_synth.data' in sys.modules, c.NUM_CLASSES, c.IMAGE_SIZE, len(c.CLASS_NAMES))")
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "4", "128", "4"]
+    from mri_synth import constants, data
+    assert data.CLASS_NAMES is constants.CLASS_NAMES and data.NUM_CLASSES == constants.NUM_CLASSES == 4
+    assert create_model("cnn", pretrained=False)(torch.zeros(1, 1, 128, 128)).shape == (1, constants.NUM_CLASSES)
 
 
 def test_registry_names_and_unknown_name():

@@ -85,6 +85,20 @@ def test_cached_trains_once(toy_sources, tmp_path):
     assert again.fingerprint == first.fingerprint
 
 
+def test_an_unreadable_cached_generator_is_trained_again(toy_sources, tmp_path):
+    images, labels, ids = toy_sources
+    cfg = DiffusionConfig.toy(train_steps=3)
+    first = DiffusionGenerator.cached(cfg, images, labels, ids, cache_root=tmp_path, device="cpu", cpu_threads=1,
+                                        progress=False)
+    [weights] = tmp_path.glob("*/unet/*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, as by a full disk
+    with pytest.warns(UserWarning, match=f"cached diffusion generator {weights.parent.parent} cannot be read"):
+        again = DiffusionGenerator.cached(cfg, images, labels, ids, cache_root=tmp_path, device="cpu",
+                                            cpu_threads=1, progress=False)
+    assert again.losses == first.losses  # the same seeded training, saved again
+    assert DiffusionGenerator.load(weights.parent.parent).losses == first.losses
+
+
 def test_bank_fill_with_diffusion_matches_direct_variations(trained, toy_sources, tmp_path):
     images, labels, ids = toy_sources
     bank = SyntheticBank(tmp_path)

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_SIZE = 128
-"""Height and width of every image the study uses, real or synthetic."""
+from mri_synth.constants import IMAGE_SIZE
 
 STATUSES = ("ok", "refused", "error", "missing")
 """What a generator may report for one source: made images, declined (content policy or another 4xx), failed

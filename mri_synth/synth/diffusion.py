@@ -6,9 +6,9 @@ noised to ``strength`` (0..1 of the noise schedule) and denoised under its own c
 analogue of an image-variation API. :meth:`DiffusionGenerator.sample` draws new slices of a class from pure noise.
 
 Size: the model works at ``image_size`` (16-128 px); sources are area-downsampled to it and results bilinearly
-upsampled to 128. On this project's 2-core CPU a 32 px model trains at roughly 100+ images/s, so CPU runs use
-small models briefly (:meth:`DiffusionConfig.toy`, :meth:`DiffusionConfig.quick`); the real size
-(:meth:`DiffusionConfig.gpu`) wants a GPU.
+upsampled to 128. Training cost grows fast with the size, so CPU runs use small models briefly
+(:meth:`DiffusionConfig.toy`, :meth:`DiffusionConfig.quick`); the real size (:meth:`DiffusionConfig.gpu`) wants a
+GPU. Measured training rates, dated: ``benchmarks/README.md``.
 
 No information leaves the machine, and a model learns only from the images passed to :meth:`train`: its
 ``fingerprint`` includes a hash of their ids, so a bank never mixes generators trained on different subsets.
@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -32,9 +33,9 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from mri_synth import paths
-from mri_synth.synth.base import IMAGE_SIZE, SourceResult, check_sources, fingerprint_of, ids_key, variant_seed
+from mri_synth.constants import IMAGE_SIZE, NUM_CLASSES
+from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of, ids_key, variant_seed
 
-NUM_CLASSES = 4
 PRESETS = ("toy", "quick", "gpu")
 """The sizes of the generator, each a ``DiffusionConfig`` class method; ``DiffusionConfig.preset(name)`` picks one."""
 
@@ -142,8 +143,8 @@ class DiffusionGenerator:
         config: Model and sampling settings; see :class:`DiffusionConfig` and its presets.
         device: Where to train and sample; default CUDA when available, else the CPU.
         cpu_threads: Torch CPU threads while training and sampling (None keeps torch's setting). On a CPU shared
-            with other jobs, 1 thread was 20x faster than 2 here: OpenMP threads spin while a sibling waits for
-            its core. Not part of the fingerprint (results are the same).
+            with other jobs fewer threads can be much faster: OpenMP threads spin while a sibling waits for its
+            core (measured: ``benchmarks/README.md``). Not part of the fingerprint (results are the same).
     """
 
     name = "diffusion"
@@ -355,12 +356,17 @@ class DiffusionGenerator:
         """Load the model trained on exactly these ids with this config and seed, or train and save it.
 
         The cache lives in ``cache_root`` (default ``mri_synth.paths.cache_dir()/"diffusion"``), one folder per
-        (config, training ids, seed), so a study trains one generator per real subset once.
+        (config, training ids, seed), so a study trains one generator per real subset once. A cached model that
+        cannot be read is trained again, with a warning naming its folder.
         """
         key = fingerprint_of("diffusion", {"config": asdict(config), "train_ids_sha256": ids_key(ids), "seed": seed})
         folder = Path(cache_root) if cache_root is not None else paths.cache_dir() / "diffusion"
         if (folder / key / "generator.json").exists():
-            return cls.load(folder / key, device=device, cpu_threads=cpu_threads)
+            try:
+                return cls.load(folder / key, device=device, cpu_threads=cpu_threads)
+            except Exception as err:  # a truncated weights file, a damaged generator.json: train it again
+                warnings.warn(f"the cached diffusion generator {folder / key} cannot be read ({type(err).__name__}); "
+                              "training it again", stacklevel=2)
         folder.mkdir(parents=True, exist_ok=True)
         generator = cls(config, device=device, cpu_threads=cpu_threads).train(images, labels, ids, seed=seed, progress=progress)
         generator.save(folder / key)
