@@ -366,6 +366,9 @@ def plot_nearest_train_similarity(nearest: pd.DataFrame, bins: int = 60) -> Figu
     ax.set_title(f"Test slices vs their nearest train slices (n = {len(nearest)}; dashed: medians)",
                  fontsize="medium")
     ax.legend(fontsize="small", loc="upper left")
+    return fig
+
+
 # -- Grad-CAM figures (the maps and their agreement are computed in mri_synth.gradcam) --------------------------------
 
 def real_vs_synthetic_figure(real_image, real_cam, synthetic_images, synthetic_cams, *, title: str = "",
