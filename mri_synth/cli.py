@@ -48,7 +48,8 @@ def _study(args: argparse.Namespace) -> None:
 
     config = ArchitectureStudy(arch=args.arch, data_source=args.data or "", real_fractions=args.fractions,
                                arms=args.arms, n_seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs,
-                               max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                               max_steps=args.max_steps, equal_steps=args.equal_steps, batch_size=args.batch_size,
+                               lr=args.lr, weight_decay=args.weight_decay, splits=args.split,
                                pretrained=args.pretrained, input_size=args.input_size,
                                diffusion_preset=args.diffusion_preset, openai_model=args.openai_model,
                                openai_quality=args.openai_quality, synthetic_folder=_absolute(args.synthetic_folder),
@@ -132,8 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--epochs", type=int, default=default["epochs"])
     st.add_argument("--max-steps", type=int, default=default["max_steps"],
                     help="a budget in optimizer steps instead of epochs")
+    st.add_argument("--equal-steps", action="store_true",
+                    help="every arm trains epochs x ceil(100%% pool / batch size) steps (arms differ in images only)")
+    st.add_argument("--split", nargs="+", default=list(default["splits"]), choices=["slice", "subject"],
+                    help="evaluations: slice (the source's split, thesis-comparable), subject (people never seen)")
     st.add_argument("--batch-size", type=int, default=default["batch_size"])
     st.add_argument("--lr", type=float, default=default["lr"])
+    st.add_argument("--weight-decay", type=float, default=default["weight_decay"])
     st.add_argument("--pretrained", action="store_true", help="start from pretrained weights (timm cache or file)")
     st.add_argument("--input-size", type=int, default=default["input_size"],
                     help="model input side; 0 keeps the registry's")

@@ -16,7 +16,8 @@ from . import paths
 from .config import NotebookConfig
 from .data import load_data
 from .models import get_spec
-from .study import StudyContext, TrialSpec, load_results, run_study, study_grid
+from .runner import load_results, run_study
+from .study import StudyContext, TrialSpec, study_grid
 from .synth.registry import DEFAULT_DIFFUSION_PRESET, GeneratorSettings, settings_from
 
 
@@ -31,12 +32,15 @@ class ArchitectureStudy(NotebookConfig):
     arch: str = "cnn"  # a model registry name
     real_fractions: tuple[float, ...] = (1.0, 0.3)  # shares of the real training images, nested across fractions
     arms: tuple[str, ...] = ("none", "repeat", "diffusion", "autoaugment@0.3")  # see study.parse_arm
-    n_seeds: int = 5  # repeats per setting (the thesis used 100)
+    splits: tuple[str, ...] = ("slice",)  # evaluations: slice (thesis-comparable), subject (people never seen)
+    n_seeds: int = 5  # repeats per setting (the thesis used 100); in subject mode repeat r tests person fold r % 5
     first_seed: int = 0  # index of the first repeat, to extend a finished study
     epochs: int = 10  # the thesis trained a fixed number of epochs
     max_steps: int = 0  # a budget in optimizer steps instead (the same for every arm); 0 keeps the epoch budget
+    equal_steps: bool = False  # every arm trains epochs x ceil(100% pool / batch_size) steps: arms differ in images only
     batch_size: int = 64
     lr: float = 1e-3  # Adam
+    weight_decay: float = 0.0  # Adam's; the thesis used none
     pretrained: bool = False  # ImageNet weights for resnet18/vit (timm cache or a local file); the CNN has none
     input_size: int = 0  # model input side; 0 keeps the registry's (224 for the pretrained models)
     diffusion_preset: str = DEFAULT_DIFFUSION_PRESET  # the diffusion arm's generator: toy, quick, gpu
@@ -52,10 +56,13 @@ class ArchitectureStudy(NotebookConfig):
             raise ValueError(f"n_seeds must be a positive int (repeats per setting), got {self.n_seeds!r}")
         if self.max_steps < 0:
             raise ValueError(f"max_steps must be >= 0 (0 means the budget is in epochs), got {self.max_steps}")
-        specs = study_grid([self.arch], self.real_fractions, self.arms, range(self.first_seed,
-                           self.first_seed + self.n_seeds), self.generator_settings(), epochs=self.epochs,
-                           max_steps=self.max_steps or None, batch_size=self.batch_size, lr=self.lr,
-                           pretrained=self.pretrained, input_size=self.input_size)
+        specs = [spec for split in self.splits
+                 for spec in study_grid([self.arch], self.real_fractions, self.arms,
+                                        range(self.first_seed, self.first_seed + self.n_seeds),
+                                        self.generator_settings(), epochs=self.epochs,
+                                        max_steps=self.max_steps or None, equal_steps=self.equal_steps,
+                                        batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                                        split=split, pretrained=self.pretrained, input_size=self.input_size)]
         object.__setattr__(self, "specs", tuple(specs))
 
     def generator_settings(self) -> GeneratorSettings:
@@ -70,7 +77,7 @@ class ArchitectureStudy(NotebookConfig):
     def plan(self) -> pd.DataFrame:
         """Trials per arm and real fraction: what the run will do (or resume)."""
         table = pd.DataFrame([s.table_columns() for s in self.specs])
-        return table.groupby(["real_fraction", "policy"], sort=False).size().rename("trials").to_frame()
+        return table.groupby(["split", "real_fraction", "policy"], sort=False).size().rename("trials").to_frame()
 
 
 def run_architecture(config: ArchitectureStudy, *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:

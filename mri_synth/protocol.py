@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .data import MRIData, Split
 
 SPLIT_MODES = ("slice", "subject")
 VALIDATION_SHARE = 0.15
@@ -126,3 +130,54 @@ def people_sample(labels: np.ndarray, groups: np.ndarray, fraction: float, seed:
         keep = min(len(members), max(1, math.floor(fraction * len(members) + 0.5)))
         chosen.extend(members[order[:keep]].tolist())
     return np.flatnonzero(np.isin(groups, chosen))
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """One evaluation's slices: the pool a trial's real subset comes from, validation and test (disjoint)."""
+
+    mode: str
+    fold: int
+    pool: "Split"
+    validation: "Split"
+    test: "Split"
+
+    def real_subset(self, fraction: float, seed: int) -> "Split":
+        """The trial's real images: ``fraction`` of the pool's slices (``slice``) or people (``subject``) per class."""
+        import torch
+
+        from .data import stratified_sample
+
+        if self.mode == "slice":
+            return self.pool.subset(stratified_sample(self.pool.labels, fraction, seed=seed))
+        index = people_sample(self.pool.labels.numpy(), self.pool.groups.numpy(), fraction, seed)
+        return self.pool.subset(torch.from_numpy(index))
+
+
+def fold_of(mode: str, repeat: int, n_folds: int = N_FOLDS) -> int:
+    """The test fold of repeat ``repeat``: folds x seeds in ``subject`` mode, the one source split in ``slice``."""
+    return repeat % n_folds if check_mode(mode) == "subject" else 0
+
+
+def evaluation(data: "MRIData", mode: str, fold: int = 0) -> Evaluation:
+    """The pool, validation and test slices of ``data`` in evaluation ``mode`` (``fold`` in ``subject`` mode)."""
+    import torch
+
+    from .data import Split
+
+    check_mode(mode)
+    train, test = data.train, data.test
+    groups = None
+    if train.groups is not None and test.groups is not None:
+        groups = torch.cat([train.groups, test.groups])
+    both = Split(torch.cat([train.images, test.images]), torch.cat([train.labels, test.labels]), train.ids + test.ids,
+                 groups)
+    if mode == "slice":
+        part = slice_partition(train.labels.numpy(), len(test))
+    else:
+        if groups is None:
+            raise ValueError(f"the subject evaluation needs each slice's person: load {data.source} with "
+                             "load_data(..., subjects=True) (the default), or use split='slice'")
+        part = subject_partition(both.labels.numpy(), groups.numpy(), fold)
+    pick = lambda index: both.subset(torch.from_numpy(index))  # noqa: E731
+    return Evaluation(mode, part.fold, pick(part.pool), pick(part.validation), pick(part.test))

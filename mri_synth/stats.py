@@ -46,7 +46,8 @@ THESIS_CNN_MEDIANS = pd.DataFrame(
 _NOT_GENERATIVE = ("none", "repeat")
 
 
-GRID_COLUMNS = ("budget", "epochs", "max_steps", "batch_size", "lr", "input_size", "pretrained", "generator")
+GRID_COLUMNS = ("split", "protocol", "budget", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "input_size",
+                "pretrained", "generator")
 """Spec columns that make a grid: trials that differ in any of them are never pooled into one summary or pair."""
 
 

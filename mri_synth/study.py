@@ -5,34 +5,33 @@ generators it names): a stratified real sample (nested across fractions, the sam
 optionally topped up with synthetic images drawn only from variants of that sample (or, in the control arm, with the
 sample's own images repeated), trained by ``train.fit`` and evaluated on the fixed held-out split.
 
-:func:`run_study` runs a grid of specs, writes each finished trial to its own file atomically and skips trials
-already there, so a killed study resumes where it stopped and ends with the same table as an uninterrupted one.
-Results come back as tidy long tables (see :func:`load_results`). Statistics and figures are ``stats`` and ``plots``.
+Running a grid of specs (resumable, one file per finished trial) is :mod:`mri_synth.runner`'s; statistics and figures
+are ``stats`` and ``plots``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
-import subprocess
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import paths
 from .augment import POLICIES
 from .data import CLASS_NAMES, MRIData, Split, check_fraction, stratified_sample
+from .protocol import Evaluation, check_mode, evaluation, fold_of
 from .synth import registry
 from .synth.registry import GeneratorSettings
+
+PROTOCOL = 2
+"""The trial protocol: 2 carves a validation set that chooses checkpoints (the test split is read only for the
+reported numbers) and knows the ``slice``/``subject`` evaluations; 1 marks older trials, chosen on test."""
 
 CONTROL_ARMS = ("none", "repeat")
 """Arms that add no generated image: none (real images only) and repeat (the control: the trial's own real images
@@ -59,17 +58,25 @@ class TrialSpec:
     synthetic_fraction: float = 0.0  # images added, as a share of the FULL training set's size
     synthetic_classes: tuple[str, ...] = ()  # classes that receive them; empty means all
     augment: str = "none"  # a policy of augment.POLICIES
-    epochs: int = 10  # training budget in epochs (ignored when max_steps is set)
+    epochs: int = 10  # training budget in epochs; with equal_steps, in epochs of the 100% pool for every arm
     max_steps: int | None = None  # training budget in optimizer steps, the same for every arm
+    equal_steps: bool = False  # every arm trains epochs x ceil(100% pool / batch_size) steps (the fair comparison)
     batch_size: int = 64
     lr: float = 1e-3
-    seed: int = 0  # the repeat index: it picks the real subset (shared by every policy) and the training seed
+    weight_decay: float = 0.0  # Adam's; the thesis used none
+    split: str = "slice"  # the evaluation: slice (the source's split, thesis-comparable) or subject (people unseen)
+    seed: int = 0  # the repeat index: the real subset (shared by every policy), the training seed, the subject fold
     pretrained: bool | None = None  # None: the registry's default for the architecture
     input_size: int = 0  # model input side in pixels; 0 means the registry's (224 for the pretrained models)
     generator: str = ""  # the generator's label (registry): what decides its images; empty for none/repeat arms
+    protocol: int = PROTOCOL  # 2: a validation set chooses checkpoints; 1: older trials chosen on test (read only)
 
     def __post_init__(self) -> None:
         check_fraction(self.real_fraction, "real_fraction")
+        check_mode(self.split)
+        if self.equal_steps and self.max_steps:
+            raise ValueError("set either max_steps (a budget in steps) or equal_steps (epochs of the 100% pool), "
+                             "not both")
         object.__setattr__(self, "synthetic_classes", tuple(sorted(self.synthetic_classes)))
         if self.synthetic not in synthetic_kinds():
             raise ValueError(f"synthetic must be one of {synthetic_kinds()}, got {self.synthetic!r}")
@@ -100,6 +107,8 @@ class TrialSpec:
         if unknown:
             raise ValueError(f"a trial spec with fields {sorted(unknown)} that this version does not know: it was "
                              "written by another version of mri_synth; read it with that version or rerun the trial")
+        # specs stored before the protocol field existed were chosen on test: readable, never reused for new trials
+        values = {"protocol": 1, **values}
         return cls(**{k: tuple(v) if k == "synthetic_classes" else v for k, v in values.items()})
 
     @property
@@ -109,7 +118,13 @@ class TrialSpec:
 
     @property
     def budget(self) -> str:
-        return "steps" if self.max_steps else "epochs"
+        """``steps`` (max_steps), ``equal_steps`` (epochs of the 100% pool for every arm) or ``epochs``."""
+        return "steps" if self.max_steps else "equal_steps" if self.equal_steps else "epochs"
+
+    @property
+    def fold(self) -> int:
+        """The test fold (``subject`` mode: repeat ``seed`` uses fold ``seed % 5``; ``slice`` mode: 0)."""
+        return fold_of(self.split, self.seed)
 
     @property
     def policy(self) -> str:
@@ -129,8 +144,10 @@ class TrialSpec:
             "trial_key": self.key, "arch": self.arch, "real_fraction": self.real_fraction,
             "synthetic": self.synthetic, "synthetic_fraction": self.synthetic_fraction,
             "synthetic_classes": "+".join(self.synthetic_classes) or "all", "augment": self.augment,
+            "split": self.split, "fold": self.fold, "protocol": self.protocol,
             "budget": self.budget, "epochs": self.epochs, "max_steps": self.max_steps or 0,
-            "batch_size": self.batch_size, "lr": self.lr, "input_size": self.input_size,
+            "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+            "input_size": self.input_size,
             "pretrained": {None: "default", True: "yes", False: "no"}[self.pretrained], "seed": self.seed,
             "policy": self.policy, "generator": self.generator, "generator_kind": generator_kind(self.synthetic),
         }
@@ -210,6 +227,17 @@ class StudyContext:
     device: str = "auto"
     cpu_threads: int = 0  # 0: torch's default; 1 is faster when other jobs share a small CPU (no spin-waiting)
     progress: bool = False  # inner progress bars (training, generation); the study has its own
+    _evaluations: dict = field(default_factory=dict, init=False, repr=False)
+
+    def evaluation(self, spec: TrialSpec) -> Evaluation:
+        """The pool, validation and test slices of ``spec``'s evaluation (built once per split and fold)."""
+        if spec.protocol != PROTOCOL:
+            raise ValueError(f"trial {spec.key} was run under protocol {spec.protocol} (checkpoints chosen on test); "
+                             "its results stay readable but it cannot be run again: run it as a new trial")
+        key = (spec.split, spec.fold)
+        if key not in self._evaluations:
+            self._evaluations[key] = evaluation(self.data, spec.split, spec.fold)
+        return self._evaluations[key]
 
     def generator_settings(self, spec: TrialSpec) -> GeneratorSettings:
         """The settings that build ``spec``'s generator: its label's content, this context's way of running."""
@@ -247,9 +275,13 @@ def _repeat_draw(members: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def training_set(spec: TrialSpec, context: StudyContext) -> TrainingSet:
-    """The real sample of the trial's repeat plus its synthetic (or repeated) images."""
-    full = context.data.train
-    real = full.subset(stratified_sample(full.labels, spec.real_fraction, seed=spec.seed))
+    """The real sample of the trial's repeat plus its synthetic (or repeated) images.
+
+    The real sample is drawn from the evaluation's pool (validation and test carved out first): slices per class in
+    ``slice`` mode, whole people per class in ``subject`` mode; a generator learns from that sample only.
+    """
+    full = context.evaluation(spec).pool
+    real = context.evaluation(spec).real_subset(spec.real_fraction, spec.seed)
     wanted = synthetic_per_class(spec, full.class_counts())
     if spec.synthetic == "none" or sum(wanted) == 0:
         return TrainingSet(real.images, real.labels, real.ids, (), "")
@@ -277,157 +309,64 @@ def training_set(spec: TrialSpec, context: StudyContext) -> TrainingSet:
     return TrainingSet(torch.cat(images), torch.cat(labels), real.ids, tuple(sources), generator.fingerprint)
 
 
+def step_budget(spec: TrialSpec, pool_size: int) -> int | None:
+    """Optimizer steps of the trial: ``max_steps``; with ``equal_steps``, ``epochs x ceil(pool / batch)`` for
+    every arm (the 100% pool after the validation carve); ``None``: the thesis's epochs of its own training set."""
+    if spec.max_steps:
+        return spec.max_steps
+    return spec.epochs * math.ceil(pool_size / spec.batch_size) if spec.equal_steps else None
+
+
+def selection_criterion(spec: TrialSpec) -> str:
+    """What chooses the checkpoint on validation: the loss in ``slice`` mode, the dementia AUC in ``subject``."""
+    return "val_loss" if spec.split == "slice" else "val_dementia_auc"
+
+
+def test_readouts(proba: torch.Tensor, test: Split) -> dict[str, float]:
+    """Every reported number of one checkpoint on the test slices: the four-way metrics and the dementia readouts."""
+    from .readouts import dementia_readouts
+    from .train import metrics_from_proba
+
+    four_way = metrics_from_proba(proba, test.labels)
+    groups = None if test.groups is None else test.groups.numpy()
+    return {"test_loss": four_way.pop("loss"), **four_way, **dementia_readouts(proba.numpy(), test.labels, groups)}
+
+
 def run_trial(spec: TrialSpec, context: StudyContext) -> dict[str, Any]:
-    """Train and evaluate one trial; return its metrics, its per-epoch history and what it was trained on."""
+    """Train and evaluate one trial; return its metrics, its history, its test probabilities, what it trained on.
+
+    The checkpoint is chosen on the evaluation's validation slices (:func:`selection_criterion`); the test slices
+    are read only to report the chosen checkpoint (``test_loss``, ..., the primary numbers) and the last step
+    (``..._last``).
+    """
     from .models import get_spec
     from .train import TrainConfig, fit
 
     start = time.perf_counter()
+    ev = context.evaluation(spec)
     train_set = training_set(spec, context)
-    config = TrainConfig(epochs=spec.epochs, max_steps=spec.max_steps, batch_size=spec.batch_size, lr=spec.lr,
-                         augment=spec.augment, device=context.device, seed=spec.seed, progress=context.progress)
+    config = TrainConfig(epochs=spec.epochs, max_steps=step_budget(spec, len(ev.pool)), batch_size=spec.batch_size,
+                         lr=spec.lr, weight_decay=spec.weight_decay, augment=spec.augment, device=context.device,
+                         seed=spec.seed, progress=context.progress)
     model_spec = get_spec(spec.arch)
     if spec.input_size:
         model_spec = model_spec.with_input_size(spec.input_size)
-    result = fit(spec.arch, train_set.images, train_set.labels, context.data.test.images, context.data.test.labels,
-                 config, spec=model_spec, pretrained=spec.pretrained)
-    history = result.history
-    final = history.iloc[-1]
-    best = history.loc[history["test_loss"].idxmin()]
-    metrics = {k: float(final[k]) for k in history.columns if k not in ("epoch", "step", "wall_time_s")}
-    metrics |= {"best_test_loss": float(best["test_loss"]), "best_epoch": float(best["epoch"]),
-                "steps": float(final["step"]), "train_images": float(len(train_set.labels)),
-                "real_images": float(len(train_set.real_ids)), "synthetic_images": float(len(train_set.synthetic_sources)),
-                "train_time_s": time.perf_counter() - start}
-    return {"metrics": metrics, "history": history.to_dict(orient="list"),
-            "generator_fingerprint": train_set.generator_fingerprint}
+    result = fit(spec.arch, train_set.images, train_set.labels, ev.test.images, ev.test.labels, config,
+                 spec=model_spec, pretrained=spec.pretrained, validation=(ev.validation.images, ev.validation.labels),
+                 selection=selection_criterion(spec))
+    best, last = test_readouts(result.test_proba_best, ev.test), test_readouts(result.test_proba_last, ev.test)
+    metrics = {**best, **{f"{k}_last": v for k, v in last.items()},
+               "best_step": float(result.best_step), "steps": float(result.optimizer_steps),
+               "train_images": float(len(train_set.labels)), "real_images": float(len(train_set.real_ids)),
+               "synthetic_images": float(len(train_set.synthetic_sources)),
+               "train_time_s": time.perf_counter() - start}
+    return {"metrics": metrics, "history": result.history.to_dict(orient="list"),
+            "generator_fingerprint": train_set.generator_fingerprint,
+            "predictions": {"test_ids": np.array(ev.test.ids), "test_labels": ev.test.labels.numpy(),
+                            "proba_best": result.test_proba_best.numpy().astype(np.float16),
+                            "proba_last": result.test_proba_last.numpy().astype(np.float16)}}
 
 
-# ------------------------------------------------------------------------------------------------ the runner
-
-
-def provenance(data: MRIData) -> dict[str, Any]:
-    """What a result depends on beyond its spec: data, code version, packages, machine."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.PROJECT_ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.PROJECT_ROOT,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", False
-    versions = {p: metadata.version(p) for p in ("torch", "torchvision", "timm", "diffusers", "numpy", "pandas")}
-    return {"data_source": data.source, "data_fingerprint": data.fingerprint, "git_commit": commit,
-            "git_dirty": dirty, "versions": versions, "python": platform.python_version(),
-            "machine": platform.machine(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""}
-
-
-def _atomic_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, default=float))
-    os.replace(tmp, path)
-
-
-def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: str | os.PathLike, *,
-              progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run every spec not yet in ``results_dir``; return the (results, history) tables of all of them.
-
-    Each finished trial is written atomically to ``results_dir/trials/<key>.json``, so a killed study loses at most
-    the trial it was running and the next call resumes there. ``results.parquet`` and ``history.parquet`` are
-    rewritten at the end. A results folder made from other data is refused rather than mixed.
-    """
-    results_dir = Path(results_dir)
-    trials_dir = results_dir / "trials"
-    trials_dir.mkdir(parents=True, exist_ok=True)
-    prov = provenance(context.data)
-    prov_file = results_dir / "provenance.json"
-    if prov_file.exists():
-        earlier = json.loads(prov_file.read_text())
-        if earlier["data_fingerprint"] != prov["data_fingerprint"]:
-            raise ValueError(f"{results_dir} holds results on data {earlier['data_source']} ({earlier['data_fingerprint']})"
-                             f", not {context.data.source}: choose another results folder for this data")
-    else:
-        _atomic_json(prov_file, prov)
-    migrate_trial_keys(trials_dir)
-    todo = [s for s in specs if not (trials_dir / f"{s.key}.json").exists()]
-    if context.cpu_threads:
-        torch.set_num_threads(context.cpu_threads)
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="trials", unit="trial", disable=not progress)
-    for spec in todo:
-        bar.set_postfix_str(f"{spec.arch} {spec.policy} seed {spec.seed}")
-        outcome = run_trial(spec, context)
-        _atomic_json(trials_dir / f"{spec.key}.json", {"spec": asdict(spec), "columns": spec.table_columns(),
-                                                         "provenance": {"git_commit": prov["git_commit"]}, **outcome})
-        bar.update(1)
-    bar.close()
-    results, history = load_results(results_dir, keys=[s.key for s in specs])
-    results.to_parquet(results_dir / "results.parquet")
-    history.to_parquet(results_dir / "history.parquet")
-    return results, history
-
-
-def migrate_trial_keys(trials_dir: str | os.PathLike) -> int:
-    """Give trial files written under an older key scheme their current key, so they are reused, not rerun.
-
-    Older versions put the diffusion preset into the spec of every arm; a ``none`` or ``repeat`` trial's key then
-    changed with the preset. Each file's stored spec is read back through :class:`TrialSpec` (which drops the
-    label where no generator is used) and the file is rewritten under that spec's key. A file whose current key
-    is already taken by another is moved to ``superseded/`` beside them, never deleted.
-
-    Returns:
-        How many files were given a new key.
-    """
-    trials_dir = Path(trials_dir)
-    moved = 0
-    for path in sorted(trials_dir.glob("*.json")):
-        trial = json.loads(path.read_text())
-        spec = TrialSpec.from_dict(trial["spec"])
-        if spec.key == path.stem:
-            continue
-        target = trials_dir / f"{spec.key}.json"
-        if target.exists():
-            (trials_dir / "superseded").mkdir(exist_ok=True)
-            os.replace(path, trials_dir / "superseded" / path.name)
-            continue
-        _atomic_json(target, {**trial, "spec": asdict(spec), "columns": spec.table_columns(),
-                              "migrated_from": path.stem})
-        path.unlink()
-        moved += 1
-    if moved:
-        print(f"{trials_dir}: {moved} trial file(s) written by an older version were given their current key")
-    return moved
-
-
-def load_results(results_dir: str | os.PathLike, keys: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The tidy tables of a results folder (or of several, searched recursively).
-
-    Returns:
-        ``results``: one row per trial x metric (spec columns, ``metric``, ``value``);
-        ``history``: one row per trial x evaluation x metric (spec columns, ``epoch``, ``step``, ``metric``, ``value``).
-        Rows follow ``keys`` when given, else the trials' file order.
-    """
-    root = Path(results_dir)
-    # keyed by each stored spec's current key, so files written under an older key scheme read as today's
-    trials = {}
-    for path in sorted(root.rglob("trials/*.json")):
-        trial = json.loads(path.read_text())
-        trials[TrialSpec.from_dict(trial["spec"]).key] = trial
-    if keys is not None:
-        missing = [k for k in keys if k not in trials]
-        if missing:
-            raise ValueError(f"{len(missing)} trial(s) missing from {root}: run the study to finish them")
-        trials = {k: trials[k] for k in keys}
-    rows, hist = [], []
-    for trial in trials.values():
-        cols = TrialSpec.from_dict(trial["spec"]).table_columns()  # today's columns, also for older files
-        rows += [{**cols, "metric": m, "value": v} for m, v in trial["metrics"].items()]
-        h = pd.DataFrame(trial["history"])
-        long = h.melt(id_vars=["epoch", "step"], var_name="metric", value_name="value")
-        hist.append(long.assign(**cols))
-    results = pd.DataFrame(rows)
-    history = pd.concat(hist, ignore_index=True) if hist else pd.DataFrame()
-    return results, history
-
-
-__all__ = ["CONTROL_ARMS", "StudyContext", "TrainingSet", "TrialSpec", "generator_kind", "load_results",
-           "migrate_trial_keys", "parse_arm", "provenance", "run_study", "run_trial", "study_grid",
-           "synthetic_kinds", "synthetic_per_class", "training_set"]
+__all__ = ["CONTROL_ARMS", "PROTOCOL", "StudyContext", "TrainingSet", "TrialSpec", "generator_kind", "parse_arm",
+           "run_trial", "selection_criterion", "step_budget", "study_grid", "synthetic_kinds", "synthetic_per_class",
+           "test_readouts", "training_set"]

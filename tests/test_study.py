@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mri_synth import runner as R
 from mri_synth import study as S
 from mri_synth.data import CLASS_NAMES, stratified_sample
 
@@ -132,7 +133,7 @@ def _stable(table: pd.DataFrame) -> pd.DataFrame:
 
 def test_resume_after_a_kill_gives_the_same_table(context, tmp_path, monkeypatch):
     specs = _grid()
-    straight, _ = S.run_study(specs, context, tmp_path / "straight", progress=False)
+    straight, _ = R.run_study(specs, context, tmp_path / "straight", progress=False)
 
     calls = {"n": 0}
     real_run_trial = S.run_trial
@@ -145,13 +146,13 @@ def test_resume_after_a_kill_gives_the_same_table(context, tmp_path, monkeypatch
 
     monkeypatch.setattr(S, "run_trial", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
-        S.run_study(specs, context, tmp_path / "resumed", progress=False)
+        R.run_study(specs, context, tmp_path / "resumed", progress=False)
     assert len(list((tmp_path / "resumed" / "trials").glob("*.json"))) == 2
     monkeypatch.setattr(S, "run_trial", real_run_trial)
 
     ran = []
     monkeypatch.setattr(S, "run_trial", lambda spec, ctx: ran.append(spec.key) or real_run_trial(spec, ctx))
-    resumed, history = S.run_study(specs, context, tmp_path / "resumed", progress=False)
+    resumed, history = R.run_study(specs, context, tmp_path / "resumed", progress=False)
     assert len(ran) == len(specs) - 2  # the two finished trials were not run again
     pd.testing.assert_frame_equal(_stable(resumed), _stable(straight))
     assert set(history.metric) >= {"test_loss", "accuracy", "ece"} and (tmp_path / "resumed" / "results.parquet").exists()
@@ -159,7 +160,7 @@ def test_resume_after_a_kill_gives_the_same_table(context, tmp_path, monkeypatch
 
 def test_results_carry_spec_provenance_and_every_metric(context, tmp_path):
     spec = S.TrialSpec(real_fraction=0.3, synthetic="repeat", synthetic_fraction=0.7, **TINY)
-    results, _ = S.run_study([spec], context, tmp_path, progress=False)
+    results, _ = R.run_study([spec], context, tmp_path, progress=False)
     metrics = set(results.metric)
     assert {"test_loss", "best_test_loss", "accuracy", "balanced_accuracy", "macro_f1", "ece", "train_time_s",
             *(f"recall_{c}" for c in CLASS_NAMES)} <= metrics
@@ -173,16 +174,16 @@ def test_results_carry_spec_provenance_and_every_metric(context, tmp_path):
 
 def test_step_budget_gives_every_arm_the_same_number_of_steps(context, tmp_path):
     specs = S.study_grid(["cnn"], [0.3], ["none", "repeat"], [0], max_steps=6, batch_size=16)
-    results, _ = S.run_study(specs, context, tmp_path, progress=False)
+    results, _ = R.run_study(specs, context, tmp_path, progress=False)
     steps = results[results.metric == "steps"].set_index("policy").value
     assert steps.tolist() == [6.0, 6.0] and set(results.budget) == {"steps"}
 
 
 def test_results_from_other_data_are_not_mixed(context, tmp_path, real_data):
-    S.run_study([S.TrialSpec(real_fraction=0.3, **TINY)], context, tmp_path, progress=False)
+    R.run_study([S.TrialSpec(real_fraction=0.3, **TINY)], context, tmp_path, progress=False)
     other = S.StudyContext(data=real_data, bank_root=context.bank_root)
     with pytest.raises(ValueError, match="choose another results folder"):
-        S.run_study([S.TrialSpec(real_fraction=0.3, **TINY)], other, tmp_path, progress=False)
+        R.run_study([S.TrialSpec(real_fraction=0.3, **TINY)], other, tmp_path, progress=False)
 
 
 def test_changing_the_diffusion_preset_reruns_only_diffusion_trials(context, tmp_path, monkeypatch):
@@ -193,12 +194,12 @@ def test_changing_the_diffusion_preset_reruns_only_diffusion_trials(context, tmp
                             GeneratorSettings(diffusion_preset=preset), **TINY)
 
     toy = grid("toy")
-    S.run_study(toy, context, tmp_path, progress=False)
+    R.run_study(toy, context, tmp_path, progress=False)
     ran = []
     real_run_trial = S.run_trial
     monkeypatch.setattr(S, "run_trial", lambda spec, ctx: ran.append(spec) or real_run_trial(spec, ctx))
     tiny = [replace(s, generator="toy:train_steps=3") if s.synthetic == "diffusion" else s for s in toy]
-    results, _ = S.run_study(tiny, context, tmp_path, progress=False)
+    results, _ = R.run_study(tiny, context, tmp_path, progress=False)
     assert [s.synthetic for s in ran] == ["diffusion"] and ran[0].generator == "toy:train_steps=3"
     assert set(results.generator) == {"", "toy:train_steps=3"}
 
@@ -208,7 +209,7 @@ def test_trial_files_of_the_older_key_scheme_are_reused_not_rerun(context, tmp_p
     from dataclasses import asdict
 
     spec = S.TrialSpec(real_fraction=0.3, **TINY)
-    S.run_study([spec], context, tmp_path, progress=False)
+    R.run_study([spec], context, tmp_path, progress=False)
     # rewrite the file as an older version stored it: the diffusion preset in every arm's spec and key
     path = tmp_path / "trials" / f"{spec.key}.json"
     trial = json.loads(path.read_text())
@@ -216,8 +217,8 @@ def test_trial_files_of_the_older_key_scheme_are_reused_not_rerun(context, tmp_p
     old_key = hashlib.sha256(json.dumps(old_spec, sort_keys=True).encode()).hexdigest()[:16]
     path.unlink()
     (tmp_path / "trials" / f"{old_key}.json").write_text(json.dumps({**trial, "spec": old_spec}))
-    old_results, _ = S.load_results(tmp_path)  # readable as it is: today's key and columns
+    old_results, _ = R.load_results(tmp_path)  # readable as it is: today's key and columns
     assert set(old_results.trial_key) == {spec.key} and set(old_results.generator) == {""}
     monkeypatch.setattr(S, "run_trial", lambda *a: pytest.fail("a finished trial was run again"))
-    results, _ = S.run_study([spec], context, tmp_path, progress=False)
+    results, _ = R.run_study([spec], context, tmp_path, progress=False)
     assert set(results.trial_key) == {spec.key} and path.exists()
