@@ -98,6 +98,9 @@ def _check_trials(trials: Sequence[StackedTrial], config: TrainConfig) -> int:
         trial_config(config, trial)  # TrainConfig checks the seed and the policy name
     if config.compile:
         raise StackingError("TrainConfig.compile is not supported in stacked training; set compile=False")
+    sizes = {tuple(t.train_images.shape[-2:]) for t in trials}
+    if len(sizes) > 1:
+        raise StackingError(f"stacked trials' images differ in size ({sorted(sizes)}); resize them to one size first")
     budgets = [step_budget(config, len(t.train_images)) for t in trials]
     if len(set(budgets)) > 1:
         sizes = [len(t.train_images) for t in trials]
@@ -119,19 +122,51 @@ def _load_model(module: nn.Module, params: dict[str, torch.Tensor], buffers: dic
     return module
 
 
+def _concat_plans(plans: list[Any]) -> Any:
+    """One augmentation plan for all images from per-model plans of one policy (same nesting of CPU tensors)."""
+    if isinstance(plans[0], torch.Tensor):
+        return torch.cat(plans)
+    return type(plans[0])(_concat_plans(list(parts)) for parts in zip(*plans))
+
+
 def _batches(streams: list[BatchStream], generators: list[torch.Generator], augments: list[Any],
              images: list[torch.Tensor], labels: list[torch.Tensor], spec: ModelSpec,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Every model's next batch, augmented with its own draws: ``[K, B, 1, S, S]``, ``[K, B]``, epochs ended."""
-    xs, ys, ended = [], [], []
-    for stream, generator, augment, x_train, y_train in zip(streams, generators, augments, images, labels):
+    """Every model's next batch, augmented with its own draws: ``[K, B, 1, S, S]``, ``[K, B]``, epochs ended.
+
+    Each model draws its batch order and its augmentation plan from its own generator, in the order ``fit`` does
+    (batch, then plan); the plans of one policy are then applied in one call to the K batches together, which
+    transforms each image by its own draw exactly as K separate calls would.
+    """
+    indices, ended, plans = [], [], []
+    for stream, generator, augment, x_train in zip(streams, generators, augments, images):
         index, epochs = stream.next()
-        index = index.to(device)
-        xs.append(augment(x_train[index], generator))  # model k's draws come from its own generator, in order
-        ys.append(y_train[index])
+        indices.append(index.to(device))
         ended.append(epochs)
-    x = spec.prepare(torch.cat(xs))  # per image: resizing and normalising all K batches at once changes nothing
-    return x.view(len(xs), -1, *x.shape[1:]), torch.stack(ys), ended
+        draw = getattr(augment, "draw", None)
+        plans.append(draw(len(index), *x_train.shape[-2:], generator) if draw is not None else None)
+    batch = len(indices[0])
+    x = torch.cat([x_train[index] for x_train, index in zip(images, indices)])
+    y = torch.stack([y_train[index] for y_train, index in zip(labels, indices)])
+    groups: dict[str, list[int]] = {}
+    for k, augment in enumerate(augments):
+        groups.setdefault(getattr(augment, "policy", "none"), []).append(k)
+    for policy, members in groups.items():
+        augment = augments[members[0]]
+        if policy == "none":
+            continue
+        if plans[members[0]] is None:  # an an augmentation without a draw/apply split: one call per model
+            for k in members:
+                x[k * batch:(k + 1) * batch] = augments[k](x[k * batch:(k + 1) * batch], generators[k])
+            continue
+        plan = _concat_plans([plans[k] for k in members])
+        if len(members) == len(augments):
+            x = augment.apply(x, plan)
+        else:
+            rows = torch.cat([torch.arange(k * batch, (k + 1) * batch) for k in members]).to(device)
+            x[rows] = augment.apply(x[rows], plan)
+    x = spec.prepare(x)  # per image: resizing and normalising all K batches at once changes nothing
+    return x.view(len(indices), batch, *x.shape[1:]), y, ended
 
 
 def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Tensor, test_labels: torch.Tensor,
