@@ -130,43 +130,44 @@ def _concat_plans(plans: list[Any]) -> Any:
 
 
 def _batches(streams: list[BatchStream], generators: list[torch.Generator], augments: list[Any],
-             images: list[torch.Tensor], labels: list[torch.Tensor], spec: ModelSpec,
+             images: torch.Tensor, labels: torch.Tensor, offsets: list[int], spec: ModelSpec,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Every model's next batch, augmented with its own draws: ``[K, B, 1, S, S]``, ``[K, B]``, epochs ended.
 
-    Each model draws its batch order and its augmentation plan from its own generator, in the order ``fit`` does
-    (batch, then plan); the plans of one policy are then applied in one call to the K batches together, which
-    transforms each image by its own draw exactly as K separate calls would.
+    ``images`` and ``labels`` are the K training sets end to end (model k's from ``offsets[k]``), so the K
+    batches are one gather. Each model draws its batch order and its augmentation plan from its own generator,
+    in the order ``fit`` does (batch, then plan); the plans of one policy are then applied in one call to the
+    K batches together, which transforms each image by its own draw exactly as K separate calls would.
     """
     indices, ended, plans = [], [], []
-    for stream, generator, augment, x_train in zip(streams, generators, augments, images):
+    for stream, generator, augment, offset in zip(streams, generators, augments, offsets):
         index, epochs = stream.next()
-        indices.append(index.to(device))
+        indices.append(index + offset)
         ended.append(epochs)
         draw = getattr(augment, "draw", None)
-        plans.append(draw(len(index), *x_train.shape[-2:], generator) if draw is not None else None)
-    batch = len(indices[0])
-    x = torch.cat([x_train[index] for x_train, index in zip(images, indices)])
-    y = torch.stack([y_train[index] for y_train, index in zip(labels, indices)])
+        plans.append(draw(len(index), *images.shape[-2:], generator) if draw is not None else None)
+    k, batch = len(indices), len(indices[0])
+    index = torch.cat(indices).to(device, non_blocking=True)
+    x, y = images[index], labels[index].view(k, batch)
     groups: dict[str, list[int]] = {}
-    for k, augment in enumerate(augments):
-        groups.setdefault(getattr(augment, "policy", "none"), []).append(k)
+    for i, augment in enumerate(augments):
+        groups.setdefault(getattr(augment, "policy", "none"), []).append(i)
     for policy, members in groups.items():
         augment = augments[members[0]]
         if policy == "none":
             continue
-        if plans[members[0]] is None:  # an an augmentation without a draw/apply split: one call per model
-            for k in members:
-                x[k * batch:(k + 1) * batch] = augments[k](x[k * batch:(k + 1) * batch], generators[k])
+        if plans[members[0]] is None:  # an augmentation without a draw/apply split: one call per model
+            for i in members:
+                x[i * batch:(i + 1) * batch] = augments[i](x[i * batch:(i + 1) * batch], generators[i])
             continue
-        plan = _concat_plans([plans[k] for k in members])
-        if len(members) == len(augments):
+        plan = _concat_plans([plans[i] for i in members])
+        if len(members) == k:
             x = augment.apply(x, plan)
         else:
-            rows = torch.cat([torch.arange(k * batch, (k + 1) * batch) for k in members]).to(device)
+            rows = torch.cat([torch.arange(i * batch, (i + 1) * batch) for i in members]).to(device)
             x[rows] = augment.apply(x[rows], plan)
     x = spec.prepare(x)  # per image: resizing and normalising all K batches at once changes nothing
-    return x.view(len(indices), batch, *x.shape[1:]), y, ended
+    return x.view(k, batch, *x.shape[1:]), y, ended
 
 
 def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Tensor, test_labels: torch.Tensor,
@@ -218,16 +219,18 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
     configs = [trial_config(config, trial) for trial in trials]
     generators = [torch.Generator().manual_seed(trial.seed) for trial in trials]
     augments = [make_augment(trial.augment) for trial in trials]
-    images = [trial.train_images.to(device) for trial in trials]
-    labels = [trial.train_labels.to(device) for trial in trials]
-    streams = [BatchStream(len(x), config.batch_size, g) for x, g in zip(images, generators)]
+    sizes = [len(trial.train_images) for trial in trials]
+    offsets = [sum(sizes[:k]) for k in range(len(trials))]
+    images = torch.cat([trial.train_images.to(device) for trial in trials])
+    labels = torch.cat([trial.train_labels.to(device) for trial in trials])
+    streams = [BatchStream(n, config.batch_size, g) for n, g in zip(sizes, generators)]
     x_test = test_images.to(device)
     logs = [EvaluationLog(x_test, test_labels, spec, c, device, bf16) for c in configs]
     optimizer = torch.optim.Adam(params.values(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scheduler = make_scheduler(optimizer, config, total_steps)
     loss_sums = torch.zeros(len(trials), device=device)
     for step in range(1, total_steps + 1):
-        x, y, ended = _batches(streams, generators, augments, images, labels, spec, device)
+        x, y, ended = _batches(streams, generators, augments, images, labels, offsets, spec, device)
         with _autocast(device, bf16):
             losses = step_losses(params, buffers, x, y)
         optimizer.zero_grad(set_to_none=True)

@@ -8,6 +8,9 @@ the 10-12 steps here the measured gaps are ~1e-5 (losses) and ~6e-5 (weights).
 """
 
 import math
+import re
+import subprocess
+import sys
 from dataclasses import replace
 
 import pandas as pd
@@ -15,6 +18,7 @@ import pytest
 import torch
 
 from mri_synth.models import tiny_model
+from mri_synth.paths import PROJECT_ROOT
 from mri_synth.stacked import StackedTrial, StackingError, fit_stacked, trial_config
 from mri_synth.train import TrainConfig, fit
 
@@ -164,3 +168,13 @@ def test_dropout_is_refused_because_its_masks_cannot_match(sample_data):
     assert math.isfinite(fit_stacked("vit", [trial], test.images, test.labels,
                                      TrainConfig(max_steps=1, batch_size=16, **FP32), spec=vit_spec,
                                      pretrained=False)[0].history["test_loss"].iloc[0])
+
+
+def test_stacked_benchmark_quick_mode_runs_end_to_end(tmp_path):
+    out = tmp_path / "stacked_throughput.txt"
+    script = PROJECT_ROOT / "benchmarks" / "stacked_throughput.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--threads", "1", "--rounds", "1", "--out", str(out)],
+                   check=True, cwd=PROJECT_ROOT, timeout=300, capture_output=True)
+    summary = out.read_text().split("## summary\n")[1].splitlines()
+    for k, line in zip((1, 2), summary, strict=True):
+        assert re.fullmatch(rf"K={k}: stacked [\d.]+ img/s, one at a time [\d.]+ img/s, [\d.]+x", line)
