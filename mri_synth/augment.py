@@ -13,6 +13,9 @@ every image of a mini-batch share its augmentation (wrong for this study). Here 
    sharpness, posterize, solarize) are torchvision's formulas with a per-image factor (tests compare every op
    with torchvision's, image by image).
 
+``PolicyAugment`` and ``BasicAugment`` expose the two halves as ``draw`` and ``apply``: ``stacked`` draws each
+model's plan from its own generator and applies all plans to the K models' batches at once.
+
 Policies (``POLICIES``, name -> factory; :func:`register_policy` adds one, and every list of policies in the
 project, the study's arms and the training config's check included, is read from it):
     none            the images unchanged.
@@ -248,16 +251,25 @@ class BasicAugment:
         self.max_shift = max_shift  # fraction of the side; the brain is roughly centred in every slice
         self.jitter = jitter  # brightness/contrast factor range 1 +- jitter; scanner intensities vary mildly
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        _check_images(images)
-        n, _, h, w = images.shape
+    def draw(self, n: int, height: int, width: int,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """Every image's flip, angle, shifts, brightness and contrast factors (CPU tensors ``[n]``)."""
 
         def uniform(bound: float) -> torch.Tensor:
             return (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * bound
 
         flip = torch.rand(n, generator=generator) < 0.5
-        angle, tx, ty = uniform(self.max_rotation), uniform(self.max_shift * w), uniform(self.max_shift * h)
-        brightness, contrast = 1 + uniform(self.jitter), 1 + uniform(self.jitter)
+        angle, tx, ty = uniform(self.max_rotation), uniform(self.max_shift * width), uniform(self.max_shift * height)
+        return flip, angle, tx, ty, 1 + uniform(self.jitter), 1 + uniform(self.jitter)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        _check_images(images)
+        return self.apply(images, self.draw(len(images), images.shape[-2], images.shape[-1], generator))
+
+    def apply(self, images: torch.Tensor, plan: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Run a drawn plan (``draw``) on the batch's device; each image is transformed by its own draw."""
+        flip, angle, tx, ty, brightness, contrast = plan
+        n = len(images)
         out = torch.where(_column(flip.to(images.device)), images.flip(-1), images)
         zeros = torch.zeros(n, dtype=torch.float64)
         theta = inverse_affine_theta(angle, tx, ty, zeros, zeros, zeros, zeros)

@@ -4,7 +4,10 @@
 cross-entropy on mini-batches cut from uint8 tensors that sit on the device for the whole run; the batch is
 augmented there (``augment``, an independent draw per image), resized and normalised by the model's spec, and the
 model is evaluated on the fixed held-out set after every epoch (and after the last step of a step budget). It
-returns the trained model and a history table with one row per evaluation.
+returns the trained model and a history table with one row per evaluation. Every batch is full: batches are cut
+from one permutation of the set after another, an epoch's last partial batch wrapping into the next
+(``BatchStream``), so the same step budget means the same steps whatever the set size, and ``stacked`` trains K
+such runs in one step with the same batches, draws and history as here.
 
 Speed: channels-last activations and PyTorch's fused Adam kernel are on by default; bf16 autocast is on where the
 hardware runs bf16 natively (CUDA, or CPUs with AVX-512 bf16 / AMX); the basic CNN puts max-pool before ReLU
@@ -50,7 +53,9 @@ class TrainConfig:
         epochs: Passes over the training images.
         max_steps: A budget in optimizer steps; when set it overrides ``epochs`` (evaluation still happens at
             every epoch end, and after the last step).
-        batch_size: Images per optimizer step (the last batch of an epoch may be smaller).
+        batch_size: Images per optimizer step. Every batch is full: an epoch's last partial batch wraps around
+            into the next epoch's permutation (``BatchStream``), so ``epochs`` is ``ceil(epochs * N / batch_size)``
+            steps.
         lr: Adam's learning rate.
         weight_decay: Adam's (L2) weight decay; 0 as in the thesis.
         augment: Augmentation policy name (``augment.POLICIES``), applied to every training batch.
@@ -230,6 +235,96 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec:
                               labels)
 
 
+def step_budget(config: TrainConfig, num_images: int) -> int:
+    """Optimizer steps of a run: ``config.max_steps``, or enough full batches for ``config.epochs`` passes."""
+    return config.max_steps or math.ceil(config.epochs * num_images / config.batch_size)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> Any:
+    """The learning-rate schedule of ``config`` over ``total_steps`` (``None`` for a constant rate)."""
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return None
+
+
+class BatchStream:
+    """Batch order of one run: full batches of one size cut from one random permutation after another.
+
+    An epoch's last partial batch is filled from the next permutation (it wraps around), so every step sees
+    ``batch_size`` images and the number of steps depends only on the budget, not on the set size: this is what
+    lets models with training sets of different sizes share a step (``stacked``). A set smaller than a batch
+    spans several permutations per batch. Permutations come from ``generator`` when the stream needs them, in
+    the middle of a run's sequence of augmentation draws, so a run consumes its generator in a fixed order.
+    """
+
+    def __init__(self, num_images: int, batch_size: int, generator: torch.Generator) -> None:
+        self.num_images, self.batch_size, self.generator = num_images, batch_size, generator
+        self.epochs_done = 0  # complete passes over the set
+        self._order, self._position, self._last_ended = torch.empty(0, dtype=torch.long), 0, 0
+
+    def next(self) -> tuple[torch.Tensor, int]:
+        """The next batch's indices (int64 ``[batch_size]``, CPU) and how many epochs ended within it."""
+        parts, needed, ended = [], self.batch_size, 0
+        while needed:
+            if self._position == len(self._order):
+                self._order, self._position = torch.randperm(self.num_images, generator=self.generator), 0
+            take = min(needed, self.num_images - self._position)
+            parts.append(self._order[self._position:self._position + take])
+            self._position += take
+            needed -= take
+            if self._position == self.num_images:
+                ended += 1
+        self.epochs_done += ended
+        self._last_ended = ended
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)), ended
+
+    def epoch_label(self) -> int:
+        """The history's epoch of the last batch: the epoch it completed, else the epoch it is part of."""
+        return self.epochs_done if self._last_ended else self.epochs_done + 1
+
+
+class EvaluationLog:
+    """The history of one run: evaluates on the held-out set, keeps one row per evaluation and early stopping.
+
+    ``record`` is called after the steps that end an epoch and after the last step; ``result`` hands back the
+    trained model (the best one when early stopping) with the history. ``fit`` keeps one per run, ``stacked`` one
+    per stacked model, so the two write the same table.
+    """
+
+    def __init__(self, test_images: torch.Tensor, test_labels: torch.Tensor, spec: ModelSpec, config: TrainConfig,
+                 device: torch.device, bf16: bool) -> None:
+        self.test_images, self.test_labels, self.spec, self.config = test_images, test_labels, spec, config
+        self.device, self.bf16 = device, bf16
+        self.rows: list[dict[str, float]] = []
+        self.best_loss, self.best_state, self.best_epoch = math.inf, None, None
+        self.since_best, self.stopped_early, self._last_step = 0, False, 0
+        self._start = time.perf_counter()
+
+    def record(self, model: nn.Module, epoch: int, step: int, loss_sum: torch.Tensor) -> dict[str, float]:
+        """Evaluate ``model`` after ``step``; ``loss_sum`` is the sum of the training losses since the last row."""
+        metrics = evaluate(model, self.test_images, self.test_labels, self.spec,
+                           batch_size=self.config.eval_batch_size, device=self.device, bf16=self.bf16)
+        row = {"epoch": epoch, "step": step, "train_loss": (loss_sum / (step - self._last_step)).item(),
+               "test_loss": metrics.pop("loss"), **metrics, "wall_time_s": time.perf_counter() - self._start}
+        self.rows.append(row)
+        self._last_step = step
+        if self.config.early_stopping_patience is not None:
+            if row["test_loss"] < self.best_loss:
+                self.best_loss, self.best_epoch, self.since_best = row["test_loss"], epoch, 0
+                self.best_state = copy.deepcopy(model.state_dict())
+            else:
+                self.since_best += 1
+                self.stopped_early = self.since_best >= self.config.early_stopping_patience
+        return row
+
+    def result(self, model: nn.Module, spec: ModelSpec, config: TrainConfig) -> TrainResult:
+        """The run's outcome: ``model`` (with the best weights loaded when early stopping) and the history."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        return TrainResult(model=model, history=pd.DataFrame(self.rows), spec=spec, config=config,
+                           stopped_early=self.stopped_early, best_epoch=self.best_epoch)
+
+
 def _resolve_model(model_name_or_module: str | nn.Module, spec: ModelSpec | None, pretrained: bool | None,
                    weights_path: Any) -> tuple[nn.Module, ModelSpec]:
     if isinstance(model_name_or_module, str):
@@ -281,53 +376,31 @@ def fit(model_name_or_module: str | nn.Module, train_images: torch.Tensor, train
 
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                      fused=True)  # one pass over the weights instead of ~10: 3x faster on the CPU
-        n = len(x_train)
-        steps_per_epoch = math.ceil(n / config.batch_size)
-        total_steps = config.max_steps or config.epochs * steps_per_epoch
-        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-                     if config.lr_schedule == "cosine" else None)
-
-        rows: list[dict[str, float]] = []
-        best_loss, best_state, best_epoch, since_best, stopped_early = math.inf, None, None, 0, False
-        loss_sum, seen, step, epoch = torch.zeros((), device=device), 0, 0, 0
-        start = time.perf_counter()
+        total_steps = step_budget(config, len(x_train))
+        scheduler = make_scheduler(optimizer, config, total_steps)
+        batches = BatchStream(len(x_train), config.batch_size, generator)
+        log = EvaluationLog(x_test, test_labels, spec, config, device, bf16)
+        loss_sum = torch.zeros((), device=device)
         bar = tqdm(total=total_steps, disable=not config.progress, desc=f"{spec.name} training", unit="step")
-        while step < total_steps and not stopped_early:
-            epoch += 1
-            order = torch.randperm(n, generator=generator)
-            for begin in range(0, n, config.batch_size):
-                index = order[begin:begin + config.batch_size].to(device)
-                x = spec.prepare(augment(x_train[index], generator)).contiguous(memory_format=memory_format)
-                with _autocast(device, bf16):
-                    loss = F.cross_entropy(step_model(x).float(), y_train[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                loss_sum += loss.detach() * len(index)  # no host sync per step
-                seen += len(index)
-                step += 1
-                bar.update(1)
-                if step == total_steps:
+        for step in range(1, total_steps + 1):
+            index, epoch_ended = batches.next()
+            index = index.to(device)
+            x = spec.prepare(augment(x_train[index], generator)).contiguous(memory_format=memory_format)
+            with _autocast(device, bf16):
+                loss = F.cross_entropy(step_model(x).float(), y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += loss.detach()  # no host sync per step
+            bar.update(1)
+            if epoch_ended or step == total_steps:
+                row = log.record(model, batches.epoch_label(), step, loss_sum)
+                model.train()
+                loss_sum = torch.zeros((), device=device)
+                bar.set_postfix(test_loss=f"{row['test_loss']:.4f}", accuracy=f"{row['accuracy']:.3f}")
+                if log.stopped_early:
                     break
-            metrics = evaluate(model, x_test, test_labels, spec, batch_size=config.eval_batch_size,
-                               device=device, bf16=bf16)
-            model.train()
-            row = {"epoch": epoch, "step": step, "train_loss": (loss_sum / seen).item(),
-                   "test_loss": metrics.pop("loss"), **metrics, "wall_time_s": time.perf_counter() - start}
-            rows.append(row)
-            loss_sum, seen = torch.zeros((), device=device), 0
-            bar.set_postfix(test_loss=f"{row['test_loss']:.4f}", accuracy=f"{row['accuracy']:.3f}")
-            if config.early_stopping_patience is not None:
-                if row["test_loss"] < best_loss:
-                    best_loss, best_epoch, since_best = row["test_loss"], epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    since_best += 1
-                    stopped_early = since_best >= config.early_stopping_patience
         bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return TrainResult(model=model, history=pd.DataFrame(rows), spec=spec, config=config,
-                       stopped_early=stopped_early, best_epoch=best_epoch)
+    return log.result(model, spec, config)

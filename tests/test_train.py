@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from mri_synth.data import CLASS_NAMES, stratified_sample
 from mri_synth.paths import PROJECT_ROOT
 from mri_synth.models import tiny_model
-from mri_synth.train import TrainConfig, evaluate, fit, metrics_from_proba, predict_proba
+from mri_synth.train import BatchStream, TrainConfig, evaluate, fit, metrics_from_proba, predict_proba
 
 ARCHS = ["cnn", "resnet18", "vit"]
 HISTORY_COLUMNS = (["epoch", "step", "train_loss", "test_loss", "accuracy", "balanced_accuracy", "macro_f1"]
@@ -125,6 +125,33 @@ def test_history_has_every_metric_and_step_budget(sample_data):
     proba = predict_proba(result.model, test.images, spec)
     assert proba.shape == (len(test), 4)
     torch.testing.assert_close(proba.sum(1), torch.ones(len(test)))
+
+
+def test_batches_are_full_and_an_epochs_last_batch_wraps_into_the_next():
+    stream = BatchStream(10, 4, torch.Generator().manual_seed(0))
+    batches, ended, labels = [], [], []
+    for _ in range(5):
+        index, epochs = stream.next()
+        batches.append(index)
+        ended.append(epochs)
+        labels.append(stream.epoch_label())
+    assert all(len(b) == 4 for b in batches)
+    order = torch.cat(batches)
+    assert sorted(order[:10].tolist()) == list(range(10)) and sorted(order[10:].tolist()) == list(range(10))
+    assert not torch.equal(order[:10], order[10:])  # a new permutation every epoch
+    assert ended == [0, 0, 1, 0, 1] and labels == [1, 1, 1, 2, 2]
+    small = BatchStream(3, 8, torch.Generator().manual_seed(0))  # a set smaller than a batch
+    index, epochs = small.next()
+    assert len(index) == 8 and epochs == 2 and small.epoch_label() == 2
+
+
+def test_epoch_budget_is_full_batches_over_the_epochs(sample_data):
+    model, spec = tiny_model("cnn")
+    train, test = sample_data.train, sample_data.test  # 212 images: an epoch is 3.3 batches of 64
+    result = fit(model, train.images, train.labels, test.images[:16], test.labels[:16],
+                 TrainConfig(epochs=2, **QUIET), spec=spec)
+    # Epoch 1 ends within step 4 (images 192-255 of the stream), epoch 2 at step 7 = ceil(2 * 212 / 64).
+    assert result.history["step"].tolist() == [4, 7] and result.history["epoch"].tolist() == [1, 2]
 
 
 @pytest.mark.parametrize("name", ARCHS)

@@ -1,0 +1,254 @@
+"""Stacked training: K models of one architecture trained together, one optimizer step for all of them.
+
+A study is thousands of small, independent trainings, and one basic CNN at batch 64 leaves a GPU almost idle.
+Here the K models' weights are stacked along a new leading dimension (``torch.func.stack_module_state``), one
+forward pass runs all of them on their own batches (``torch.vmap`` over ``torch.func.functional_call``), one
+backward pass gets every model's gradient (the loss is the sum of the K models' own losses, and no weight is
+shared, so model k's gradient is that of its own loss), and one ``torch.optim.Adam`` steps the stacked tensors.
+Adam is element-wise (its moments, bias corrections and L2 weight decay never mix elements), so one Adam over the
+stacked tensors is K independent Adams, update for update; a cosine schedule is the same for all K because every
+model takes the same number of steps.
+
+Each model keeps what makes it its own trial: its training set (sets may differ in size), its seed (initial
+weights, batch order, augmentation draws), its augmentation policy, its batch order (``train.BatchStream``: full
+batches, an epoch's last partial batch wrapping into the next permutation), its evaluation on the held-out set at
+its own epoch ends and after the last step, its early stopping and its history (``train.EvaluationLog``, the
+same table ``train.fit`` writes). So in fp32 each stacked model's history equals that of the same trial trained
+alone by ``train.fit``, up to floating-point rounding: vmap runs the K models' layers as batched (grouped)
+kernels, which sum in another order. ``tests/test_stacked.py`` states and checks the tolerance.
+
+What cannot be kept exactly, and is refused with ``StackingError``:
+- dropout or stochastic depth with a non-zero rate: under vmap the K models would share or redraw the global
+  random stream, so no model would see the masks its own run draws (none of the registry's models use them);
+- different step budgets: models only share a step when their budgets are equal (``TrainConfig.max_steps``);
+- ``TrainConfig.compile``.
+
+Batch norm (ResNet-18) is kept exactly: the running mean, variance and batch count are stacked buffers that the
+batched batch-norm kernel updates in place, model by model, as in a lone run. Training runs in contiguous
+(NCHW) layout; evaluation loads one model at a time into a module and calls ``train.evaluate``.
+Left to others: which trials can share a step (``study``), the models (``models``), the metrics (``train``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state
+
+from mri_synth.augment import make_augment
+from mri_synth.models import ModelSpec
+from mri_synth.train import (BatchStream, EvaluationLog, TrainConfig, TrainResult, _autocast, _check_images_labels,
+                             _resolve_model, default_bf16, make_scheduler, step_budget)
+
+
+class StackingError(ValueError):
+    """The trials or the model cannot be trained stacked with the semantics of separate runs."""
+
+
+@dataclass(frozen=True)
+class StackedTrial:
+    """What makes one stacked model its own trial.
+
+    Attributes:
+        train_images: uint8 ``[N, 1, H, W]``; N may differ between the trials of a stack.
+        train_labels: int64 ``[N]`` class ids.
+        seed: Initial weights, batch order and augmentation draws (``TrainConfig.seed`` of the lone run).
+        augment: Augmentation policy name (``augment.POLICIES``), as ``TrainConfig.augment``.
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    seed: int = 0
+    augment: str = "none"
+
+
+def trial_config(config: TrainConfig, trial: StackedTrial) -> TrainConfig:
+    """The ``TrainConfig`` that trains ``trial`` alone through ``train.fit`` as it is trained in a stack."""
+    return replace(config, seed=trial.seed, augment=trial.augment)
+
+
+def check_stackable(model: nn.Module) -> None:
+    """Raise ``StackingError`` if a model's training step cannot be vmapped with a lone run's semantics.
+
+    Dropout (any ``nn.Dropout*`` or timm ``DropPath``/``drop_path`` rate above 0) draws from the global random
+    stream inside the forward pass; stacked, no model would see the masks its own run draws.
+    """
+    for name, module in model.named_modules():
+        rate = getattr(module, "p", None) if isinstance(module, nn.modules.dropout._DropoutNd) else None
+        rate = rate if rate is not None else getattr(module, "drop_prob", None)
+        if rate:
+            raise StackingError(
+                f"module {name!r} ({type(module).__name__}) drops activations at rate {rate}: its random masks "
+                "cannot match a lone run's under vmap. Build the model with drop rates of 0 (e.g. timm's "
+                "drop_rate=0, drop_path_rate=0) or train these trials one at a time with train.fit")
+
+
+def _check_trials(trials: Sequence[StackedTrial], config: TrainConfig) -> int:
+    if not trials:
+        raise StackingError("no trials to stack: pass at least one StackedTrial")
+    for i, trial in enumerate(trials):
+        if not isinstance(trial, StackedTrial):
+            raise StackingError(f"trial {i} is a {type(trial).__name__}, not a StackedTrial")
+        _check_images_labels(trial.train_images, trial.train_labels, f"trial {i} training")
+        trial_config(config, trial)  # TrainConfig checks the seed and the policy name
+    if config.compile:
+        raise StackingError("TrainConfig.compile is not supported in stacked training; set compile=False")
+    sizes = {tuple(t.train_images.shape[-2:]) for t in trials}
+    if len(sizes) > 1:
+        raise StackingError(f"stacked trials' images differ in size ({sorted(sizes)}); resize them to one size first")
+    budgets = [step_budget(config, len(t.train_images)) for t in trials]
+    if len(set(budgets)) > 1:
+        sizes = [len(t.train_images) for t in trials]
+        raise StackingError(
+            f"stacked models must take the same number of steps, but {config.epochs} epochs of batch "
+            f"{config.batch_size} over sets of {sizes} images are {budgets} steps; set TrainConfig.max_steps "
+            "(an equal-step budget) or stack trials whose sets have the same size")
+    return budgets[0]
+
+
+def _load_model(module: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                k: int) -> nn.Module:
+    """Copy stacked model ``k``'s weights and buffers into ``module`` (same architecture); return it."""
+    with torch.no_grad():
+        for name, value in module.named_parameters():
+            value.copy_(params[name][k])
+        for name, value in module.named_buffers():
+            value.copy_(buffers[name][k])
+    return module
+
+
+def _concat_plans(plans: list[Any]) -> Any:
+    """One augmentation plan for all images from per-model plans of one policy (same nesting of CPU tensors)."""
+    if isinstance(plans[0], torch.Tensor):
+        return torch.cat(plans)
+    return type(plans[0])(_concat_plans(list(parts)) for parts in zip(*plans))
+
+
+def _batches(streams: list[BatchStream], generators: list[torch.Generator], augments: list[Any],
+             images: torch.Tensor, labels: torch.Tensor, offsets: list[int], spec: ModelSpec,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Every model's next batch, augmented with its own draws: ``[K, B, 1, S, S]``, ``[K, B]``, epochs ended.
+
+    ``images`` and ``labels`` are the K training sets end to end (model k's from ``offsets[k]``), so the K
+    batches are one gather. Each model draws its batch order and its augmentation plan from its own generator,
+    in the order ``fit`` does (batch, then plan); the plans of one policy are then applied in one call to the
+    K batches together, which transforms each image by its own draw exactly as K separate calls would.
+    """
+    indices, ended, plans = [], [], []
+    for stream, generator, augment, offset in zip(streams, generators, augments, offsets):
+        index, epochs = stream.next()
+        indices.append(index + offset)
+        ended.append(epochs)
+        draw = getattr(augment, "draw", None)
+        plans.append(draw(len(index), *images.shape[-2:], generator) if draw is not None else None)
+    k, batch = len(indices), len(indices[0])
+    index = torch.cat(indices).to(device, non_blocking=True)
+    x, y = images[index], labels[index].view(k, batch)
+    groups: dict[str, list[int]] = {}
+    for i, augment in enumerate(augments):
+        groups.setdefault(getattr(augment, "policy", "none"), []).append(i)
+    for policy, members in groups.items():
+        augment = augments[members[0]]
+        if policy == "none":
+            continue
+        if plans[members[0]] is None:  # an augmentation without a draw/apply split: one call per model
+            for i in members:
+                x[i * batch:(i + 1) * batch] = augments[i](x[i * batch:(i + 1) * batch], generators[i])
+            continue
+        plan = _concat_plans([plans[i] for i in members])
+        if len(members) == k:
+            x = augment.apply(x, plan)
+        else:
+            rows = torch.cat([torch.arange(i * batch, (i + 1) * batch) for i in members]).to(device)
+            x[rows] = augment.apply(x[rows], plan)
+    x = spec.prepare(x)  # per image: resizing and normalising all K batches at once changes nothing
+    return x.view(k, batch, *x.shape[1:]), y, ended
+
+
+def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Tensor, test_labels: torch.Tensor,
+                config: TrainConfig = TrainConfig(), *, spec: ModelSpec | None = None, pretrained: bool | None = None,
+                weights_path: Any = None) -> list[TrainResult]:
+    """Train one model per trial, all in one step, and evaluate each as ``train.fit`` would.
+
+    Args:
+        arch: A registry/timm name; each model is built from it under its trial's seed, as ``fit`` builds it.
+        trials: One ``StackedTrial`` per model: training set, seed, augmentation policy.
+        test_images: uint8 ``[M, 1, H, W]``, the held-out set every model is evaluated on.
+        test_labels: int64 ``[M]``.
+        config: Shared settings (batch size, lr, budget, schedule, device, bf16, early stopping); its ``seed``
+            and ``augment`` are replaced by each trial's. The budget must give every trial the same steps.
+        spec: The model's spec (default ``get_spec(arch)``).
+        pretrained: Passed to ``models.create_model`` (``None``: the registry's default).
+        weights_path: A local pretrained weights file.
+
+    Returns:
+        One ``TrainResult`` per trial, in order: the model (the best one when early stopping), its history and
+        ``config=trial_config(config, trial)``, the config that trains it alone through ``fit``.
+
+    Raises:
+        StackingError: unequal step budgets, dropout in the model, ``compile``, or no trials.
+        ValueError: images or labels of the wrong dtype, shape or range.
+    """
+    total_steps = _check_trials(trials, config)
+    _check_images_labels(test_images, test_labels, "held-out")
+    device = config.resolved_device()
+    bf16 = default_bf16(device) if config.bf16 is None else config.bf16
+    memory_format = torch.contiguous_format if config.channels_last is False else torch.channels_last
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        models = []
+        for trial in trials:
+            torch.manual_seed(trial.seed)  # the initial weights fit() builds under this seed
+            model, spec = _resolve_model(arch, spec, pretrained, weights_path)
+            models.append(model.to(device).train())
+    check_stackable(models[0])
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")  # the architecture; weights come from the stacks
+    evaluated = models[0].to(memory_format=memory_format)  # one model at a time is loaded here for evaluation
+    del models
+
+    def loss(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
+             y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(base, (params, buffers), (x,)).float(), y)
+
+    step_losses = torch.vmap(loss)
+    configs = [trial_config(config, trial) for trial in trials]
+    generators = [torch.Generator().manual_seed(trial.seed) for trial in trials]
+    augments = [make_augment(trial.augment) for trial in trials]
+    sizes = [len(trial.train_images) for trial in trials]
+    offsets = [sum(sizes[:k]) for k in range(len(trials))]
+    images = torch.cat([trial.train_images.to(device) for trial in trials])
+    labels = torch.cat([trial.train_labels.to(device) for trial in trials])
+    streams = [BatchStream(n, config.batch_size, g) for n, g in zip(sizes, generators)]
+    x_test = test_images.to(device)
+    logs = [EvaluationLog(x_test, test_labels, spec, c, device, bf16) for c in configs]
+    optimizer = torch.optim.Adam(params.values(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    scheduler = make_scheduler(optimizer, config, total_steps)
+    loss_sums = torch.zeros(len(trials), device=device)
+    for step in range(1, total_steps + 1):
+        x, y, ended = _batches(streams, generators, augments, images, labels, offsets, spec, device)
+        with _autocast(device, bf16):
+            losses = step_losses(params, buffers, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sums += losses.detach()
+        for k, log in enumerate(logs):
+            if (ended[k] or step == total_steps) and not log.stopped_early:
+                # A stopped model keeps stepping with the rest (its weights are not read again): cheaper than
+                # taking it out of the stack, and its history and best weights are already final.
+                log.record(_load_model(evaluated, params, buffers, k), streams[k].epoch_label(), step, loss_sums[k])
+                loss_sums[k] = 0
+        if all(log.stopped_early for log in logs):
+            break
+    results = []
+    for k, (log, cfg) in enumerate(zip(logs, configs)):
+        model = _load_model(copy.deepcopy(evaluated), params, buffers, k).train()
+        results.append(log.result(model, spec, cfg))
+    return results

@@ -1,0 +1,180 @@
+"""Stacked training: each stacked model's history equals its lone ``fit`` run's; what cannot stack is refused.
+
+Tolerance (fp32, CPU, one thread): epoch, step and every count-based metric (accuracy, balanced accuracy, macro-F1,
+recalls) are equal; losses and ECE agree to 1e-4 absolute, weights to 1e-3. The stacked step runs the K models'
+layers as batched kernels, which sum in another order than a lone model's; Adam divides each gradient by its own
+running scale, so an element whose gradient is near zero can move by up to ``lr`` on a rounding difference. Over
+the 10-12 steps here the measured gaps are ~1e-5 (losses) and ~6e-5 (weights).
+"""
+
+import math
+import re
+import subprocess
+import sys
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+
+from mri_synth.models import tiny_model
+from mri_synth.paths import PROJECT_ROOT
+from mri_synth.stacked import StackedTrial, StackingError, fit_stacked, trial_config
+from mri_synth.train import TrainConfig, fit
+
+EXACT = ["epoch", "step", "accuracy", "balanced_accuracy", "macro_f1", "recall_Mild_Demented",
+         "recall_Moderate_Demented", "recall_Non_Demented", "recall_Very_Mild_Demented"]
+CLOSE = ["train_loss", "test_loss", "ece"]
+FP32 = dict(bf16=False, progress=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def trials_of(sample_data, policies=("autoaugment", "autoaugment", "autoaugment", "basic")):
+    """Trials that differ in training set (and its size), seed and augmentation draws."""
+    train = sample_data.train
+    spans = [(0, 40), (40, 96), (96, 168), (150, 212)]
+    return [StackedTrial(train.images[a:b], train.labels[a:b], seed=seed, augment=policy)
+            for seed, ((a, b), policy) in enumerate(zip(spans, policies))]
+
+
+def assert_same_history(alone: pd.DataFrame, stacked: pd.DataFrame, atol: float = 1e-4) -> None:
+    assert list(alone.columns) == list(stacked.columns)
+    pd.testing.assert_frame_equal(alone[EXACT], stacked[EXACT])
+    for column in CLOSE:
+        assert alone[column].tolist() == pytest.approx(stacked[column].tolist(), abs=atol), column
+
+
+def lone_runs(name, trials, test, config, spec):
+    return [fit(name, t.train_images, t.train_labels, test.images, test.labels, trial_config(config, t), spec=spec,
+                pretrained=False) for t in trials]
+
+
+@pytest.mark.parametrize("name", ["cnn", "vit"])
+def test_each_stacked_model_matches_its_lone_run(sample_data, name):
+    spec = tiny_model(name)[1]
+    test = sample_data.test.subset(range(48))
+    trials = trials_of(sample_data) if name == "cnn" else trials_of(sample_data)[:3]
+    config = TrainConfig(max_steps=12 if name == "cnn" else 6, batch_size=16, **FP32)
+    stacked = fit_stacked(name, trials, test.images, test.labels, config, spec=spec, pretrained=False)
+    alone = lone_runs(name, trials, test, config, spec)
+    for one, many, trial in zip(alone, stacked, trials):
+        assert_same_history(one.history, many.history)
+        assert many.config == one.config == trial_config(config, trial)
+        for a, b in zip(one.model.state_dict().values(), many.model.state_dict().values()):
+            torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
+    # The sets differ in size, so the models' epochs end at different steps: each was evaluated on its own.
+    assert len({tuple(r.history["step"]) for r in stacked}) == len(trials)
+    # And the models did not train alike: other sets, seeds and draws.
+    assert len({round(r.history["train_loss"].iloc[0], 6) for r in stacked}) == len(trials)
+
+
+def test_resnet18_batch_norm_statistics_are_each_models_own(sample_data):
+    # Running mean and variance are stacked buffers updated in place under vmap, each from its model's batch.
+    spec = tiny_model("resnet18")[1]
+    test = sample_data.test.subset(range(16))
+    trials = trials_of(sample_data, policies=("autoaugment", "basic", "none"))[:3]
+    config = TrainConfig(max_steps=2, batch_size=16, **FP32)
+    stacked = fit_stacked("resnet18", trials, test.images, test.labels, config, spec=spec, pretrained=False)
+    alone = lone_runs("resnet18", trials, test, config, spec)
+    for one, many in zip(alone, stacked):
+        assert_same_history(one.history, many.history, atol=1e-3)
+        a, b = one.model.state_dict(), many.model.state_dict()
+        assert int(b["bn1.num_batches_tracked"]) == 2
+        for key in ("bn1.running_mean", "bn1.running_var", "layer4.1.bn2.running_var"):
+            torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-4)
+    first, second = (r.model.state_dict()["bn1.running_mean"] for r in stacked[:2])
+    assert not torch.allclose(first, second)
+
+
+def test_early_stopping_stops_each_model_on_its_own(sample_data):
+    # Trial 0 learns the opposite of the held-out labels (its loss only grows): it stops; trial 1 trains on.
+    images = sample_data.train.images[:64]
+    mild, non = torch.zeros(64, dtype=torch.long), torch.full((64,), 2, dtype=torch.long)
+    trials = [StackedTrial(images, mild, seed=0), StackedTrial(images, non, seed=1)]
+    spec = tiny_model("cnn")[1]
+    config = TrainConfig(epochs=6, batch_size=32, early_stopping_patience=2, **FP32)
+    stacked = fit_stacked("cnn", trials, images, non, config, spec=spec, pretrained=False)
+    alone = [fit("cnn", t.train_images, t.train_labels, images, non, trial_config(config, t), spec=spec,
+                 pretrained=False) for t in trials]
+    assert stacked[0].stopped_early and len(stacked[0].history) == 3 and stacked[0].best_epoch == 1
+    assert not stacked[1].stopped_early and len(stacked[1].history) == 6
+    for one, many in zip(alone, stacked):
+        assert (one.stopped_early, one.best_epoch) == (many.stopped_early, many.best_epoch)
+        assert_same_history(one.history, many.history)
+        for a, b in zip(one.model.parameters(), many.model.parameters()):  # the best weights, not the last
+            torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
+
+
+def test_cosine_schedule_and_weight_decay_stack(sample_data):
+    spec = tiny_model("cnn")[1]
+    test = sample_data.test.subset(range(32))
+    trials = trials_of(sample_data, policies=("none", "basic", "autoaugment"))[:3]
+    config = TrainConfig(max_steps=6, batch_size=16, lr_schedule="cosine", weight_decay=1e-3, **FP32)
+    stacked = fit_stacked("cnn", trials, test.images, test.labels, config, spec=spec, pretrained=False)
+    for one, many in zip(lone_runs("cnn", trials, test, config, spec), stacked):
+        assert_same_history(one.history, many.history)
+
+
+def test_one_model_stacked_is_fit(sample_data):
+    spec = tiny_model("cnn")[1]
+    test = sample_data.test.subset(range(32))
+    trial = trials_of(sample_data)[1]
+    config = TrainConfig(max_steps=5, batch_size=16, **FP32)
+    [stacked] = fit_stacked("cnn", [trial], test.images, test.labels, config, spec=spec, pretrained=False)
+    [alone] = lone_runs("cnn", [trial], test, config, spec)
+    assert_same_history(alone.history, stacked.history)
+
+
+def test_what_cannot_stack_is_refused_with_a_fix(sample_data):
+    spec = tiny_model("cnn")[1]
+    test = sample_data.test.subset(range(16))
+    trials = trials_of(sample_data)[:2]  # 40 and 56 images
+    with pytest.raises(StackingError, match="max_steps"):  # 3 epochs of batch 16: 8 and 11 steps
+        fit_stacked("cnn", trials, test.images, test.labels, TrainConfig(epochs=3, batch_size=16, **FP32),
+                    spec=spec, pretrained=False)
+    config = TrainConfig(max_steps=2, batch_size=16, **FP32)
+    with pytest.raises(StackingError, match="at least one"):
+        fit_stacked("cnn", [], test.images, test.labels, config, spec=spec, pretrained=False)
+    with pytest.raises(StackingError, match="compile"):
+        fit_stacked("cnn", trials, test.images, test.labels, replace(config, compile=True), spec=spec,
+                    pretrained=False)
+    with pytest.raises(ValueError, match="uint8"):
+        bad = StackedTrial(trials[0].train_images.float(), trials[0].train_labels)
+        fit_stacked("cnn", [bad], test.images, test.labels, config, spec=spec, pretrained=False)
+    with pytest.raises(ValueError, match="choose one of"):
+        fit_stacked("cnn", [replace(trials[0], augment="mixup")], test.images, test.labels, config, spec=spec,
+                    pretrained=False)
+    with pytest.raises(StackingError, match="differ in size"):
+        small = StackedTrial(trials[1].train_images[..., :64, :64].contiguous(), trials[1].train_labels)
+        fit_stacked("cnn", [trials[0], small], test.images, test.labels, config, spec=spec, pretrained=False)
+
+
+def test_dropout_is_refused_because_its_masks_cannot_match(sample_data):
+    vit_spec = tiny_model("vit")[1]
+    with_dropout = replace(vit_spec, model_kwargs=tuple(sorted({**dict(vit_spec.model_kwargs),
+                                                                "drop_rate": 0.1}.items())))
+    trial = trials_of(sample_data)[0]
+    test = sample_data.test.subset(range(16))
+    with pytest.raises(StackingError, match="drop_rate=0"):
+        fit_stacked("vit", [trial], test.images, test.labels, TrainConfig(max_steps=1, batch_size=16, **FP32),
+                    spec=with_dropout, pretrained=False)
+    assert math.isfinite(fit_stacked("vit", [trial], test.images, test.labels,
+                                     TrainConfig(max_steps=1, batch_size=16, **FP32), spec=vit_spec,
+                                     pretrained=False)[0].history["test_loss"].iloc[0])
+
+
+def test_stacked_benchmark_quick_mode_runs_end_to_end(tmp_path):
+    out = tmp_path / "stacked_throughput.txt"
+    script = PROJECT_ROOT / "benchmarks" / "stacked_throughput.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--threads", "1", "--rounds", "1", "--out", str(out)],
+                   check=True, cwd=PROJECT_ROOT, timeout=300, capture_output=True)
+    summary = out.read_text().split("## summary\n")[1].splitlines()
+    for k, line in zip((1, 2), summary, strict=True):
+        assert re.fullmatch(rf"K={k}: stacked [\d.]+ img/s, one at a time [\d.]+ img/s, [\d.]+x", line)
