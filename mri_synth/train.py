@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mri_synth.augment import POLICIES, make_augment
+from mri_synth.checkpoints import EvaluationLog  # noqa: F401  (``stacked`` and callers import it from here too)
 from mri_synth.constants import CLASS_NAMES, NUM_CLASSES
 from mri_synth.models import ModelSpec, create_model, get_spec
 
@@ -86,6 +86,7 @@ class TrainConfig:
     bf16: bool | None = None
     channels_last: bool | None = None
     eval_batch_size: int = 64  # on the CPU 64 evaluates ~2x faster than 256 (a batch's activations stay in cache)
+    eval_every: int | None = None  # evaluate every this many steps (and after the last); None: at each epoch's end
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -98,6 +99,7 @@ class TrainConfig:
         positive_int("max_steps", self.max_steps, allow_none=True)
         positive_int("batch_size", self.batch_size)
         positive_int("eval_batch_size", self.eval_batch_size)
+        positive_int("eval_every", self.eval_every, allow_none=True)
         positive_int("early_stopping_patience", self.early_stopping_patience, allow_none=True)
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ValueError(f"TrainConfig.lr must be in (0, 1), got {self.lr!r}; the thesis used 1e-3")
@@ -140,6 +142,10 @@ class TrainResult:
     config: TrainConfig | None = None
     stopped_early: bool = False
     best_epoch: int | None = field(default=None)
+    best_step: int | None = None  # the chosen checkpoint's step (the last step when nothing chose one)
+    test_proba_best: torch.Tensor | None = None  # [M, 4] held-out probabilities at the chosen checkpoint
+    test_proba_last: torch.Tensor | None = None  # ... and at the last evaluation
+    optimizer_steps: int | None = None  # updates made, read from the optimizer's own state
 
 
 def default_bf16(device: torch.device) -> bool:
@@ -283,48 +289,6 @@ class BatchStream:
         return self.epochs_done if self._last_ended else self.epochs_done + 1
 
 
-class EvaluationLog:
-    """The history of one run: evaluates on the held-out set, keeps one row per evaluation and early stopping.
-
-    ``record`` is called after the steps that end an epoch and after the last step; ``result`` hands back the
-    trained model (the best one when early stopping) with the history. ``fit`` keeps one per run, ``stacked`` one
-    per stacked model, so the two write the same table.
-    """
-
-    def __init__(self, test_images: torch.Tensor, test_labels: torch.Tensor, spec: ModelSpec, config: TrainConfig,
-                 device: torch.device, bf16: bool) -> None:
-        self.test_images, self.test_labels, self.spec, self.config = test_images, test_labels, spec, config
-        self.device, self.bf16 = device, bf16
-        self.rows: list[dict[str, float]] = []
-        self.best_loss, self.best_state, self.best_epoch = math.inf, None, None
-        self.since_best, self.stopped_early, self._last_step = 0, False, 0
-        self._start = time.perf_counter()
-
-    def record(self, model: nn.Module, epoch: int, step: int, loss_sum: torch.Tensor) -> dict[str, float]:
-        """Evaluate ``model`` after ``step``; ``loss_sum`` is the sum of the training losses since the last row."""
-        metrics = evaluate(model, self.test_images, self.test_labels, self.spec,
-                           batch_size=self.config.eval_batch_size, device=self.device, bf16=self.bf16)
-        row = {"epoch": epoch, "step": step, "train_loss": (loss_sum / (step - self._last_step)).item(),
-               "test_loss": metrics.pop("loss"), **metrics, "wall_time_s": time.perf_counter() - self._start}
-        self.rows.append(row)
-        self._last_step = step
-        if self.config.early_stopping_patience is not None:
-            if row["test_loss"] < self.best_loss:
-                self.best_loss, self.best_epoch, self.since_best = row["test_loss"], epoch, 0
-                self.best_state = copy.deepcopy(model.state_dict())
-            else:
-                self.since_best += 1
-                self.stopped_early = self.since_best >= self.config.early_stopping_patience
-        return row
-
-    def result(self, model: nn.Module, spec: ModelSpec, config: TrainConfig) -> TrainResult:
-        """The run's outcome: ``model`` (with the best weights loaded when early stopping) and the history."""
-        if self.best_state is not None:
-            model.load_state_dict(self.best_state)
-        return TrainResult(model=model, history=pd.DataFrame(self.rows), spec=spec, config=config,
-                           stopped_early=self.stopped_early, best_epoch=self.best_epoch)
-
-
 def _resolve_model(model_name_or_module: str | nn.Module, spec: ModelSpec | None, pretrained: bool | None,
                    weights_path: Any) -> tuple[nn.Module, ModelSpec]:
     if isinstance(model_name_or_module, str):
@@ -339,8 +303,9 @@ def _resolve_model(model_name_or_module: str | nn.Module, spec: ModelSpec | None
 
 def fit(model_name_or_module: str | nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
         test_images: torch.Tensor, test_labels: torch.Tensor, config: TrainConfig = TrainConfig(), *,
-        spec: ModelSpec | None = None, pretrained: bool | None = None, weights_path: Any = None) -> TrainResult:
-    """Train a model on uint8 images and evaluate it on the held-out set after every epoch.
+        spec: ModelSpec | None = None, pretrained: bool | None = None, weights_path: Any = None,
+        validation: tuple[torch.Tensor, torch.Tensor] | None = None, selection: str = "val_loss") -> TrainResult:
+    """Train a model on uint8 images and evaluate it after every epoch (or every ``config.eval_every`` steps).
 
     Args:
         model_name_or_module: A registry/timm name (built here, seeded by ``config.seed``) or a module (copied).
@@ -352,12 +317,18 @@ def fit(model_name_or_module: str | nn.Module, train_images: torch.Tensor, train
         spec: The model's spec; required with a module, defaults to ``get_spec(name)`` with a name.
         pretrained: Passed to ``create_model`` (``None``: the registry's default).
         weights_path: A local pretrained weights file, passed to ``create_model``.
+        validation: ``(images, labels)`` that choose the checkpoint by ``selection`` (``checkpoints``); the
+            held-out set is then only reported, never compared.
+        selection: ``val_loss`` or ``val_dementia_auc``.
 
     Returns:
-        The trained model (the best one when early stopping) and its history.
+        The trained model (the chosen checkpoint with a validation set or early stopping, else the last) and its
+        history, with the held-out probabilities at the chosen checkpoint and the last step.
     """
     _check_images_labels(train_images, train_labels, "training")
     _check_images_labels(test_images, test_labels, "held-out")
+    if validation is not None:
+        _check_images_labels(*validation, "validation")
     device = config.resolved_device()
     bf16 = default_bf16(device) if config.bf16 is None else config.bf16
     channels_last = True if config.channels_last is None else config.channels_last
@@ -379,7 +350,8 @@ def fit(model_name_or_module: str | nn.Module, train_images: torch.Tensor, train
         total_steps = step_budget(config, len(x_train))
         scheduler = make_scheduler(optimizer, config, total_steps)
         batches = BatchStream(len(x_train), config.batch_size, generator)
-        log = EvaluationLog(x_test, test_labels, spec, config, device, bf16)
+        log = EvaluationLog(x_test, test_labels, spec, config, device, bf16, validation=validation,
+                            selection=selection)
         loss_sum = torch.zeros((), device=device)
         bar = tqdm(total=total_steps, disable=not config.progress, desc=f"{spec.name} training", unit="step")
         for step in range(1, total_steps + 1):
@@ -395,7 +367,8 @@ def fit(model_name_or_module: str | nn.Module, train_images: torch.Tensor, train
                 scheduler.step()
             loss_sum += loss.detach()  # no host sync per step
             bar.update(1)
-            if epoch_ended or step == total_steps:
+            due = (step % config.eval_every == 0) if config.eval_every else epoch_ended
+            if due or step == total_steps:
                 row = log.record(model, batches.epoch_label(), step, loss_sum)
                 model.train()
                 loss_sum = torch.zeros((), device=device)
@@ -403,4 +376,5 @@ def fit(model_name_or_module: str | nn.Module, train_images: torch.Tensor, train
                 if log.stopped_early:
                     break
         bar.close()
-    return log.result(model, spec, config)
+        steps_done = int(next(iter(optimizer.state.values()))["step"]) if optimizer.state else 0
+    return log.result(model, spec, config, optimizer_steps=steps_done)

@@ -25,11 +25,11 @@ def test_key_is_stable_and_content_addressed():
     spec = S.TrialSpec(arch="cnn", real_fraction=0.3, synthetic="diffusion", synthetic_fraction=0.7, seed=4)
     assert spec.key == S.TrialSpec(seed=4, synthetic_fraction=0.7, synthetic="diffusion", real_fraction=0.3).key
     # a golden value: a key that silently changed would orphan every finished trial of a running study
-    assert spec.key == "d1a9665ba3330284" and spec.generator == "quick"
+    assert spec.key == "c444c51db70c2d85" and spec.generator == "quick"
     # arms without a generator carry no generator label: the diffusion preset does not change their keys
     plain = S.TrialSpec(real_fraction=0.3, seed=4)
     assert plain.key == replace(plain, generator="toy").key == S.TrialSpec(real_fraction=0.3, seed=4, generator="gpu").key
-    assert plain.key == "e2d414d9cc6d8a21"
+    assert plain.key == "263f847324b8a8e1"
     for change in [dict(seed=5), dict(real_fraction=0.4), dict(augment="basic"), dict(max_steps=100),
                    dict(synthetic_classes=("Moderate_Demented",))]:
         assert replace(spec, **change).key != spec.key
@@ -78,7 +78,7 @@ def test_synthetic_amount_per_class_follows_the_full_set():
 def test_control_arm_repeats_only_the_trials_own_images(context):
     spec = S.TrialSpec(real_fraction=0.3, synthetic="repeat", synthetic_fraction=0.7, seed=2)
     ts = S.training_set(spec, context)
-    full = context.data.train
+    full = context.evaluation(spec).pool  # the training slices left after the validation carve
     assert set(ts.synthetic_sources) <= set(ts.real_ids)
     # the real part is the stratified sample (half rounds up: 30% of 75 is 23, where Python's round gives 22)
     assert len(ts.labels) == len(stratified_sample(full.labels, 0.3, 2)) + sum(
@@ -162,12 +162,16 @@ def test_results_carry_spec_provenance_and_every_metric(context, tmp_path):
     spec = S.TrialSpec(real_fraction=0.3, synthetic="repeat", synthetic_fraction=0.7, **TINY)
     results, _ = R.run_study([spec], context, tmp_path, progress=False)
     metrics = set(results.metric)
-    assert {"test_loss", "best_test_loss", "accuracy", "balanced_accuracy", "macro_f1", "ece", "train_time_s",
+    assert {"test_loss", "test_loss_last", "accuracy", "balanced_accuracy", "macro_f1", "ece", "train_time_s",
+            "dementia_auc", "dementia_auc_person", "person_accuracy", "best_step", "steps",
             *(f"recall_{c}" for c in CLASS_NAMES)} <= metrics
     row = results.iloc[0]
     assert row.policy == "30% real + 70% repeat" and row.generator_kind == "control" and row.budget == "epochs"
     images = results.set_index("metric").value
-    assert images["synthetic_images"] == sum(S.synthetic_per_class(spec, context.data.train.class_counts()))
+    assert images["synthetic_images"] == sum(S.synthetic_per_class(spec, context.evaluation(spec).pool.class_counts()))
+    stored = R.load_predictions(tmp_path, spec.key)  # per-image test probabilities, at both checkpoints
+    assert stored["proba_best"].shape == (len(context.data.test), 4) and list(stored["test_ids"]) == list(
+        context.data.test.ids)
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["data_fingerprint"] == context.data.fingerprint and "torch" in prov["versions"]
 
@@ -222,3 +226,29 @@ def test_trial_files_of_the_older_key_scheme_are_reused_not_rerun(context, tmp_p
     monkeypatch.setattr(S, "run_trial", lambda *a: pytest.fail("a finished trial was run again"))
     results, _ = R.run_study([spec], context, tmp_path, progress=False)
     assert set(results.trial_key) == {spec.key} and path.exists()
+
+
+def test_equal_steps_give_arms_of_every_size_the_same_number_of_updates(context, tmp_path):
+    # 100% of the pool, 30% (not a multiple of the batch) and 30% + repeat: the optimizer's own step count agrees
+    specs = S.study_grid(["cnn"], [1.0, 0.3], ["none", "repeat"], [0], epochs=1, batch_size=32, equal_steps=True)
+    results, history = R.run_study(specs, context, tmp_path, progress=False)
+    pool = len(context.evaluation(specs[0]).pool)
+    sizes = results[results.metric == "train_images"].set_index("policy").value
+    assert sizes["30% real"] < sizes["100% real"] and sizes["30% real"] % 32 != 0
+    steps = results[results.metric == "steps"].set_index("policy").value
+    assert set(steps) == {float(-(-pool // 32))} and set(results.budget) == {"equal_steps"}
+
+
+def test_subject_trials_never_train_or_validate_on_a_test_person(sample_data, tmp_path_factory):
+    context = S.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"))
+    spec = S.TrialSpec(split="subject", seed=3, **TINY)
+    ev = context.evaluation(spec)
+    ts = S.training_set(spec, context)
+    person = dict(zip(ev.pool.ids + ev.validation.ids + ev.test.ids,
+                      torch.cat([ev.pool.groups, ev.validation.groups, ev.test.groups]).tolist()))
+    trained, validated, tested = ({person[i] for i in ids} for i in [0] for ids in
+                                  (ts.real_ids, ev.validation.ids, ev.test.ids))
+    assert tested and not (tested & trained) and not (tested & validated) and not (validated & trained)
+    assert spec.fold == 3 and S.selection_criterion(spec) == "val_dementia_auc"
+    metrics = S.run_trial(spec, context)["metrics"]
+    assert metrics["people"] == len(tested) and 0 <= metrics["person_accuracy"] <= 1

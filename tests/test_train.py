@@ -9,13 +9,14 @@ import re
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mri_synth.data import CLASS_NAMES, stratified_sample
 from mri_synth.paths import PROJECT_ROOT
-from mri_synth.models import tiny_model
+from mri_synth.models import get_spec, tiny_model
 from mri_synth.train import BatchStream, TrainConfig, evaluate, fit, metrics_from_proba, predict_proba
 
 ARCHS = ["cnn", "resnet18", "vit"]
@@ -227,3 +228,23 @@ def test_throughput_benchmark_quick_mode_runs_end_to_end(tmp_path):
     assert re.fullmatch(r"cnn: [\d.]+ img/s, [\d.]+x naive", summary[0])
     assert re.fullmatch(r"vit: [\d.]+ img/s, [\d.]+x naive", summary[1])
     assert re.fullmatch(r"cnn 1 epochs on the quick train split: [\d.]+ s", summary[2])
+
+
+def test_the_test_split_never_chooses_the_checkpoint():
+    # perturb the test images and labels: the chosen checkpoint and the weights stay bit-identical, the report moves
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (96, 1, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(96) % 4
+    val = (images[:24].flip(-1), labels[:24])
+    config = TrainConfig(epochs=4, batch_size=16, eval_every=3, progress=False, device="cpu")
+    spec = get_spec("cnn").with_input_size(32)
+    test_a = (images[24:48], labels[24:48])
+    test_b = (255 - images[48:72], labels[48:72].flip(0))
+    a = fit("cnn", images, labels, *test_a, config, spec=spec, validation=val)
+    b = fit("cnn", images, labels, *test_b, config, spec=spec, validation=val)
+    assert a.best_step == b.best_step and a.optimizer_steps == b.optimizer_steps == 4 * 6
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    pd.testing.assert_series_equal(a.history.val_loss, b.history.val_loss)
+    assert not a.history.test_loss.equals(b.history.test_loss)
+    assert a.best_step == int(a.history.step[a.history.val_loss.idxmin()])  # the lowest validation loss
+    assert a.test_proba_best.shape == a.test_proba_last.shape == (24, 4)
