@@ -78,7 +78,9 @@ def per_image_losses(results: pd.DataFrame, results_dir: str | os.PathLike, whic
         proba = stored[f"proba_{which}"].astype(np.float64)
         labels = stored["test_labels"].astype(np.int64)
         loss = -np.log(np.clip(proba[np.arange(len(labels)), labels], 1e-12, None))
-        frames.append(pd.DataFrame({"test_id": stored["test_ids"], "label": labels, "loss": loss}).assign(**row))
+        people = stored["test_people"] if "test_people" in stored else np.full(len(labels), -1)
+        frames.append(pd.DataFrame({"test_id": stored["test_ids"], "person": people, "label": labels,
+                                    "loss": loss}).assign(**row))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -27,7 +27,8 @@ from scipy import stats as sps
 # Which direction is "better" for each metric the runner writes; recall_<class> is handled by prefix.
 LOWER_IS_BETTER: dict[str, bool] = {
     "test_loss": True, "best_test_loss": True, "train_loss": True, "ece": True, "train_time_s": True,
-    "accuracy": False, "balanced_accuracy": False, "macro_f1": False,
+    "val_loss": True, "accuracy": False, "balanced_accuracy": False, "macro_f1": False, "dementia_auc": False,
+    "dementia_auc_person": False, "person_accuracy": False, "val_dementia_auc": False,
 }
 
 THESIS_CNN_MEDIANS = pd.DataFrame(
@@ -79,6 +80,7 @@ def is_lower_better(metric: str) -> bool:
     Raises:
         ValueError: for a metric this module does not know; pass ``lower_is_better=`` explicitly then.
     """
+    metric = metric.removesuffix("_last")  # the same metric at the last step instead of the chosen checkpoint
     if metric in LOWER_IS_BETTER:
         return LOWER_IS_BETTER[metric]
     if metric.startswith("recall_"):

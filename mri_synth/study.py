@@ -363,6 +363,8 @@ def run_trial(spec: TrialSpec, context: StudyContext) -> dict[str, Any]:
     return {"metrics": metrics, "history": result.history.to_dict(orient="list"),
             "generator_fingerprint": train_set.generator_fingerprint,
             "predictions": {"test_ids": np.array(ev.test.ids), "test_labels": ev.test.labels.numpy(),
+                            "test_people": (ev.test.groups if ev.test.groups is not None
+                                            else torch.full_like(ev.test.labels, -1)).numpy(),
                             "proba_best": result.test_proba_best.numpy().astype(np.float16),
                             "proba_last": result.test_proba_last.numpy().astype(np.float16)}}
 
