@@ -24,8 +24,19 @@ What cannot be kept exactly, and is refused with ``StackingError``:
 - ``TrainConfig.compile``.
 
 Batch norm (ResNet-18) is kept exactly: the running mean, variance and batch count are stacked buffers that the
-batched batch-norm kernel updates in place, model by model, as in a lone run. Training runs in contiguous
-(NCHW) layout; evaluation loads one model at a time into a module and calls ``train.evaluate``.
+batched batch-norm kernel updates in place, model by model, as in a lone run (tested per model). Its histories
+agree less tightly than the CNN's over many steps only because a from-scratch ResNet amplifies rounding faster.
+The ViT is kept exactly with timm's attention written out (the fused kernel has no batching rule). Evaluation
+loads one model at a time into a module and calls ``train.evaluate``, at that model's own epoch ends.
+
+Where it pays: on a GPU, where one small CNN leaves the device idle between kernel launches. On the 2-core
+development CPU it does not (``benchmarks/stacked_throughput.py``: 0.28-0.33x of ``fit`` one at a time, bf16):
+vmap's batching rules fold the model dimension into the channels (convolution becomes a grouped convolution) or
+the batch (pooling) with reshapes that leave activations in NCHW, while ``fit`` runs channels-last, where
+PyTorch's CPU max-pool and convolution are several times faster; against ``fit`` in NCHW the stack is still
+0.76-0.81x, as this CNN's CPU step is compute-bound and there is no idle hardware to fill. So: stack on CUDA,
+train one at a time on the CPU. Memory: the K training sets sit end to end on the device (16 KiB per 128 px
+slice: 128 trials of 5,120 slices are 10.7 GB).
 Left to others: which trials can share a step (``study``), the models (``models``), the metrics (``train``).
 """
 
@@ -39,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
+from tqdm.auto import tqdm
 
 from mri_synth.augment import make_augment
 from mri_synth.models import ModelSpec
@@ -208,6 +220,11 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
     check_stackable(models[0])
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")  # the architecture; weights come from the stacks
+    for module in base.modules():
+        if getattr(module, "fused_attn", False):
+            # timm's attention written out (q k^T, softmax, v): vmap batches it into K-wide matmuls, while the fused
+            # kernel has no batching rule and would run once per model. The same function; rounding differs.
+            module.fused_attn = False
     evaluated = models[0].to(memory_format=memory_format)  # one model at a time is loaded here for evaluation
     del models
 
@@ -229,6 +246,7 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
     optimizer = torch.optim.Adam(params.values(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scheduler = make_scheduler(optimizer, config, total_steps)
     loss_sums = torch.zeros(len(trials), device=device)
+    bar = tqdm(total=total_steps, disable=not config.progress, desc=f"{spec.name} x{len(trials)} stacked", unit="step")
     for step in range(1, total_steps + 1):
         x, y, ended = _batches(streams, generators, augments, images, labels, offsets, spec, device)
         with _autocast(device, bf16):
@@ -239,6 +257,7 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
         if scheduler is not None:
             scheduler.step()
         loss_sums += losses.detach()
+        bar.update(1)
         for k, log in enumerate(logs):
             if (ended[k] or step == total_steps) and not log.stopped_early:
                 # A stopped model keeps stepping with the rest (its weights are not read again): cheaper than
@@ -247,6 +266,7 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
                 loss_sums[k] = 0
         if all(log.stopped_early for log in logs):
             break
+    bar.close()
     results = []
     for k, (log, cfg) in enumerate(zip(logs, configs)):
         model = _load_model(copy.deepcopy(evaluated), params, buffers, k).train()
