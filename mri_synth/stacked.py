@@ -62,7 +62,7 @@ class StackingError(ValueError):
     """The trials or the model cannot be trained stacked with the semantics of separate runs."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors inside: compared by identity
 class StackedTrial:
     """What makes one stacked model its own trial.
 
@@ -100,7 +100,12 @@ def check_stackable(model: nn.Module) -> None:
                 "drop_rate=0, drop_path_rate=0) or train these trials one at a time with train.fit")
 
 
-def _check_trials(trials: Sequence[StackedTrial], config: TrainConfig) -> int:
+def check_trials(trials: Sequence[StackedTrial], config: TrainConfig) -> int:
+    """The steps every trial of a stack takes; ``StackingError`` if the trials cannot share a step.
+
+    A runner can call it to group pending trials: trials of one architecture share a step when their images
+    have one size and ``config`` gives them the same step budget (always, with ``max_steps``).
+    """
     if not trials:
         raise StackingError("no trials to stack: pass at least one StackedTrial")
     for i, trial in enumerate(trials):
@@ -206,7 +211,7 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
         StackingError: unequal step budgets, dropout in the model, ``compile``, or no trials.
         ValueError: images or labels of the wrong dtype, shape or range.
     """
-    total_steps = _check_trials(trials, config)
+    total_steps = check_trials(trials, config)
     _check_images_labels(test_images, test_labels, "held-out")
     device = config.resolved_device()
     bf16 = default_bf16(device) if config.bf16 is None else config.bf16

@@ -19,7 +19,7 @@ import torch
 
 from mri_synth.models import tiny_model
 from mri_synth.paths import PROJECT_ROOT
-from mri_synth.stacked import StackedTrial, StackingError, fit_stacked, trial_config
+from mri_synth.stacked import StackedTrial, StackingError, check_trials, fit_stacked, trial_config
 from mri_synth.train import TrainConfig, fit
 
 EXACT = ["epoch", "step", "accuracy", "balanced_accuracy", "macro_f1", "recall_Mild_Demented",
@@ -139,6 +139,9 @@ def test_what_cannot_stack_is_refused_with_a_fix(sample_data):
     with pytest.raises(StackingError, match="max_steps"):  # 3 epochs of batch 16: 8 and 11 steps
         fit_stacked("cnn", trials, test.images, test.labels, TrainConfig(epochs=3, batch_size=16, **FP32),
                     spec=spec, pretrained=False)
+    # What a runner groups by: any sets under a step budget; equal-size sets under an epoch budget.
+    assert check_trials(trials, TrainConfig(max_steps=7, batch_size=16)) == 7
+    assert check_trials([trials[0], replace(trials[0], seed=5)], TrainConfig(epochs=3, batch_size=16)) == 8
     config = TrainConfig(max_steps=2, batch_size=16, **FP32)
     with pytest.raises(StackingError, match="at least one"):
         fit_stacked("cnn", [], test.images, test.labels, config, spec=spec, pretrained=False)
