@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,29 @@ def check_stackable(model: nn.Module) -> None:
                 f"module {name!r} ({type(module).__name__}) drops activations at rate {rate}: its random masks "
                 "cannot match a lone run's under vmap. Build the model with drop rates of 0 (e.g. timm's "
                 "drop_rate=0, drop_path_rate=0) or train these trials one at a time with train.fit")
+
+
+def stacked_loss(model: nn.Module) -> Callable[..., torch.Tensor]:
+    """The training loss of K models of ``model``'s architecture, vmapped over the stacked weights.
+
+    Returns:
+        ``losses(params, buffers, x, y) -> [K]``: ``params`` and ``buffers`` as ``stack_module_state`` returns
+        them, ``x`` ``[K, B, C, S, S]``, ``y`` int64 ``[K, B]``; model k's cross-entropy on its own batch. Batch-norm
+        running statistics in ``buffers`` are updated in place, each model's from its own batch.
+    """
+    base = copy.deepcopy(model).to("meta")  # the architecture; weights come from the stacks
+    for module in base.modules():
+        if getattr(module, "fused_attn", False):
+            # timm's attention written out (q k^T, softmax, v): vmap batches it into K-wide matmuls, while the fused
+            # kernel has no batching rule and would run once per model. The same function; rounding differs.
+            module.fused_attn = False
+
+    def loss(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
+             y: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(base, (params, buffers), (x,))
+        return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), y)  # as fit: bf16 -> fp32
+
+    return torch.vmap(loss)
 
 
 def check_trials(trials: Sequence[StackedTrial], config: TrainConfig) -> int:
@@ -224,20 +247,9 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
             models.append(model.to(device).train())
     check_stackable(models[0])
     params, buffers = stack_module_state(models)
-    base = copy.deepcopy(models[0]).to("meta")  # the architecture; weights come from the stacks
-    for module in base.modules():
-        if getattr(module, "fused_attn", False):
-            # timm's attention written out (q k^T, softmax, v): vmap batches it into K-wide matmuls, while the fused
-            # kernel has no batching rule and would run once per model. The same function; rounding differs.
-            module.fused_attn = False
+    step_losses = stacked_loss(models[0])
     evaluated = models[0].to(memory_format=memory_format)  # one model at a time is loaded here for evaluation
     del models
-
-    def loss(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
-             y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(base, (params, buffers), (x,)).float(), y)
-
-    step_losses = torch.vmap(loss)
     configs = [trial_config(config, trial) for trial in trials]
     generators = [torch.Generator().manual_seed(trial.seed) for trial in trials]
     augments = [make_augment(trial.augment) for trial in trials]
