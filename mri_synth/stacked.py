@@ -15,17 +15,29 @@ batches, an epoch's last partial batch wrapping into the next permutation), its 
 its own epoch ends and after the last step, its early stopping and its history (``train.EvaluationLog``, the
 same table ``train.fit`` writes). So in fp32 each stacked model's history equals that of the same trial trained
 alone by ``train.fit``, up to floating-point rounding: vmap runs the K models' layers as batched (grouped)
-kernels, which sum in another order. ``tests/test_stacked.py`` states and checks the tolerance.
+kernels, which sum in another order. ``tests/test_stacked.py`` states and checks the tolerance, and shows in
+float64 that one stacked step is each model's lone step (gradients to 1e-12, batch-norm buffers bit for bit).
 
 What cannot be kept exactly, and is refused with ``StackingError``:
 - dropout or stochastic depth with a non-zero rate: under vmap the K models would share or redraw the global
   random stream, so no model would see the masks its own run draws (none of the registry's models use them);
 - different step budgets: models only share a step when their budgets are equal (``TrainConfig.max_steps``);
-- ``TrainConfig.compile``.
+- training images of different sizes (resize them first), and ``TrainConfig.compile``.
 
 Batch norm (ResNet-18) is kept exactly: the running mean, variance and batch count are stacked buffers that the
-batched batch-norm kernel updates in place, model by model, as in a lone run. Training runs in contiguous
-(NCHW) layout; evaluation loads one model at a time into a module and calls ``train.evaluate``.
+batched batch-norm kernel updates in place, model by model, as in a lone run. Its histories
+agree less tightly than the CNN's over many steps only because a from-scratch ResNet amplifies rounding faster.
+The ViT is kept exactly with timm's attention written out (the fused kernel has no batching rule). Evaluation
+loads one model at a time into a module and calls ``train.evaluate``, at that model's own epoch ends.
+
+Where it pays: on a GPU, where one small CNN leaves the device idle between kernel launches. On the 2-core
+development CPU it does not (``benchmarks/stacked_throughput.py``: 0.28-0.33x of ``fit`` one at a time, bf16):
+vmap's batching rules fold the model dimension into the channels (convolution becomes a grouped convolution) or
+the batch (pooling) with reshapes that leave activations in NCHW, while ``fit`` runs channels-last, where
+PyTorch's CPU max-pool and convolution are several times faster; against ``fit`` in NCHW the stack is still
+0.76-0.81x, as this CNN's CPU step is compute-bound and there is no idle hardware to fill. So: stack on CUDA,
+train one at a time on the CPU. Memory: the K training sets sit end to end on the device (16 KiB per 128 px
+slice: 128 trials of 5,120 slices are 10.7 GB).
 Left to others: which trials can share a step (``study``), the models (``models``), the metrics (``train``).
 """
 
@@ -33,12 +45,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
+from tqdm.auto import tqdm
 
 from mri_synth.augment import make_augment
 from mri_synth.models import ModelSpec
@@ -50,7 +63,7 @@ class StackingError(ValueError):
     """The trials or the model cannot be trained stacked with the semantics of separate runs."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors inside: compared by identity
 class StackedTrial:
     """What makes one stacked model its own trial.
 
@@ -88,7 +101,35 @@ def check_stackable(model: nn.Module) -> None:
                 "drop_rate=0, drop_path_rate=0) or train these trials one at a time with train.fit")
 
 
-def _check_trials(trials: Sequence[StackedTrial], config: TrainConfig) -> int:
+def stacked_loss(model: nn.Module) -> Callable[..., torch.Tensor]:
+    """The training loss of K models of ``model``'s architecture, vmapped over the stacked weights.
+
+    Returns:
+        ``losses(params, buffers, x, y) -> [K]``: ``params`` and ``buffers`` as ``stack_module_state`` returns
+        them, ``x`` ``[K, B, C, S, S]``, ``y`` int64 ``[K, B]``; model k's cross-entropy on its own batch. Batch-norm
+        running statistics in ``buffers`` are updated in place, each model's from its own batch.
+    """
+    base = copy.deepcopy(model).to("meta")  # the architecture; weights come from the stacks
+    for module in base.modules():
+        if getattr(module, "fused_attn", False):
+            # timm's attention written out (q k^T, softmax, v): vmap batches it into K-wide matmuls, while the fused
+            # kernel has no batching rule and would run once per model. The same function; rounding differs.
+            module.fused_attn = False
+
+    def loss(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
+             y: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(base, (params, buffers), (x,))
+        return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), y)  # as fit: bf16 -> fp32
+
+    return torch.vmap(loss)
+
+
+def check_trials(trials: Sequence[StackedTrial], config: TrainConfig) -> int:
+    """The steps every trial of a stack takes; ``StackingError`` if the trials cannot share a step.
+
+    A runner can call it to group pending trials: trials of one architecture share a step when their images
+    have one size and ``config`` gives them the same step budget (always, with ``max_steps``).
+    """
     if not trials:
         raise StackingError("no trials to stack: pass at least one StackedTrial")
     for i, trial in enumerate(trials):
@@ -194,7 +235,7 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
         StackingError: unequal step budgets, dropout in the model, ``compile``, or no trials.
         ValueError: images or labels of the wrong dtype, shape or range.
     """
-    total_steps = _check_trials(trials, config)
+    total_steps = check_trials(trials, config)
     _check_images_labels(test_images, test_labels, "held-out")
     device = config.resolved_device()
     bf16 = default_bf16(device) if config.bf16 is None else config.bf16
@@ -207,15 +248,9 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
             models.append(model.to(device).train())
     check_stackable(models[0])
     params, buffers = stack_module_state(models)
-    base = copy.deepcopy(models[0]).to("meta")  # the architecture; weights come from the stacks
+    step_losses = stacked_loss(models[0])
     evaluated = models[0].to(memory_format=memory_format)  # one model at a time is loaded here for evaluation
     del models
-
-    def loss(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
-             y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(base, (params, buffers), (x,)).float(), y)
-
-    step_losses = torch.vmap(loss)
     configs = [trial_config(config, trial) for trial in trials]
     generators = [torch.Generator().manual_seed(trial.seed) for trial in trials]
     augments = [make_augment(trial.augment) for trial in trials]
@@ -229,6 +264,7 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
     optimizer = torch.optim.Adam(params.values(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scheduler = make_scheduler(optimizer, config, total_steps)
     loss_sums = torch.zeros(len(trials), device=device)
+    bar = tqdm(total=total_steps, disable=not config.progress, desc=f"{spec.name} x{len(trials)} stacked", unit="step")
     for step in range(1, total_steps + 1):
         x, y, ended = _batches(streams, generators, augments, images, labels, offsets, spec, device)
         with _autocast(device, bf16):
@@ -239,6 +275,7 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
         if scheduler is not None:
             scheduler.step()
         loss_sums += losses.detach()
+        bar.update(1)
         for k, log in enumerate(logs):
             if (ended[k] or step == total_steps) and not log.stopped_early:
                 # A stopped model keeps stepping with the rest (its weights are not read again): cheaper than
@@ -247,6 +284,7 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
                 loss_sums[k] = 0
         if all(log.stopped_early for log in logs):
             break
+    bar.close()
     results = []
     for k, (log, cfg) in enumerate(zip(logs, configs)):
         model = _load_model(copy.deepcopy(evaluated), params, buffers, k).train()
