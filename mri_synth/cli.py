@@ -7,6 +7,7 @@
                                                run (or resume) one architecture's grid
     mri-synth generate --generator openai --fraction 1.0 --variants 3 --budget 50 [--dry-run]
                                                fill the synthetic bank (the OpenAI key comes from OPENAI_API_KEY)
+    mri-synth tune --split slice subject       the 100% real arm's settings, chosen on validation per evaluation
     mri-synth report [--results DIR]           summaries, the thesis comparison and paired tests of finished trials
 
 Each sub-command is a thin wrapper over a package function, so a notebook or script can call the same thing.
@@ -59,6 +60,23 @@ def _study(args: argparse.Namespace) -> None:
     results, _ = run_architecture(config)
     print(summarize(results, "test_loss", by=["policy"], min_repeats=1).to_string())  # one seed: NaN intervals
     print(f"results: {config.results}")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from .data import load_data
+    from .study import StudyContext
+    from .tuning import tune_baseline
+
+    context = StudyContext(data=load_data(args.data or None), device=args.device, cpu_threads=args.cpu_threads)
+    from . import paths
+
+    results = Path(_absolute(args.results)) if args.results else paths.results_dir() / "tuning"
+    for split in args.split:
+        table = tune_baseline(context, results / split, args.arch, split, lrs=args.lrs,
+                              weight_decays=args.weight_decays, epochs=args.epochs, seeds=range(args.seeds),
+                              batch_size=args.batch_size)
+        print(f"{split}: chosen on validation ({table.criterion[0]}):")
+        print(table.to_string(index=False), end="\n\n")
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -146,6 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     _generator_options(st, default)
     st.add_argument("--results", default=None, help="results folder (default results/); the arch is a sub-folder")
     st.set_defaults(func=_study)
+
+    tu = sub.add_parser("tune", help="choose the 100%% real arm's lr, weight decay and epochs on validation")
+    tu.add_argument("--arch", default=default["arch"])
+    tu.add_argument("--data", default=None, help="data source (default: MRI_SYNTH_DATA or the hub dataset)")
+    tu.add_argument("--split", nargs="+", default=["slice", "subject"], choices=["slice", "subject"])
+    tu.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-4])
+    tu.add_argument("--weight-decays", type=float, nargs="+", default=[0.0, 1e-4])
+    tu.add_argument("--epochs", type=int, nargs="+", default=[5, 10], help="epochs of the 100%% pool (equal steps)")
+    tu.add_argument("--seeds", type=int, default=1)
+    tu.add_argument("--batch-size", type=int, default=default["batch_size"])
+    tu.add_argument("--device", default=default["device"])
+    tu.add_argument("--cpu-threads", type=int, default=default["cpu_threads"])
+    tu.add_argument("--results", default=None, help="folder (default results/tuning); one sub-folder per split")
+    tu.set_defaults(func=_tune)
 
     ge = sub.add_parser("generate", help="fill the synthetic bank with variations of a stratified real sample")
     ge.add_argument("--generator", default="diffusion", choices=registry.names())

@@ -93,6 +93,10 @@ class ResultsConfig(NotebookConfig):
 
     reference: str = "30% real"  # the arm every other arm at the same fraction is compared with, pair-wise
     real_fraction: float = 0.3  # the fraction of the thesis's headline comparison
+    contrasts: tuple[str, ...] = (  # the family Holm corrects over, declared before the run: "A vs B"
+        "30% real + 70% diffusion vs 30% real", "30% real + 70% diffusion vs 30% real + autoaugment",
+        "30% real + 70% diffusion vs 100% real")
+    alpha: float = 0.05  # the level the repeats are checked against
 
 
 def load_all_results(results_dir: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:

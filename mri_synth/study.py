@@ -355,7 +355,9 @@ def run_trial(spec: TrialSpec, context: StudyContext) -> dict[str, Any]:
                  spec=model_spec, pretrained=spec.pretrained, validation=(ev.validation.images, ev.validation.labels),
                  selection=selection_criterion(spec))
     best, last = test_readouts(result.test_proba_best, ev.test), test_readouts(result.test_proba_last, ev.test)
+    chosen = result.history[result.history.step == result.best_step].iloc[-1]  # what validation saw there
     metrics = {**best, **{f"{k}_last": v for k, v in last.items()},
+               **{k: float(chosen[k]) for k in ("val_loss", "val_dementia_auc") if k in chosen},
                "best_step": float(result.best_step), "steps": float(result.optimizer_steps),
                "train_images": float(len(train_set.labels)), "real_images": float(len(train_set.real_ids)),
                "synthetic_images": float(len(train_set.synthetic_sources)),

@@ -252,3 +252,15 @@ def test_subject_trials_never_train_or_validate_on_a_test_person(sample_data, tm
     assert spec.fold == 3 and S.selection_criterion(spec) == "val_dementia_auc"
     metrics = S.run_trial(spec, context)["metrics"]
     assert metrics["people"] == len(tested) and 0 <= metrics["person_accuracy"] <= 1
+
+
+def test_the_baseline_is_tuned_on_validation_only(context, tmp_path):
+    from mri_synth.tuning import tune_baseline
+
+    table = tune_baseline(context, tmp_path, lrs=(1e-3, 1e-2), weight_decays=(0.0,), epochs=(1,), batch_size=32,
+                          progress=False)
+    assert list(table.lr) == sorted(table.lr, key=lambda lr: table.set_index("lr").score[lr])  # lowest loss first
+    assert table.chosen.tolist() == [True, False] and (tmp_path / "tuning_slice.csv").exists()
+    results, _ = R.load_results(tmp_path)
+    val = results[results.metric == "val_loss"].groupby("lr").value.mean()
+    assert table.score.tolist() == pytest.approx(val.loc[table.lr].tolist())
