@@ -144,3 +144,28 @@ def test_paired_contrasts_by_hand_with_holm_and_the_warning():
     assert subject.metric == "dementia_auc_person" and subject.a_better_share == 1.0  # a higher AUC is better
     with pytest.raises(ValueError, match="written 'A vs B'"):
         parse_contrast("diffusion against none")
+
+
+def test_subject_mode_on_the_real_data_keeps_people_apart_for_every_fold_seed_and_fraction(real_data):
+    import torch
+
+    seen_test = set()
+    for fold in range(protocol.N_FOLDS):
+        ev = protocol.evaluation(real_data, "subject", fold)
+        pool, val, test = (set(s.groups.tolist()) for s in (ev.pool, ev.validation, ev.test))
+        assert not (pool & val) and not (pool & test) and not (val & test)
+        assert 1 not in set(ev.validation.labels.tolist())  # no Moderate person validates
+        assert len(pool | val | test) == 200 and not (seen_test & test)
+        seen_test |= test
+        for seed in range(3):
+            previous = set()
+            for fraction in (0.1, 0.3, 0.6, 1.0):
+                subset = ev.real_subset(fraction, seed)
+                people = set(subset.groups.tolist())
+                assert people <= pool and previous <= people  # drawn from the pool only, nested across fractions
+                # whole people: every slice of a chosen person comes along
+                assert len(subset) == int(torch.isin(ev.pool.groups, torch.tensor(sorted(people))).sum())
+                previous = people
+    assert len(seen_test) == 200  # every person is tested in exactly one fold
+    slice_ev = protocol.evaluation(real_data, "slice")
+    assert len(slice_ev.test) == 1280 and len(slice_ev.pool) + len(slice_ev.validation) == 5120
