@@ -89,3 +89,14 @@ def make_synthetic_people(sizes, labels=None, seed=0, test_every=4) -> tuple[MRI
 def synthetic_people():
     """``make_synthetic_people(sizes, labels=None, seed=0, test_every=4) -> (data, person, place)``."""
     return make_synthetic_people
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests: exact comparisons and timing-free runs on a shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

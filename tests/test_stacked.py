@@ -34,12 +34,7 @@ CLOSE = ["train_loss", "test_loss", "ece"]
 FP32 = dict(bf16=False, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trials_of(sample_data, policies=("autoaugment", "autoaugment", "autoaugment", "basic")):

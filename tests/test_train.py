@@ -25,12 +25,7 @@ HISTORY_COLUMNS = (["epoch", "step", "train_loss", "test_loss", "accuracy", "bal
 QUIET = dict(progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
