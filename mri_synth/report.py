@@ -104,5 +104,4 @@ def plot_two_evaluations(results: pd.DataFrame, real_fraction: float = 0.3, *, a
     axes[0].invert_yaxis()
     fig.suptitle(f"{arch}: each arm's median with its order-statistic interval (grey: one repeat each)",
                  fontsize="medium")
-    fig.tight_layout()
     return fig
