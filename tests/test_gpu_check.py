@@ -36,4 +36,4 @@ def test_gpu_check_cpu_parts_write_a_report(tmp_path):
         assert (report / f"{part}.txt").read_text().strip()
     assert "cnn 64px" in (report / "throughput.txt").read_text()
     assert "K=2:" in (report / "stacked.txt").read_text()
-    assert "10 cnn trials" in (report / "grid.txt").read_text() and (report / "grid" / "results.parquet").exists()
+    assert "8 cnn trials" in (report / "grid.txt").read_text() and (report / "grid" / "results.parquet").exists()
