@@ -1,8 +1,9 @@
 """The resumable trial runner: a grid of trial specs in, one file per finished trial, tidy tables out.
 
 :func:`run_study` runs every spec not yet in a results folder, writes each finished trial to its own file atomically
-and skips trials already there, so a killed study resumes where it stopped and ends with the same table as an
-uninterrupted one. :func:`load_results` reads the tidy long tables back (one row per trial x metric, and per trial
+(:func:`write_trial`, the one writer of trial files, which ``distributed`` calls too) and skips trials already there,
+so a killed study resumes where it stopped and ends with the same table as an uninterrupted one. On CUDA it trains
+trials that share a step as stacks (``trial_groups``). :func:`load_results` reads the tidy long tables back (one row per trial x metric, and per trial
 x evaluation x metric); :func:`migrate_trial_keys` keeps files of older key schemes usable. What a trial does is
 :mod:`mri_synth.study`'s.
 """
