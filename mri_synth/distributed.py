@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from . import runner, study
 from .study import StudyContext, TrialSpec
 from .synth import registry
-from .trial_groups import DEFAULT_MAX_MODELS, plan_groups, run_trial_group
+from .trial_groups import plan_groups, run_trial_group
 
 Outcomes = list[dict[str, Any]]
 TrainGroup = Callable[[Sequence[TrialSpec], StudyContext], Outcomes]
@@ -99,7 +99,7 @@ def prepare_generator(specs: Sequence[TrialSpec], context: StudyContext) -> str:
 
 def run_study_ray(specs: Sequence[TrialSpec], context: StudyContext, results_dir: str | os.PathLike, *,
                   address: str | None = None, num_gpus: float | None = None, num_cpus: float = 1,
-                  stack: bool | None = None, max_stack: int = DEFAULT_MAX_MODELS, train: TrainGroup = train_group,
+                  stack: bool | None = None, max_stack: int | None = None, train: TrainGroup = train_group,
                   retries: int = 0, progress: bool = True,
                   init: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run every spec not yet in ``results_dir`` as Ray tasks; return the same tables as ``runner.run_study``.
@@ -112,6 +112,7 @@ def run_study_ray(specs: Sequence[TrialSpec], context: StudyContext, results_dir
         num_cpus: CPUs per task.
         stack: Train trials that share a step as stacked groups (``trial_groups``); ``None``: when the cluster has
             GPUs.
+        max_stack: Models per stack (``None``: ``trial_groups.STACK_LIMITS`` by architecture).
         train: What a task runs for its specs (default :func:`train_group`); it must return one outcome per spec.
         retries: Ray's ``max_retries`` per task (a crashed worker is retried this many times).
         init: Extra ``ray.init`` arguments (e.g. ``num_cpus``, ``include_dashboard``) when this call starts Ray.
@@ -143,7 +144,7 @@ def run_study_ray(specs: Sequence[TrialSpec], context: StudyContext, results_dir
 
 
 def _dispatch(ray: Any, todo: list[TrialSpec], context: StudyContext, trials_dir: Path, prov: dict, *, share: float,
-              gpus: float, num_cpus: float, stack: bool, max_stack: int, train: TrainGroup, retries: int,
+              gpus: float, num_cpus: float, stack: bool, max_stack: int | None, train: TrainGroup, retries: int,
               progress: bool, total: int) -> list[tuple[list[str], str]]:
     """Submit generator and trial tasks; write each trial as it returns; return the failed tasks."""
     context_ref = ray.put(context)  # the data travel once

@@ -29,7 +29,7 @@ from .data import MRIData
 from .stacked import StackingError
 from .study import StudyContext, TrialSpec
 from .train import TrainConfig
-from .trial_groups import DEFAULT_MAX_MODELS, plan_groups, run_trial_group
+from .trial_groups import plan_groups, run_trial_group
 
 
 def provenance(data: MRIData) -> dict[str, Any]:
@@ -141,7 +141,7 @@ def finish_study(specs: Sequence[TrialSpec], results_dir: str | os.PathLike) -> 
 
 def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: str | os.PathLike, *,
               progress: bool = True, stack: bool | None = None,
-              max_stack: int = DEFAULT_MAX_MODELS) -> tuple[pd.DataFrame, pd.DataFrame]:
+              max_stack: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run every spec not yet in ``results_dir``; return the (results, history) tables of all of them.
 
     Each finished trial is written atomically to ``results_dir/trials/<key>.json`` (:func:`write_trial`), so a
@@ -149,7 +149,8 @@ def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: st
     ``history.parquet`` are rewritten at the end. A results folder made from other data is refused rather than mixed.
 
     Args:
-        stack: Train pending trials that can share a step in stacks of up to ``max_stack`` (``trial_groups``);
+        stack: Train pending trials that can share a step in stacks of up to ``max_stack`` (``None``: by
+            architecture, ``trial_groups.STACK_LIMITS``);
             ``None`` (default): on CUDA only, where it pays (on the CPU it runs at 0.3x). A group that cannot
             stack after all falls back to one trial at a time.
     """

@@ -22,7 +22,12 @@ from . import study
 from .study import StudyContext, TrialSpec
 
 DEFAULT_MAX_MODELS = 32
-"""Models per stack: the GPU target of issue 13 (K = 32 at least 10x one at a time); memory grows with K."""
+"""Models per stack of the basic CNN: the GPU target of issue 13 (K = 32 at least 10x one at a time)."""
+
+STACK_LIMITS = {"cnn": DEFAULT_MAX_MODELS, "resnet18": 8}
+"""Default models per stack by architecture, until the GPU check measures them: weights, Adam state and activations
+grow K-fold, and K ViT-B/16s at 224 px (86M parameters each) would not fit one GPU, so other architectures train
+one at a time unless a caller asks for more (``max_models``)."""
 
 
 def group_key(spec: TrialSpec, context: StudyContext) -> tuple | None:
@@ -35,16 +40,22 @@ def group_key(spec: TrialSpec, context: StudyContext) -> tuple | None:
 
 
 def plan_groups(specs: Sequence[TrialSpec], context: StudyContext,
-                max_models: int = DEFAULT_MAX_MODELS) -> list[list[TrialSpec]]:
-    """``specs`` cut into stacks of 2..``max_models`` trials that share a step, and singles, in first-seen order."""
-    if max_models < 1:
+                max_models: int | None = None) -> list[list[TrialSpec]]:
+    """``specs`` cut into stacks of 2..``max_models`` trials that share a step, and singles, in first-seen order.
+
+    ``max_models``: models per stack; ``None``: :data:`STACK_LIMITS` by architecture (1 where none is set).
+    """
+    if max_models is not None and max_models < 1:
         raise ValueError(f"max_models must be >= 1 (models trained in one stack), got {max_models}")
     buckets: dict[Any, list[TrialSpec]] = {}
     for i, spec in enumerate(specs):
         key = group_key(spec, context)
         buckets.setdefault(key if key is not None else ("alone", i), []).append(spec)
-    return [members[at:at + max_models] for members in buckets.values()
-            for at in range(0, len(members), max_models)]
+    groups = []
+    for members in buckets.values():
+        size = max_models or STACK_LIMITS.get(members[0].arch, 1)
+        groups += [members[at:at + size] for at in range(0, len(members), size)]
+    return groups
 
 
 def run_trial_group(specs: Sequence[TrialSpec], context: StudyContext) -> list[dict[str, Any]]:
@@ -76,4 +87,4 @@ def run_trial_group(specs: Sequence[TrialSpec], context: StudyContext) -> list[d
     return [study.trial_outcome(spec, context, s, result, share) for spec, s, result in zip(specs, sets, results)]
 
 
-__all__ = ["DEFAULT_MAX_MODELS", "group_key", "plan_groups", "run_trial_group"]
+__all__ = ["DEFAULT_MAX_MODELS", "STACK_LIMITS", "group_key", "plan_groups", "run_trial_group"]

@@ -39,6 +39,11 @@ def test_plan_groups_stacks_trials_that_share_a_step_and_leaves_the_rest_alone(c
     assert [len(g) for g in groups] == [4, 4, 1, 1, 1]  # 8 equal-step cnn trials in stacks of 4, three alone
     assert [g[0] for g in groups[2:]] == [epochs_budget, other_lr, subject]
     assert sorted(s.key for g in groups for s in g) == sorted(s.key for s in [*specs, epochs_budget, other_lr, subject])
+    # by default, stacks as large as an architecture fits: 32 CNNs, 8 ResNet-18s, ViTs one at a time
+    many = {arch: S.study_grid([arch], [1.0, 0.3], ["none", "repeat"], range(12), **TINY) for arch in ("resnet18", "vit")}
+    assert [len(g) for g in G.plan_groups(many["resnet18"], context)] == [8, 8, 8, 8, 4]
+    assert {len(g) for g in G.plan_groups(many["vit"], context)} == {1}
+    assert [len(g) for g in G.plan_groups(specs * 5, context)] == [32, 8]
     with pytest.raises(ValueError, match="max_models must be >= 1"):
         G.plan_groups(specs, context, max_models=0)
 
