@@ -24,7 +24,7 @@ def test_thesis_profile_counts_and_totals():
 
 def test_the_script_prints_a_total_per_profile(tmp_path, capsys):
     lines = _profile_costs().main(["--out", str(tmp_path / "costs.txt")])
-    totals = [line for line in lines if "TOTAL" in line]
+    totals = [line for line in lines if line.split()[1:2] == ["TOTAL"]]
     assert {line.split()[0] for line in totals} >= {"quick", "thesis"}
     assert all("H100(s) for a 8 h day" in line for line in totals)
     assert (tmp_path / "costs.txt").read_text().splitlines() == lines
