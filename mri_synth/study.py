@@ -357,7 +357,7 @@ def trial_outcome(spec: TrialSpec, context: StudyContext, train_set: TrainingSet
                   seconds: float) -> dict[str, Any]:
     """A trial's outcome from its training result: metrics, history, generator, test predictions.
 
-    One place for every path that trains trials (one at a time here, stacked in ``runner``), so their outcomes
+    One place for every path that trains trials (one at a time here, stacked in ``trial_groups``), so their outcomes
     have one form. ``seconds`` is the trial's own time (its share of a stack's).
     """
     test = context.evaluation(spec).test
