@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 		"$(PYTHON_CANDIDATES)): install one, or run make PYTHON=/path/to/python3.11-or-newer" >&2; exit 1; }; \
 		echo "$(PYTHON) -m venv $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,ray]'
 	@touch $(STAMP)
 
 study: $(STAMP)

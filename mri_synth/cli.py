@@ -4,7 +4,7 @@
     mri-synth data [SOURCE]                    decode and cache a data source; print its class counts, people and
                                                the leakage audit (people in both splits, 1-NN pixel accuracy)
     mri-synth study --arch cnn --arms none repeat diffusion --fractions 1.0 0.3 --seeds 5 --epochs 10
-                                               run (or resume) one architecture's grid
+                                               run (or resume) one architecture's grid (--ray: as Ray tasks)
     mri-synth generate --generator openai --fraction 1.0 --variants 3 --budget 50 [--dry-run]
                                                fill the synthetic bank (the OpenAI key comes from OPENAI_API_KEY)
     mri-synth tune --split slice subject       the 100% real arm's settings, chosen on validation per evaluation
@@ -57,7 +57,15 @@ def _study(args: argparse.Namespace) -> None:
                                device=args.device, cpu_threads=args.cpu_threads,
                                results_dir=_absolute(args.results))
     print(config.plan().to_string())
-    results, _ = run_architecture(config)
+    ray = dict(address=args.ray_address or None, num_gpus=args.ray_gpus) if args.ray or args.ray_address else None
+    try:
+        results, _ = run_architecture(config, ray=ray)
+    except ImportError as err:  # --ray without the extra installed
+        raise ValueError(str(err)) from None
+    except RuntimeError as err:  # distributed.TrialsFailed: the finished trials are kept; say what to rerun
+        if type(err).__name__ != "TrialsFailed":
+            raise
+        raise ValueError(str(err)) from None
     print(summarize(results, "test_loss", by=["policy"], min_repeats=1).to_string())  # one seed: NaN intervals
     print(f"results: {config.results}")
 
@@ -163,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model input side; 0 keeps the registry's")
     _generator_options(st, default)
     st.add_argument("--results", default=None, help="results folder (default results/); the arch is a sub-folder")
+    st.add_argument("--ray", action="store_true", help="run the trials as tasks on a local Ray (pip install -e "
+                    "'.[ray]'): generators once per subset, trials with a share of a GPU each")
+    st.add_argument("--ray-address", default="", help="run them on the Ray cluster at this address (e.g. auto, "
+                    "ray://host:10001); implies --ray")
+    st.add_argument("--ray-gpus", type=float, default=None,
+                    help="GPU share per trial task (default: 0.25 when the cluster has GPUs, else 0)")
     st.set_defaults(func=_study)
 
     tu = sub.add_parser("tune", help="choose the 100%% real arm's lr, weight decay and epochs on validation")

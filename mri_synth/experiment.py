@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -80,10 +81,18 @@ class ArchitectureStudy(NotebookConfig):
         return table.groupby(["split", "real_fraction", "policy"], sort=False).size().rename("trials").to_frame()
 
 
-def run_architecture(config: ArchitectureStudy, *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run (or resume) the grid of one architecture; return its results and history tables."""
+def run_architecture(config: ArchitectureStudy, *, progress: bool = True,
+                     ray: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run (or resume) the grid of one architecture; return its results and history tables.
+
+    ``ray``: run it on Ray instead, with these ``distributed.run_study_ray`` arguments (``{}``: a local Ray).
+    """
     context = StudyContext(data=load_data(config.data_source), device=config.device, cpu_threads=config.cpu_threads,
                            generators=config.generator_settings())
+    if ray is not None:
+        from .distributed import run_study_ray
+
+        return run_study_ray(config.specs, context, config.results, progress=progress, **ray)
     return run_study(config.specs, context, config.results, progress=progress)
 
 

@@ -1,8 +1,9 @@
 """The resumable trial runner: a grid of trial specs in, one file per finished trial, tidy tables out.
 
 :func:`run_study` runs every spec not yet in a results folder, writes each finished trial to its own file atomically
-and skips trials already there, so a killed study resumes where it stopped and ends with the same table as an
-uninterrupted one. :func:`load_results` reads the tidy long tables back (one row per trial x metric, and per trial
+(:func:`write_trial`, the one writer of trial files, which ``distributed`` calls too) and skips trials already there,
+so a killed study resumes where it stopped and ends with the same table as an uninterrupted one. On CUDA it trains
+trials that share a step as stacks (``trial_groups``). :func:`load_results` reads the tidy long tables back (one row per trial x metric, and per trial
 x evaluation x metric); :func:`migrate_trial_keys` keeps files of older key schemes usable. What a trial does is
 :mod:`mri_synth.study`'s.
 """
@@ -25,7 +26,10 @@ from tqdm.auto import tqdm
 
 from . import paths, study
 from .data import MRIData
+from .stacked import StackingError
 from .study import StudyContext, TrialSpec
+from .train import TrainConfig
+from .trial_groups import plan_groups, run_trial_group
 
 
 def provenance(data: MRIData) -> dict[str, Any]:
@@ -84,13 +88,10 @@ def per_image_losses(results: pd.DataFrame, results_dir: str | os.PathLike, whic
     return pd.concat(frames, ignore_index=True)
 
 
-def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: str | os.PathLike, *,
-              progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run every spec not yet in ``results_dir``; return the (results, history) tables of all of them.
+def open_results(results_dir: str | os.PathLike, context: StudyContext) -> tuple[Path, dict[str, Any]]:
+    """Make ``results_dir/trials`` ready for ``context``'s data; return it and the run's provenance.
 
-    Each finished trial is written atomically to ``results_dir/trials/<key>.json``, so a killed study loses at most
-    the trial it was running and the next call resumes there. ``results.parquet`` and ``history.parquet`` are
-    rewritten at the end. A results folder made from other data is refused rather than mixed.
+    A results folder made from other data is refused rather than mixed; older key schemes are migrated.
     """
     results_dir = Path(results_dir)
     trials_dir = results_dir / "trials"
@@ -105,24 +106,82 @@ def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: st
     else:
         _atomic_json(prov_file, prov)
     migrate_trial_keys(trials_dir)
-    todo = [s for s in specs if not (trials_dir / f"{s.key}.json").exists()]
-    if context.cpu_threads:
-        torch.set_num_threads(context.cpu_threads)
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="trials", unit="trial", disable=not progress)
-    for spec in todo:
-        bar.set_postfix_str(f"{spec.arch} {spec.policy} seed {spec.seed}")
-        outcome = study.run_trial(spec, context)  # looked up at call time: tests may wrap it
-        predictions = outcome.pop("predictions", None)
-        if predictions is not None:  # written first: the JSON file is what marks a trial finished
-            _atomic_npz(trials_dir / f"{spec.key}.npz", predictions)
-        _atomic_json(trials_dir / f"{spec.key}.json", {"spec": asdict(spec), "columns": spec.table_columns(),
-                                                         "provenance": {"git_commit": prov["git_commit"]}, **outcome})
-        bar.update(1)
-    bar.close()
+    return trials_dir, prov
+
+
+def pending(specs: Sequence[TrialSpec], trials_dir: Path) -> list[TrialSpec]:
+    """The specs without a finished trial file in ``trials_dir`` (the JSON file marks a trial finished)."""
+    return [s for s in specs if not (trials_dir / f"{s.key}.json").exists()]
+
+
+def write_trial(trials_dir: Path, spec: TrialSpec, outcome: dict[str, Any], prov: dict[str, Any], *,
+                stacked: int = 1) -> None:
+    """Write one finished trial: its predictions (``<key>.npz``), then ``<key>.json``, each atomically.
+
+    The one place trial files are written (the sequential runner and ``distributed`` both call it); ``stacked``
+    records how many models shared the trial's training step (1: trained alone).
+    """
+    outcome = dict(outcome)
+    predictions = outcome.pop("predictions", None)
+    if predictions is not None:  # written first: the JSON file is what marks a trial finished
+        _atomic_npz(trials_dir / f"{spec.key}.npz", predictions)
+    _atomic_json(trials_dir / f"{spec.key}.json", {"spec": asdict(spec), "columns": spec.table_columns(),
+                                                   "provenance": {"git_commit": prov["git_commit"], "stacked": stacked},
+                                                   **outcome})
+
+
+def finish_study(specs: Sequence[TrialSpec], results_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the finished trials of ``specs`` back and rewrite ``results.parquet`` and ``history.parquet``."""
+    results_dir = Path(results_dir)
     results, history = load_results(results_dir, keys=[s.key for s in specs])
     results.to_parquet(results_dir / "results.parquet")
     history.to_parquet(results_dir / "history.parquet")
     return results, history
+
+
+def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: str | os.PathLike, *,
+              progress: bool = True, stack: bool | None = None,
+              max_stack: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run every spec not yet in ``results_dir``; return the (results, history) tables of all of them.
+
+    Each finished trial is written atomically to ``results_dir/trials/<key>.json`` (:func:`write_trial`), so a
+    killed study loses at most the trials it was running and the next call resumes there. ``results.parquet`` and
+    ``history.parquet`` are rewritten at the end. A results folder made from other data is refused rather than mixed.
+
+    Args:
+        stack: Train pending trials that can share a step in stacks of up to ``max_stack`` (``None``: by
+            architecture, ``trial_groups.STACK_LIMITS``);
+            ``None`` (default): on CUDA only, where it pays (on the CPU it runs at 0.3x). A group that cannot
+            stack after all falls back to one trial at a time.
+    """
+    trials_dir, prov = open_results(results_dir, context)
+    todo = pending(specs, trials_dir)
+    if context.cpu_threads:
+        torch.set_num_threads(context.cpu_threads)
+    if stack is None:
+        stack = TrainConfig(device=context.device).resolved_device().type == "cuda"
+    groups = plan_groups(todo, context, max_stack) if stack else [[spec] for spec in todo]
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="trials", unit="trial", disable=not progress)
+    for group in groups:
+        first = group[0]
+        bar.set_postfix_str(f"{first.arch} {first.policy} seed {first.seed}" + (f" +{len(group) - 1} stacked"
+                                                                                 if len(group) > 1 else ""))
+        try:
+            outcomes = run_trial_group(group, context) if len(group) > 1 else None
+        except StackingError as err:
+            print(f"{len(group)} trials cannot train stacked ({err}); training them one at a time")
+            outcomes = None
+        if outcomes is None:
+            for spec in group:
+                # study.run_trial looked up at call time: tests may wrap it
+                write_trial(trials_dir, spec, study.run_trial(spec, context), prov)
+                bar.update(1)
+            continue
+        for spec, outcome in zip(group, outcomes):
+            write_trial(trials_dir, spec, outcome, prov, stacked=len(group))
+            bar.update(1)
+    bar.close()
+    return finish_study(specs, results_dir)
 
 
 def migrate_trial_keys(trials_dir: str | os.PathLike) -> int:
@@ -191,4 +250,5 @@ def load_results(results_dir: str | os.PathLike, keys: Sequence[str] | None = No
 
 
 
-__all__ = ["load_predictions", "load_results", "migrate_trial_keys", "per_image_losses", "provenance", "run_study"]
+__all__ = ["finish_study", "load_predictions", "load_results", "migrate_trial_keys", "open_results", "pending",
+           "per_image_losses", "provenance", "run_study", "write_trial"]

@@ -213,7 +213,8 @@ def _batches(streams: list[BatchStream], generators: list[torch.Generator], augm
 
 def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Tensor, test_labels: torch.Tensor,
                 config: TrainConfig = TrainConfig(), *, spec: ModelSpec | None = None, pretrained: bool | None = None,
-                weights_path: Any = None) -> list[TrainResult]:
+                weights_path: Any = None, validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+                selection: str = "val_loss") -> list[TrainResult]:
     """Train one model per trial, all in one step, and evaluate each as ``train.fit`` would.
 
     Args:
@@ -226,9 +227,13 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
         spec: The model's spec (default ``get_spec(arch)``).
         pretrained: Passed to ``models.create_model`` (``None``: the registry's default).
         weights_path: A local pretrained weights file.
+        validation: ``(images, labels)`` that choose each model's checkpoint by ``selection``, as in ``fit``.
+        selection: ``val_loss`` or ``val_dementia_auc`` (``checkpoints.SELECTIONS``).
 
     Returns:
-        One ``TrainResult`` per trial, in order: the model (the best one when early stopping), its history and
+        One ``TrainResult`` per trial, in order, as ``fit`` returns it: the model (the chosen checkpoint), its
+        history, its held-out probabilities at the chosen and the last step, its optimizer steps (a model that
+        stopped early counts the steps up to its stop, as its lone run does) and
         ``config=trial_config(config, trial)``, the config that trains it alone through ``fit``.
 
     Raises:
@@ -237,6 +242,8 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
     """
     total_steps = check_trials(trials, config)
     _check_images_labels(test_images, test_labels, "held-out")
+    if validation is not None:
+        _check_images_labels(*validation, "validation")
     device = config.resolved_device()
     bf16 = default_bf16(device) if config.bf16 is None else config.bf16
     memory_format = torch.contiguous_format if config.channels_last is False else torch.channels_last
@@ -260,7 +267,8 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
     labels = torch.cat([trial.train_labels.to(device) for trial in trials])
     streams = [BatchStream(n, config.batch_size, g) for n, g in zip(sizes, generators)]
     x_test = test_images.to(device)
-    logs = [EvaluationLog(x_test, test_labels, spec, c, device, bf16) for c in configs]
+    logs = [EvaluationLog(x_test, test_labels, spec, c, device, bf16, validation=validation, selection=selection)
+            for c in configs]
     optimizer = torch.optim.Adam(params.values(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scheduler = make_scheduler(optimizer, config, total_steps)
     loss_sums = torch.zeros(len(trials), device=device)
@@ -277,7 +285,8 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
         loss_sums += losses.detach()
         bar.update(1)
         for k, log in enumerate(logs):
-            if (ended[k] or step == total_steps) and not log.stopped_early:
+            due = (step % config.eval_every == 0) if config.eval_every else ended[k]  # as in fit
+            if (due or step == total_steps) and not log.stopped_early:
                 # A stopped model keeps stepping with the rest (its weights are not read again): cheaper than
                 # taking it out of the stack, and its history and best weights are already final.
                 log.record(_load_model(evaluated, params, buffers, k), streams[k].epoch_label(), step, loss_sums[k])
@@ -285,8 +294,11 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
         if all(log.stopped_early for log in logs):
             break
     bar.close()
+    steps_done = int(next(iter(optimizer.state.values()))["step"]) if optimizer.state else 0
     results = []
     for k, (log, cfg) in enumerate(zip(logs, configs)):
         model = _load_model(copy.deepcopy(evaluated), params, buffers, k).train()
-        results.append(log.result(model, spec, cfg))
+        # a model that stopped early took its last own step at its last evaluation, where its lone run breaks off
+        steps = int(log.rows[-1]["step"]) if log.stopped_early else steps_done
+        results.append(log.result(model, spec, cfg, optimizer_steps=steps))
     return results

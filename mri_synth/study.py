@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,10 @@ from .data import CLASS_NAMES, MRIData, Split, check_fraction, stratified_sample
 from .protocol import Evaluation, check_mode, evaluation, fold_of
 from .synth import registry
 from .synth.registry import GeneratorSettings
+
+if TYPE_CHECKING:
+    from .models import ModelSpec
+    from .train import TrainConfig, TrainResult
 
 PROTOCOL = 2
 """The trial protocol: 2 carves a validation set that chooses checkpoints (the test split is read only for the
@@ -227,6 +231,7 @@ class StudyContext:
     device: str = "auto"
     cpu_threads: int = 0  # 0: torch's default; 1 is faster when other jobs share a small CPU (no spin-waiting)
     progress: bool = False  # inner progress bars (training, generation); the study has its own
+    bf16: bool | None = None  # classifier autocast; None: train.default_bf16 (tests compare paths in fp32)
     _evaluations: dict = field(default_factory=dict, init=False, repr=False)
 
     def evaluation(self, spec: TrialSpec) -> Evaluation:
@@ -332,6 +337,46 @@ def test_readouts(proba: torch.Tensor, test: Split) -> dict[str, float]:
     return {"test_loss": four_way.pop("loss"), **four_way, **dementia_readouts(proba.numpy(), test.labels, groups)}
 
 
+def train_config(spec: TrialSpec, context: StudyContext) -> "TrainConfig":
+    """How ``spec`` trains (``train.TrainConfig``): its budget resolved against its evaluation's 100% pool."""
+    from .train import TrainConfig
+
+    return TrainConfig(epochs=spec.epochs, max_steps=step_budget(spec, len(context.evaluation(spec).pool)),
+                       batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay, augment=spec.augment,
+                       device=context.device, seed=spec.seed, progress=context.progress, bf16=context.bf16)
+
+
+def model_spec(spec: TrialSpec) -> "ModelSpec":
+    """The trial's model spec: the registry's, at ``spec.input_size`` when set."""
+    from .models import get_spec
+
+    return get_spec(spec.arch).with_input_size(spec.input_size) if spec.input_size else get_spec(spec.arch)
+
+
+def trial_outcome(spec: TrialSpec, context: StudyContext, train_set: TrainingSet, result: "TrainResult",
+                  seconds: float) -> dict[str, Any]:
+    """A trial's outcome from its training result: metrics, history, generator, test predictions.
+
+    One place for every path that trains trials (one at a time here, stacked in ``trial_groups``), so their outcomes
+    have one form. ``seconds`` is the trial's own time (its share of a stack's).
+    """
+    test = context.evaluation(spec).test
+    best, last = test_readouts(result.test_proba_best, test), test_readouts(result.test_proba_last, test)
+    chosen = result.history[result.history.step == result.best_step].iloc[-1]  # what validation saw there
+    metrics = {**best, **{f"{k}_last": v for k, v in last.items()},
+               **{k: float(chosen[k]) for k in ("val_loss", "val_dementia_auc") if k in chosen},
+               "best_step": float(result.best_step), "steps": float(result.optimizer_steps),
+               "train_images": float(len(train_set.labels)), "real_images": float(len(train_set.real_ids)),
+               "synthetic_images": float(len(train_set.synthetic_sources)), "train_time_s": seconds}
+    return {"metrics": metrics, "history": result.history.to_dict(orient="list"),
+            "generator_fingerprint": train_set.generator_fingerprint,
+            "predictions": {"test_ids": np.array(test.ids), "test_labels": test.labels.numpy(),
+                            "test_people": (test.groups if test.groups is not None
+                                            else torch.full_like(test.labels, -1)).numpy(),
+                            "proba_best": result.test_proba_best.numpy().astype(np.float16),
+                            "proba_last": result.test_proba_last.numpy().astype(np.float16)}}
+
+
 def run_trial(spec: TrialSpec, context: StudyContext) -> dict[str, Any]:
     """Train and evaluate one trial; return its metrics, its history, its test probabilities, what it trained on.
 
@@ -339,38 +384,17 @@ def run_trial(spec: TrialSpec, context: StudyContext) -> dict[str, Any]:
     are read only to report the chosen checkpoint (``test_loss``, ..., the primary numbers) and the last step
     (``..._last``).
     """
-    from .models import get_spec
-    from .train import TrainConfig, fit
+    from .train import fit
 
     start = time.perf_counter()
     ev = context.evaluation(spec)
     train_set = training_set(spec, context)
-    config = TrainConfig(epochs=spec.epochs, max_steps=step_budget(spec, len(ev.pool)), batch_size=spec.batch_size,
-                         lr=spec.lr, weight_decay=spec.weight_decay, augment=spec.augment, device=context.device,
-                         seed=spec.seed, progress=context.progress)
-    model_spec = get_spec(spec.arch)
-    if spec.input_size:
-        model_spec = model_spec.with_input_size(spec.input_size)
-    result = fit(spec.arch, train_set.images, train_set.labels, ev.test.images, ev.test.labels, config,
-                 spec=model_spec, pretrained=spec.pretrained, validation=(ev.validation.images, ev.validation.labels),
-                 selection=selection_criterion(spec))
-    best, last = test_readouts(result.test_proba_best, ev.test), test_readouts(result.test_proba_last, ev.test)
-    chosen = result.history[result.history.step == result.best_step].iloc[-1]  # what validation saw there
-    metrics = {**best, **{f"{k}_last": v for k, v in last.items()},
-               **{k: float(chosen[k]) for k in ("val_loss", "val_dementia_auc") if k in chosen},
-               "best_step": float(result.best_step), "steps": float(result.optimizer_steps),
-               "train_images": float(len(train_set.labels)), "real_images": float(len(train_set.real_ids)),
-               "synthetic_images": float(len(train_set.synthetic_sources)),
-               "train_time_s": time.perf_counter() - start}
-    return {"metrics": metrics, "history": result.history.to_dict(orient="list"),
-            "generator_fingerprint": train_set.generator_fingerprint,
-            "predictions": {"test_ids": np.array(ev.test.ids), "test_labels": ev.test.labels.numpy(),
-                            "test_people": (ev.test.groups if ev.test.groups is not None
-                                            else torch.full_like(ev.test.labels, -1)).numpy(),
-                            "proba_best": result.test_proba_best.numpy().astype(np.float16),
-                            "proba_last": result.test_proba_last.numpy().astype(np.float16)}}
+    result = fit(spec.arch, train_set.images, train_set.labels, ev.test.images, ev.test.labels,
+                 train_config(spec, context), spec=model_spec(spec), pretrained=spec.pretrained,
+                 validation=(ev.validation.images, ev.validation.labels), selection=selection_criterion(spec))
+    return trial_outcome(spec, context, train_set, result, time.perf_counter() - start)
 
 
 __all__ = ["CONTROL_ARMS", "PROTOCOL", "StudyContext", "TrainingSet", "TrialSpec", "generator_kind", "parse_arm",
-           "run_trial", "selection_criterion", "step_budget", "study_grid", "synthetic_kinds", "synthetic_per_class",
-           "test_readouts", "training_set"]
+           "model_spec", "run_trial", "selection_criterion", "step_budget", "study_grid", "synthetic_kinds",
+           "synthetic_per_class", "test_readouts", "train_config", "trial_outcome", "training_set"]

@@ -23,7 +23,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 ENV = yaml.safe_load((ROOT / "environment.yml").read_text())
 TOOLS_NOT_PACKAGES = {"python", "pip", "make"}
 DECLARED = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]
-            + PYPROJECT["project"]["optional-dependencies"]["test"]]
+            + PYPROJECT["project"]["optional-dependencies"]["test"] + PYPROJECT["project"]["optional-dependencies"]["ray"]]
 
 
 def _pins() -> dict[str, str]:
@@ -67,10 +67,11 @@ def test_constraints_pin_the_measured_versions_within_the_bounds():
 
 def test_environment_and_makefile_install_the_project_with_the_constraints():
     pip_section = next(d["pip"] for d in ENV["dependencies"] if isinstance(d, dict))
-    assert pip_section == ["-c constraints.txt", "-e .[test]"], \
+    assert pip_section == ["-c constraints.txt", "-e .[test,ray]"], \
         "environment.yml must install the project (pyproject.toml is the source of truth) with constraints.txt"
     makefile = (ROOT / "Makefile").read_text()
-    assert "install --quiet -c constraints.txt -e '.[test]'" in makefile  # hence CI (.ci/run: make test) too
+    # hence CI (.ci/run: make test) too; the ray extra so that CI runs the study on a local Ray
+    assert "install --quiet -c constraints.txt -e '.[test,ray]'" in makefile
 
 
 def test_no_dependency_is_declared_twice():

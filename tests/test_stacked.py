@@ -139,6 +139,44 @@ def test_early_stopping_stops_each_model_on_its_own(sample_data):
             torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("selection", ["val_loss", "val_dementia_auc"])
+def test_validation_chooses_each_stacked_models_checkpoint_as_fit_does(sample_data, selection):
+    # A validation set chooses the checkpoint: the stacked model equals its lone fit run, chosen step included.
+    spec = tiny_model("cnn")[1]
+    test, validation = sample_data.test.subset(range(32)), sample_data.test.subset(range(32, 65))
+    trials = trials_of(sample_data, policies=("autoaugment", "basic", "none"))[:3]
+    config = TrainConfig(max_steps=12, batch_size=16, eval_every=2, **FP32)
+    kwargs = dict(validation=(validation.images, validation.labels), selection=selection)
+    stacked = fit_stacked("cnn", trials, test.images, test.labels, config, spec=spec, pretrained=False, **kwargs)
+    alone = [fit("cnn", t.train_images, t.train_labels, test.images, test.labels, trial_config(config, t),
+                 spec=spec, pretrained=False, **kwargs) for t in trials]
+    for one, many in zip(alone, stacked):
+        assert_same_history(one.history, many.history)
+        assert "val_loss" in many.history and many.history["val_loss"].tolist() == pytest.approx(
+            one.history["val_loss"].tolist(), abs=1e-4)
+        assert (many.best_step, many.best_epoch, many.optimizer_steps) == (one.best_step, one.best_epoch, 12)
+        torch.testing.assert_close(many.test_proba_best, one.test_proba_best, atol=1e-4, rtol=0)
+        torch.testing.assert_close(many.test_proba_last, one.test_proba_last, atol=1e-4, rtol=0)
+        for a, b in zip(one.model.parameters(), many.model.parameters()):  # the chosen weights
+            torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
+    # the checkpoints chosen are not all the last step, so the choice itself was compared
+    assert any(r.best_step != 12 for r in stacked) or selection == "val_dementia_auc"
+    assert not torch.equal(stacked[0].test_proba_best, stacked[1].test_proba_best)
+
+
+def test_a_stacked_model_that_stops_early_counts_its_own_steps(sample_data):
+    images = sample_data.train.images[:64]
+    mild, non = torch.zeros(64, dtype=torch.long), torch.full((64,), 2, dtype=torch.long)
+    trials = [StackedTrial(images, mild, seed=0), StackedTrial(images, non, seed=1)]
+    config = TrainConfig(epochs=6, batch_size=32, early_stopping_patience=2, **FP32)
+    stacked = fit_stacked("cnn", trials, images, non, config, spec=tiny_model("cnn")[1], pretrained=False,
+                          validation=(images, non))
+    alone = fit("cnn", images, mild, images, non, trial_config(config, trials[0]), spec=tiny_model("cnn")[1],
+                pretrained=False, validation=(images, non))
+    assert stacked[0].stopped_early and stacked[0].optimizer_steps == alone.optimizer_steps == 6
+    assert stacked[1].optimizer_steps == 12
+
+
 def test_cosine_schedule_and_weight_decay_stack(sample_data):
     spec = tiny_model("cnn")[1]
     test = sample_data.test.subset(range(32))

@@ -144,9 +144,12 @@ def fill_and_sample(generator: "Generator", bank: "SyntheticBank", sources: "Spl
     bank keeps what it made, so nothing is made twice); a paid one is only read: its images must already be there
     (notebook 02 or ``mri-synth generate``). Returns the bank's ``(images, labels, synthetic ids, source ids)``.
     """
-    if n and generator.estimate_cost_usd(1) == 0:
-        bank.fill(generator, sources.images, sources.labels, sources.ids, math.ceil(n / len(sources)), seed=seed,
-                  progress=progress)
+    per_source = math.ceil(n / len(sources)) if n else 0
+    held = bank.available(sources.ids, generator.fingerprint) if per_source else {}
+    # a bank that already holds enough is only read: no fill, so no lock that a concurrent trial could hold
+    if per_source and generator.estimate_cost_usd(1) == 0 and any(len(held.get(s, ())) < per_source
+                                                                   for s in sources.ids):
+        bank.fill(generator, sources.images, sources.labels, sources.ids, per_source, seed=seed, progress=progress)
     images, labels, ids, source_ids = bank.sample(sources.ids, n, seed=seed,
                                                   generator_fingerprint=generator.fingerprint)
     if not set(source_ids) <= set(sources.ids):

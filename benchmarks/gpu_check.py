@@ -1,0 +1,166 @@
+"""The GPU check's Python parts: environment, lazy imports, training throughput, a small grid through the runner.
+
+    PYTHONPATH=. python benchmarks/gpu_check.py PART --report DIR [--device cuda] [--quick]
+
+PART is one of ``env``, ``imports``, ``throughput``, ``grid``; each writes ``DIR/<part>.txt`` (and the grid its
+results folder ``DIR/grid``). ``benchmarks/gpu_check.sh`` runs them in order with the CUDA tests and the stacked
+benchmark; ``--quick`` (tiny sizes, the CPU) is what ``tests/test_gpu_check.py`` runs so the script cannot rot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OPTIONAL = ("datasets", "diffusers", "papermill", "ray")  # absent on the GPU machines; the core must not need them
+
+BLOCKER = f"""
+import importlib.abc, sys
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {OPTIONAL!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the GPU check)", name=name)
+sys.meta_path.insert(0, Blocked())
+"""
+
+IMPORTS = BLOCKER + """
+import mri_synth.cli, mri_synth.experiment, mri_synth.runner, mri_synth.stacked, mri_synth.trial_groups
+import mri_synth.distributed
+from mri_synth import study
+from mri_synth.data import load_data
+data = load_data("sample")
+context = study.StudyContext(data=data, device="cpu", cpu_threads=1)
+outcome = study.run_trial(study.TrialSpec(real_fraction=0.3, epochs=1, batch_size=32, input_size=32), context)
+print(f"sample: {len(data.train)} train, {len(data.test)} test; a trial without them: test_loss "
+      f"{outcome['metrics']['test_loss']:.4f}")
+print("loaded optional modules:", sorted(m for m in sys.modules if m.split('.')[0] in OPTIONAL_NAMES) or "none")
+""".replace("OPTIONAL_NAMES", repr(OPTIONAL))
+
+
+def env(args: argparse.Namespace) -> list[str]:
+    import torch
+
+    lines = [f"python {platform.python_version()}, torch {torch.__version__}, cuda available "
+             f"{torch.cuda.is_available()}", f"machine {platform.machine()}, {os.cpu_count()} cpus"]
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        lines.append(f"device {props.name}, {props.total_memory / 2**30:.1f} GiB, {torch.cuda.device_count()} device(s)")
+    for name in ("torchvision", "timm", "pandas", "pyarrow", "sklearn", "torchmetrics", *OPTIONAL):
+        spec = importlib.util.find_spec(name)
+        version = ""
+        if spec is not None:
+            try:
+                version = getattr(__import__(name), "__version__", "?")
+            except Exception as err:  # present but broken: say so
+                version = f"import fails: {type(err).__name__}: {err}"
+        lines.append(f"{name}: {version or 'absent'}")
+    return lines
+
+
+def imports(args: argparse.Namespace) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", IMPORTS], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode:
+        raise SystemExit(f"the core needs an optional module:\n{done.stderr[-3000:]}")
+    return ["core imports, the bundled sample and a CPU trial work without " + ", ".join(OPTIONAL),
+            *done.stdout.strip().splitlines()]
+
+
+def _rate(arch: str, size: int, batch: int, steps: int, device: str, data) -> str:
+    import torch
+
+    from mri_synth.models import get_spec, tiny_model
+    from mri_synth.train import TrainConfig, fit
+
+    spec = tiny_model(arch)[1] if size < 64 else get_spec(arch).with_input_size(size)
+    config = TrainConfig(max_steps=steps, batch_size=batch, device=device, progress=False)
+    test = data.test.subset(range(min(64, len(data.test))))
+    fit(arch, data.train.images, data.train.labels, test.images, test.labels, replace(config, max_steps=2), spec=spec,
+        pretrained=False)  # warm-up: kernels chosen, memory allocated
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fit(arch, data.train.images, data.train.labels, test.images, test.labels, config, spec=spec, pretrained=False)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return (f"{arch} {spec.input_size}px batch {batch}: {steps * batch / seconds:.0f} img/s ({seconds / steps * 1000:.1f} "
+            f"ms/step over {steps} steps, one evaluation of {len(test)} included)")
+
+
+def throughput(args: argparse.Namespace) -> list[str]:
+    from mri_synth.data import load_data
+
+    data = load_data("sample" if args.quick else os.environ.get("MRI_SYNTH_DATA") or "sample")
+    steps = 3 if args.quick else 100
+    lines = [f"data {data.source} ({len(data.train)} train)"]
+    for arch, size, batch in (("cnn", 128, 64), ("resnet18", 224, 64), ("vit", 224, 32)):
+        lines.append(_rate(arch, 32 if args.quick else size, 8 if args.quick else batch, steps, args.device, data))
+        print(lines[-1], flush=True)
+    try:
+        from mri_synth.synth.diffusion import DiffusionConfig, DiffusionGenerator
+    except ImportError as err:
+        lines.append(f"diffusion generator: SKIPPED, diffusers cannot be imported ({err}); run "
+                     "benchmarks/gpu_wheels.sh here and carry benchmarks/wheels: gpu_check.sh installs them")
+        return lines
+
+    config = DiffusionConfig.preset("toy" if args.quick else "gpu", train_steps=3 if args.quick else 100)
+    sub = data.train.subset(range(min(len(data.train), 512)))
+    start = time.perf_counter()
+    DiffusionGenerator(config, device=args.device).train(sub.images, sub.labels, sub.ids, seed=0, progress=False)
+    seconds = time.perf_counter() - start
+    lines.append(f"diffusion generator ({'toy' if args.quick else 'gpu'} preset, {config.image_size}px, batch "
+                 f"{config.batch_size}): {config.train_steps * config.batch_size / seconds:.0f} img/s "
+                 f"({seconds / config.train_steps * 1000:.1f} ms/step over {config.train_steps} steps; the preset "
+                 f"trains {DiffusionConfig.preset('gpu').train_steps} steps)")
+    return lines
+
+
+def grid(args: argparse.Namespace) -> list[str]:
+    import json
+
+    from mri_synth import runner, study
+    from mri_synth.data import load_data
+
+    data = load_data("sample" if args.quick else os.environ.get("MRI_SYNTH_DATA") or "sample")
+    context = study.StudyContext(data=data, device=args.device, bank_root=Path(args.report) / "bank",
+                                 generator_root=Path(args.report) / "generators")
+    seeds = range(2) if args.quick else range(8)
+    specs = study.study_grid(["cnn"], [1.0, 0.3], ["none", "repeat", "autoaugment@0.3"], seeds, epochs=1,
+                             equal_steps=True, batch_size=32 if args.quick else 64,
+                             input_size=32 if args.quick else 0)
+    start = time.perf_counter()
+    results, _ = runner.run_study(specs, context, Path(args.report) / "grid", progress=False)
+    seconds = time.perf_counter() - start
+    stacks = [json.loads(p.read_text())["provenance"].get("stacked", 1)
+              for p in (Path(args.report) / "grid" / "trials").glob("*.json")]
+    loss = results[results.metric == "test_loss"].groupby("policy", sort=False).value.median()
+    return [f"grid: {len(specs)} cnn trials (equal steps, 1 epoch of the pool) on {data.source}, device "
+            f"{args.device}: {seconds:.1f} s, {seconds / len(specs):.2f} s per trial; stack sizes {sorted(set(stacks))}",
+            *[f"  median test_loss {policy}: {value:.4f}" for policy, value in loss.items()]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("part", choices=("env", "imports", "throughput", "grid"))
+    parser.add_argument("--report", required=True, help="the report folder")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
+    args = parser.parse_args(argv)
+    Path(args.report).mkdir(parents=True, exist_ok=True)
+    lines = globals()[args.part](args)
+    (Path(args.report) / f"{args.part}.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""What each profile costs: its trials and generators counted from ``profiles/``, times per step from measurements.
+
+    .venv/bin/python benchmarks/profile_costs.py [--out benchmarks/results/profile_costs.txt]
+
+Trials are counted as the notebooks build them (``experiment.ArchitectureStudy`` from each profile's ``common`` and
+study-notebook sections); generators as one per (evaluation, fold, real subset, generator label), which is how the
+study trains and caches them. A trial's steps follow its budget (epochs of its own training set, or of the 100% pool
+with equal steps); set sizes use the thesis split's class counts with the 15% validation carve (an estimate: the
+exact sizes round per class). Per-step times: CPU rates measured on the development machine (sources beside each);
+Sizes are scaled to a profile's input size by pixel count. H100 rates are ASSUMED until ``benchmarks/gpu_check.sh`` has run on one (they are the inputs to replace then).
+Evaluation passes are not counted (one per epoch: a few % of a trial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mri_synth.experiment import ArchitectureStudy  # noqa: E402
+from mri_synth.notebooks import PROFILE_DIR, load_profile  # noqa: E402
+from mri_synth.study import CONTROL_ARMS  # noqa: E402
+from mri_synth.synth import registry  # noqa: E402
+
+STUDY_NOTEBOOKS = {"04_train_cnn": "cnn", "05_train_resnet18": "resnet18", "06_train_vit": "vit"}
+TRAIN_COUNTS = {"Mild_Demented": 724, "Moderate_Demented": 49, "Non_Demented": 2566, "Very_Mild_Demented": 1781}
+POOL = {c: n - round(0.15 * n) for c, n in TRAIN_COUNTS.items()}  # after the validation carve (slice mode)
+# seconds per optimizer step at batch 64 (the ViT's batch-32 rate doubled)
+CPU_STEP_S = {
+    "cnn": 0.182,  # benchmarks/results/trial_costs_cpu.txt: 100% real, equal steps, 1 thread, evaluation included
+    "resnet18": 64 / 56.1,  # benchmarks/results/train_throughput_cpu_idle_resnet18_vit.txt: 56.1 img/s at 224 px
+    "vit": 64 / 6.2,  # same file: ViT-B/16 6.2 img/s at 224 px
+}
+H100_STEP_S = {  # ASSUMED (not measured): replace with benchmarks/gpu_check.sh's throughput.txt and stacked.txt
+    "cnn": 0.001,  # per model-step inside a stack of 32 (the issue's target: >= 10x one at a time)
+    "resnet18": 64 / 5000,  # bf16, 224 px
+    "vit": 64 / 1000,  # ViT-B/16, bf16, 224 px
+}
+CPU_GENERATOR_S = {"quick": 152.8, "toy": 5.0}  # trial_costs_cpu.txt (quick, 30% subset); toy: seconds
+H100_GENERATOR_S = {"gpu": 20_000 / 8, "quick": 300 / 50, "toy": 40 / 50}  # ASSUMED: gpu preset at ~8 steps/s
+
+
+def pool_counts(data_source: str) -> dict[str, int]:
+    """Pool images per class: the bundled sample's own (it is small), else the thesis split's."""
+    if data_source != "sample":
+        return POOL
+    from mri_synth.constants import CLASS_NAMES
+    from mri_synth.data import load_data
+
+    counts = load_data("sample", subjects=False).train.labels.bincount(minlength=len(CLASS_NAMES)).tolist()
+    return {c: n - round(0.15 * n) for c, n in zip(CLASS_NAMES, counts)}
+
+
+def set_size(spec, pool: dict[str, int]) -> int:
+    """Training images of a trial: its real share of the pool plus its synthetic (or repeated) images."""
+    chosen = set(spec.synthetic_classes or pool)
+    real = sum(round(spec.real_fraction * n) for n in pool.values())
+    return real + sum(round(spec.synthetic_fraction * n) for c, n in pool.items() if c in chosen)
+
+
+def steps(spec, pool: dict[str, int]) -> int:
+    if spec.max_steps:
+        return spec.max_steps
+    images = sum(pool.values()) if spec.equal_steps else set_size(spec, pool)
+    return spec.epochs * math.ceil(images / spec.batch_size)
+
+
+def pixels(spec) -> float:
+    """A step's cost relative to the measured input size (the rates are per image of 128 px CNN, 224 px others)."""
+    full = 128 if spec.arch == "cnn" else 224
+    return ((spec.input_size or full) / full) ** 2
+
+
+def profile_rows(name: str) -> list[dict]:
+    profile = load_profile(name)
+    common = profile.get("common") or {}
+    rows, generators = [], set()
+    for notebook, arch in STUDY_NOTEBOOKS.items():
+        section = (profile.get("notebooks") or {}).get(notebook)
+        if section is None:
+            continue
+        params = {k: v for k, v in {**common, **section}.items() if k in ArchitectureStudy.parameter_names()}
+        config = ArchitectureStudy(arch=arch, **params)
+        pool = pool_counts(config.data_source)
+        # in batch-64 steps at the measured input size
+        step_count = sum(steps(s, pool) * s.batch_size / 64 * pixels(s) for s in config.specs)
+        for s in config.specs:
+            if s.synthetic not in CONTROL_ARMS and registry.get(s.synthetic).learns_from_subset:
+                generators.add((s.split, s.fold, s.real_fraction, s.seed, s.synthetic, s.generator))
+        rows.append(dict(profile=name, what=f"{arch} trials", count=len(config.specs), steps=step_count,
+                         cpu_h=step_count * CPU_STEP_S[arch] / 3600, h100_h=step_count * H100_STEP_S[arch] / 3600))
+    presets = Counter(label.split(":")[0] for *_, label in generators)
+    for preset, count in presets.items():
+        cpu = CPU_GENERATOR_S.get(preset)
+        rows.append(dict(profile=name, what=f"diffusion generators ({preset})", count=count, steps=0,
+                         cpu_h=count * cpu / 3600 if cpu else math.nan,
+                         h100_h=count * H100_GENERATOR_S[preset] / 3600))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="")
+    parser.add_argument("--working-day-h", type=float, default=8.0)
+    args = parser.parse_args(argv)
+    lines = [f"{'profile':9s} {'what':32s} {'count':>6s} {'steps':>10s} {'CPU h':>9s} {'H100 h (assumed)':>17s}"]
+    for path in sorted(PROFILE_DIR.glob("*.yaml")):
+        rows = profile_rows(path.stem)
+        for r in rows:
+            lines.append(f"{r['profile']:9s} {r['what']:32s} {r['count']:6d} {r['steps']:10.0f} {r['cpu_h']:9.1f} "
+                         f"{r['h100_h']:17.1f}")
+        cpu, gpu = sum(r["cpu_h"] for r in rows if not math.isnan(r["cpu_h"])), sum(r["h100_h"] for r in rows)
+        gpus = math.ceil(gpu / args.working_day_h)
+        lines.append(f"{path.stem:9s} {'TOTAL':32s} {'':6s} {'':10s} {cpu:9.1f} {gpu:17.1f}   -> {gpus} H100(s) "
+                     f"for a {args.working_day_h:.0f} h day")
+    lines.append("steps: batch-64 steps at the measured input size. CPU: 1-2 threads of the 2-core development machine; "
+                 "its TOTAL leaves out nan rows (the gpu diffusion preset is not run on a CPU). H100 rates are "
+                 "assumptions until benchmarks/gpu_check.sh has run.")
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return lines
+
+
+if __name__ == "__main__":
+    main()

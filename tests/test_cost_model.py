@@ -1,0 +1,30 @@
+"""The README's cost model: trials and generators counted from the profiles as the notebooks build them."""
+
+import sys
+
+from mri_synth.paths import PROJECT_ROOT
+
+
+def _profile_costs():
+    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+    try:
+        import profile_costs
+    finally:
+        sys.path.pop(0)
+    return profile_costs
+
+
+def test_thesis_profile_counts_and_totals():
+    rows = {r["what"]: r for r in _profile_costs().profile_rows("thesis")}
+    # 100 seeds x (5 fractions x arms, fills skipped at 100%): the counts the README's table states
+    assert {w: r["count"] for w, r in rows.items()} == {
+        "cnn trials": 2700, "resnet18 trials": 2200, "vit trials": 2200, "diffusion generators (gpu)": 400}
+    assert rows["vit trials"]["h100_h"] > rows["cnn trials"]["h100_h"] > 0
+
+
+def test_the_script_prints_a_total_per_profile(tmp_path, capsys):
+    lines = _profile_costs().main(["--out", str(tmp_path / "costs.txt")])
+    totals = [line for line in lines if line.split()[1:2] == ["TOTAL"]]
+    assert {line.split()[0] for line in totals} >= {"quick", "thesis"}
+    assert all("H100(s) for a 8 h day" in line for line in totals)
+    assert (tmp_path / "costs.txt").read_text().splitlines() == lines
