@@ -9,7 +9,7 @@ import torch
 
 from mri_synth import augment, cli, study
 from mri_synth.config import NotebookConfig
-from mri_synth.data import stratified_sample
+from mri_synth.protocol import evaluation
 from mri_synth.experiment import ArchitectureStudy
 from mri_synth.synth import registry
 from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of
@@ -78,9 +78,10 @@ def test_a_generator_registered_once_is_an_arm_of_the_command_line_and_the_confi
     assert "30% real + 70% flip" in capsys.readouterr().out
     (trial,) = [json.loads(p.read_text()) for p in (tmp_path / "cnn" / "trials").glob("*.json")]
     assert trial["spec"]["synthetic"] == "flip" and trial["columns"]["generator_kind"] == "learned on the trial's subset"
-    real_30 = len(stratified_sample(sample_data.train.labels, 0.3, seed=0))
+    real_30 = len(evaluation(sample_data, "slice").real_subset(0.3, seed=0))  # from the pool left after validation
     assert TRAINED_ON == [real_30] == [trial["metrics"]["real_images"]]  # it learned from the trial's subset only
-    assert trial["metrics"]["synthetic_images"] == sum(round(0.7 * n) for n in sample_data.train.class_counts())
+    pool_counts = evaluation(sample_data, "slice").pool.class_counts()
+    assert trial["metrics"]["synthetic_images"] == sum(round(0.7 * n) for n in pool_counts)
 
 
 def test_unknown_generator_names_the_registered_ones():
