@@ -16,9 +16,10 @@ def _profile_costs():
 
 def test_thesis_profile_counts_and_totals():
     rows = {r["what"]: r for r in _profile_costs().profile_rows("thesis")}
-    # 100 seeds x (5 fractions x arms, fills skipped at 100%): the counts the README's table states
+    # 100 seeds x 2 evaluations (slice, subject) x (5 fractions x arms, fills skipped at 100%); one generator per
+    # (evaluation, seed, fraction below 100%): the counts the README's table states
     assert {w: r["count"] for w, r in rows.items()} == {
-        "cnn trials": 2700, "resnet18 trials": 2200, "vit trials": 2200, "diffusion generators (gpu)": 400}
+        "cnn trials": 5400, "resnet18 trials": 4400, "vit trials": 4400, "diffusion generators (gpu)": 800}
     assert rows["vit trials"]["h100_h"] > rows["cnn trials"]["h100_h"] > 0
 
 
