@@ -17,7 +17,8 @@ The figures of these tables are in :mod:`mri_synth.synth.figures`; the classifie
 
 from __future__ import annotations
 
-from typing import Sequence
+import warnings
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -215,7 +216,9 @@ def kernel_distance(real_features: torch.Tensor, synthetic_features: torch.Tenso
     from torchmetrics.image.kid import KernelInceptionDistance
 
     size = min(subset_size, len(real_features), len(synthetic_features))
-    kid = KernelInceptionDistance(feature=_Given(real_features.shape[1]), subsets=subsets, subset_size=size)
+    with warnings.catch_warnings():  # "will save all extracted features": they are already in memory
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=_Given(real_features.shape[1]), subsets=subsets, subset_size=size)
     kid.update(real_features.double(), real=True)
     kid.update(synthetic_features.double(), real=False)
     with torch.random.fork_rng():  # torchmetrics draws subsets from the global RNG
@@ -358,3 +361,41 @@ def fidelity_report(features: PenultimateFeatures, reference_images: torch.Tenso
     table = pd.DataFrame(rows, columns=["metric", "value", "floor"])
     table["ratio"] = table.value / table.floor
     return table
+
+
+STRENGTH_CRITERION = ("lowest FD among the strengths whose label fidelity is at least min_label_fidelity and whose "
+                      "median SSIM to the source is below the median adjacent-slice SSIM (variations, not copies)")
+
+
+def select_strength(vary: Callable[[float], torch.Tensor], strengths: Sequence[float], features: PenultimateFeatures,
+                    reference_images: torch.Tensor, reference_labels: torch.Tensor, source_images: torch.Tensor,
+                    source_labels: torch.Tensor, source_ids: Sequence[str], *, min_label_fidelity: float = 0.8,
+                    seed: int = 0) -> tuple[float, pd.DataFrame]:
+    """Pick the SDEdit strength by :data:`STRENGTH_CRITERION` on held-out slices the generator never saw.
+
+    Args:
+        vary: ``vary(strength)`` returns one variation of each source image, in order.
+        strengths: The candidates.
+        reference_images, reference_labels: Held-out real slices the FD is measured against.
+        source_images, source_labels, source_ids: The held-out slices to vary (disjoint from the reference).
+
+    Returns:
+        The chosen strength (the lowest-FD candidate when none passes, flagged in the table) and one row per
+        candidate: ``strength``, ``FD``, ``label fidelity``, ``median SSIM to source``, ``median adjacent SSIM``,
+        ``passes``, ``chosen``.
+    """
+    rows = []
+    for strength in strengths:
+        table = fidelity_report(features, reference_images, reference_labels, vary(strength), source_labels,
+                                source_ids, source_images, source_labels, source_ids, seed=seed).set_index("metric")
+        ssim_row = table.loc["median SSIM to source (floor: adjacent slice)"]
+        rows.append({"strength": strength, "FD": table.loc["FD", "value"],
+                     "label fidelity": table.loc["label fidelity", "value"],
+                     "median SSIM to source": ssim_row.value, "median adjacent SSIM": ssim_row.floor})
+    out = pd.DataFrame(rows)
+    out["passes"] = (out["label fidelity"] >= min_label_fidelity) & \
+        (out["median SSIM to source"] < out["median adjacent SSIM"])
+    pool = out[out.passes] if out.passes.any() else out
+    chosen = float(pool.loc[pool.FD.idxmin(), "strength"])
+    out["chosen"] = out.strength == chosen
+    return chosen, out
