@@ -65,8 +65,8 @@ def main() -> None:
     parser.add_argument("--source", default=str(ROOT.parent / "shared" / "data" / "alzheimer_mri"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latent_fidelity"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--selection", type=int, default=400, help="held-out slices the strength is chosen on")
-    parser.add_argument("--latent-strengths", default="0.3,0.45,0.6,0.75")
+    parser.add_argument("--selection", type=int, default=300, help="held-out slices the strength is chosen on")
+    parser.add_argument("--latent-strengths", default="0.3,0.45,0.6")
     parser.add_argument("--pixel-strengths", default="0.3,0.45,0.6")
     parser.add_argument("--tiny", action="store_true", help="the bundled sample and toy presets: an end-to-end check "
                         "in a minute (its numbers mean nothing)")
@@ -89,7 +89,8 @@ def main() -> None:
 
     epochs = 1 if args.tiny else 8
     result, wall, cpu = timed(lambda: fit("cnn", feature_set.images, feature_set.labels, selection.images,
-                                          selection.labels, TrainConfig(epochs=epochs, seed=args.seed, progress=False)))
+                                          selection.labels, TrainConfig(epochs=epochs, seed=args.seed, progress=False,
+                                                                      retain_cpu_heap=False)))
     features = fidelity.PenultimateFeatures(result.model, result.spec)
     notes.append(f"feature CNN: {epochs} epochs on the feature set, {cpu / 60:.1f} CPU min; selection-set accuracy "
                  f"{result.history.accuracy.iloc[-1]:.3f}")
@@ -113,6 +114,7 @@ def main() -> None:
             features, reference.images, reference.labels, selection.images, selection.labels, selection.ids,
             seed=args.seed)
         strength_tables.append(table.assign(preset=name))
+        print(f"{name}: strength {strength} chosen\n{table}", flush=True)
         seeds = [variant_seed(args.seed, i, 0) for i in subset.ids]
         made, vary_wall, vary_cpu = timed(lambda: generator.vary(subset.images, subset.labels, seeds,
                                                                  strength=strength))
