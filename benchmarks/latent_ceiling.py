@@ -1,4 +1,5 @@
-"""FD of the latent cpu preset's plain reconstructions (encode + decode, no diffusion): the autoencoder's ceiling.
+"""FD of the latent cpu preset's plain reconstructions (encode + decode, no diffusion): the autoencoder's ceiling;
+then, with --strengths, variations at strengths below the selection grid's.
 
     MRI_SYNTH_CACHE=/tmp/latent-cache OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent_ceiling.py
 
@@ -28,5 +29,11 @@ result = fit("cnn", feature_set.images, feature_set.labels, selection.images, se
 features = fidelity.PenultimateFeatures(result.model, result.spec)
 g = LatentDiffusionGenerator.load(next((paths.cache_dir() / "latent").iterdir()), device="cpu", cpu_threads=1)
 recon = g.reconstruct(subset.images)
+import sys
+from mri_synth.synth.base import variant_seed
 print(fidelity.fidelity_report(features, reference.images, reference.labels, recon, subset.labels, subset.ids,
-                               subset.images, subset.labels, subset.ids, seed=0).to_string())
+                               subset.images, subset.labels, subset.ids, seed=0).to_string(), flush=True)
+for s in [float(v) for v in sys.argv[1:]]:
+    made = g.vary(subset.images, subset.labels, [variant_seed(0, i, 0) for i in subset.ids], strength=s)
+    print(f"strength {s}", fidelity.fidelity_report(features, reference.images, reference.labels, made, subset.labels,
+          subset.ids, subset.images, subset.labels, subset.ids, seed=0).to_string(), sep="\n", flush=True)

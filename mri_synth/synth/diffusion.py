@@ -273,7 +273,8 @@ class DiffusionGenerator:
                              "sampling from pure noise needs a model trained with train_max_strength=1.0")
         labels = torch.as_tensor(labels, dtype=torch.int64)
         seeds = [variant_seed(seed, "sample", i) for i in range(len(labels))]
-        return to_uint8(self._denoise(seeded_noise(seeds, (1, self.config.image_size, self.config.image_size)).to(self.device), labels, 1.0))
+        size = self.config.image_size
+        return to_uint8(self._denoise(seeded_noise(seeds, (1, size, size)).to(self.device), labels, 1.0))
 
     def generate(self, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str], n_variants: int, seed: int,
                  *, first_variant: int = 0) -> list[SourceResult]:

@@ -190,7 +190,8 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         return AutoencoderKL(in_channels=1, out_channels=1, latent_channels=c.latent_channels,
                              block_out_channels=c.ae_channels, layers_per_block=c.ae_layers_per_block,
                              down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-                             norm_num_groups=c.ae_norm_groups, mid_block_add_attention=False,  # attention over 1024 px: costly
+                             norm_num_groups=c.ae_norm_groups,
+                             mid_block_add_attention=False,  # attention over a 32x32 latent's 1024 positions: costly
                              sample_size=IMAGE_SIZE).to(self.device)
 
     def _build(self, seed: int) -> UNet2DModel:
