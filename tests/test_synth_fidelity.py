@@ -84,3 +84,89 @@ def test_real_sample_is_stratified_and_cost_table_counts(sample_data, tmp_path):
                                        progress=False)
     table = cost_so_far(config.bank())
     assert table.loc[0, "ok"] == 1 and table.loc[0, "missing"] == len(sources) - 1 and table.loc[0, "cost_usd"] == 0
+
+
+# ------------------------------------------------------------------------- learned-feature fidelity (issue 12)
+
+C1 = (0.01 * 255) ** 2  # SSIM's luminance constant at data range 255
+SSIM_TOL = 5e-4  # SSIM runs in float32: E[x^2] - E[x]^2 of a constant image is not exactly 0
+
+
+def constant(*values: float) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 32, 32).contiguous()
+
+
+def test_frechet_distance_equals_the_gaussian_formula():
+    real, syn = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [5.0]])
+    # means 1 and 3, unbiased variances 2 and 8: (1 - 3)^2 + 2 + 8 - 2 sqrt(2 * 8) = 6
+    assert fidelity.frechet_distance(real, syn) == pytest.approx(6.0, abs=1e-6)
+    assert fidelity.frechet_distance(real, real) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kernel_distance_equals_the_unbiased_mmd_by_hand():
+    real, syn = torch.tensor([[0.0], [1.0]]), torch.tensor([[1.0], [2.0]])
+    # k(x, y) = (x y + 1)^3: within real k(0,1) = 1, within synthetic k(1,2) = 27, across 1 + 1 + 8 + 27 = 37
+    mean, std = fidelity.kernel_distance(real, syn, subsets=3)
+    assert mean == pytest.approx(1 + 27 - 2 * 37 / 4) and std == pytest.approx(0.0)
+
+
+def test_precision_recall_of_knn_balls_by_hand():
+    real = torch.tensor([[0.0], [1.0], [10.0], [11.0], [12.0]])  # every real ball has radius 1 (k=1)
+    syn = torch.tensor([[0.5], [1.5], [30.0], [31.0]])  # every synthetic ball has radius 1 too
+    precision, recall = fidelity.precision_recall(real, syn, k=1)
+    assert precision == pytest.approx(2 / 4)  # 0.5 and 1.5 lie in real balls; 30 and 31 do not
+    assert recall == pytest.approx(2 / 5)  # 0 and 1 lie in synthetic balls; 10, 11, 12 do not
+    with pytest.raises(ValueError, match="needs more than 3"):
+        fidelity.precision_recall(real[:2], syn, k=3)
+
+
+def ssim_of_constants(a: float, b: float) -> float:
+    return (2 * a * b + C1) / (a * a + b * b + C1)  # no variance: SSIM is its luminance term
+
+
+def test_similarity_is_ssim_and_copy_check_compares_with_the_adjacent_slice():
+    assert fidelity.similarity(constant(100), constant(50)).item() == pytest.approx(ssim_of_constants(100, 50), abs=SSIM_TOL)
+    sources, labels = constant(100, 110, 200, 50, 55), torch.tensor([0, 0, 0, 1, 1])
+    ids = ["a", "b", "c", "d", "e"]
+    assert fidelity.adjacent_index(sources, labels).tolist() == [1, 0, 1, 4, 3]  # nearest of its own class
+    table = fidelity.copy_check(constant(100, 160, 52), ["a", "a", "d"], sources, labels, ids)
+    assert table.to_source.tolist() == pytest.approx([1.0, ssim_of_constants(160, 100), ssim_of_constants(52, 50)],
+                                                     abs=SSIM_TOL)
+    assert table.adjacent.tolist() == pytest.approx([ssim_of_constants(100, 110)] * 2 + [ssim_of_constants(50, 55)],
+                                                    abs=SSIM_TOL)
+    assert table["copy"].tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="sources not among source_ids"):
+        fidelity.copy_check(constant(1), ["z"], sources, labels, ids)
+
+
+@pytest.fixture(scope="module")
+def tiny_features():
+    from mri_synth.models import tiny_model
+
+    model, spec = tiny_model("cnn")
+    return fidelity.PenultimateFeatures(model, spec)
+
+
+def test_penultimate_features_are_the_input_of_the_last_linear_layer(tiny_features):
+    images, _, _ = real_set(6)
+    feats = tiny_features(images)
+    model, spec = tiny_features.model, tiny_features.spec
+    with torch.no_grad():
+        x = model.block2(model.block1(spec.prepare(images))).permute(0, 2, 3, 1).flatten(1)
+        expected = model.classifier[:-1](x)
+        proba = model(spec.prepare(images)).softmax(1)
+    assert feats.shape == (6, tiny_features.num_features) and torch.allclose(feats, expected)
+    assert torch.allclose(tiny_features.last_proba, proba)
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        fidelity.PenultimateFeatures(torch.nn.Conv2d(1, 1, 1), spec)
+
+
+def test_fidelity_report_of_real_slices_equals_its_floor(tiny_features):
+    images, labels, ids = real_set(16)
+    _, b = fidelity._halves(labels, seed=0)
+    table = fidelity.fidelity_report(tiny_features, images, labels, images[b], labels[b], [ids[i] for i in b],
+                                     images, labels, ids, k=1).set_index("metric")
+    for metric in ("FD", "KID", "precision", "recall", "label fidelity"):
+        assert table.loc[metric, "value"] == pytest.approx(table.loc[metric, "floor"], abs=1e-6), metric
+    assert table.loc["median SSIM to source (floor: adjacent slice)", "value"] == pytest.approx(1.0, abs=SSIM_TOL)
+    assert table.loc["share of copies (closer to source than its adjacent slice)", "value"] == 1.0

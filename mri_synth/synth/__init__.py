@@ -2,10 +2,11 @@
 
     OpenAIGenerator      variations from OpenAI's images API (edit with a GPT image model; legacy variations)
     DiffusionGenerator   a class-conditional diffusion model trained locally; variations by SDEdit
+    LatentDiffusionGenerator  the same in a small autoencoder's latent space: sharp 128 px slices on a CPU budget
     FolderGenerator      images someone already made, one sub-folder per class
     SyntheticBank        fill once (resumable, budgeted, never pays twice); sample per trial
 
-The diffusion generator is imported on first use, so that ``import mri_synth.synth`` stays light.
+The diffusion generators are imported on first use, so that ``import mri_synth.synth`` stays light.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mri_synth.synth.folder import FolderGenerator  # noqa: E402
 from mri_synth.synth.openai_gen import OpenAIGenerator
 
 __all__ = [
-    "DiffusionConfig", "DiffusionGenerator", "FillSummary", "FolderGenerator", "GenerationError", "Generator",
+    "DiffusionConfig", "DiffusionGenerator", "FillSummary", "LatentDiffusionConfig", "LatentDiffusionGenerator", "FolderGenerator", "GenerationError", "Generator",
     "OpenAIGenerator", "SourceResult", "SyntheticBank", "fingerprint_of", "ids_key", "variant_seed",
 ]
 
@@ -28,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from mri_synth.synth import diffusion
 
         return getattr(diffusion, name)
+    if name in ("LatentDiffusionConfig", "LatentDiffusionGenerator"):
+        from mri_synth.synth import latent
+
+        return getattr(latent, name)
     raise AttributeError(f"module 'mri_synth.synth' has no attribute {name!r}")

@@ -20,21 +20,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
-from mri_synth import paths
 from mri_synth.constants import IMAGE_SIZE, NUM_CLASSES
 from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of, ids_key, variant_seed
+from mri_synth.synth.trained import atomic_folder, cache_folder, cpu_threads, seeded_noise, to_model, to_uint8
 
 PRESETS = ("toy", "quick", "gpu")
 """The sizes of the generator, each a ``DiffusionConfig`` class method; ``DiffusionConfig.preset(name)`` picks one."""
@@ -108,34 +106,6 @@ class DiffusionConfig:
                            train_steps=20_000, batch_size=64, ema_decay=0.999, ddim_steps=50), **overrides)
 
 
-def _to_model(images: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
-    x = images.to(device=device, dtype=torch.float32) / 127.5 - 1.0
-    return F.interpolate(x, size=(size, size), mode="area") if size != IMAGE_SIZE else x
-
-
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[-1] != IMAGE_SIZE:
-        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-
-
-def _noise(seeds: Sequence[int], size: int) -> torch.Tensor:
-    """One noise image per seed, drawn on the CPU so results do not depend on batching or device."""
-    return torch.stack([torch.randn(1, size, size, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-
-
-@contextmanager
-def _cpu_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` CPU threads inside the block, then restore torch's setting."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class DiffusionGenerator:
     """A class-conditional DDPM/DDIM model on the study's slices; variations by SDEdit.
 
@@ -205,7 +175,7 @@ class DiffusionGenerator:
         return self
 
     def _threads(self):
-        return _cpu_threads(self.cpu_threads if self.device.type == "cpu" else None)
+        return cpu_threads(self.cpu_threads if self.device.type == "cpu" else None)
 
     def _train(self, images: torch.Tensor, labels: torch.Tensor, seed: int, progress: bool) -> None:
         c = self.config
@@ -217,7 +187,7 @@ class DiffusionGenerator:
             from diffusers.training_utils import EMAModel
 
             ema = EMAModel(unet.parameters(), decay=c.ema_decay, use_ema_warmup=True)
-        x0_all = _to_model(images, c.image_size, self.device)
+        x0_all = to_model(images, c.image_size, self.device)
         y_all = labels.to(self.device)
         gen = torch.Generator().manual_seed(seed)
         t_max = max(1, math.ceil(c.train_max_strength * c.timesteps))
@@ -293,9 +263,9 @@ class DiffusionGenerator:
             raise ValueError(f"pass one seed per image: {len(images)} images, {len(seeds)} seeds")
         size = self.config.image_size
         scheduler, steps = self._schedule(strength)
-        x0 = _to_model(images, size, self.device)
-        noisy = scheduler.add_noise(x0, _noise(seeds, size).to(self.device), steps[:1].repeat(len(x0)))
-        return _to_uint8(self._denoise(noisy, labels, strength))
+        x0 = to_model(images, size, self.device)
+        noisy = scheduler.add_noise(x0, seeded_noise(seeds, (1, size, size)).to(self.device), steps[:1].repeat(len(x0)))
+        return to_uint8(self._denoise(noisy, labels, strength))
 
     def sample(self, labels: torch.Tensor | Sequence[int], seed: int) -> torch.Tensor:
         """New slices of the given classes from pure noise: ``uint8[len(labels), 1, 128, 128]``."""
@@ -304,7 +274,8 @@ class DiffusionGenerator:
                              "sampling from pure noise needs a model trained with train_max_strength=1.0")
         labels = torch.as_tensor(labels, dtype=torch.int64)
         seeds = [variant_seed(seed, "sample", i) for i in range(len(labels))]
-        return _to_uint8(self._denoise(_noise(seeds, self.config.image_size).to(self.device), labels, 1.0))
+        size = self.config.image_size
+        return to_uint8(self._denoise(seeded_noise(seeds, (1, size, size)).to(self.device), labels, 1.0))
 
     def generate(self, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str], n_variants: int, seed: int,
                  *, first_variant: int = 0) -> list[SourceResult]:
@@ -322,17 +293,12 @@ class DiffusionGenerator:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the trained model to a folder (config, training key, loss curve, weights), atomically."""
         unet = self._require_trained()
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        unet.save_pretrained(tmp / "unet")
         meta = {"config": asdict(self.config), "train_ids_sha256": self.train_key, "train_seed": self.train_seed,
                 "n_train": self.n_train, "losses": self.losses}
-        (tmp / "generator.json").write_text(json.dumps(meta))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-        return path
+        with atomic_folder(path) as tmp:
+            unet.save_pretrained(tmp / "unet")
+            (tmp / "generator.json").write_text(json.dumps(meta))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None,
@@ -359,15 +325,13 @@ class DiffusionGenerator:
         (config, training ids, seed), so a study trains one generator per real subset once. A cached model that
         cannot be read is trained again, with a warning naming its folder.
         """
-        key = fingerprint_of("diffusion", {"config": asdict(config), "train_ids_sha256": ids_key(ids), "seed": seed})
-        folder = Path(cache_root) if cache_root is not None else paths.cache_dir() / "diffusion"
-        if (folder / key / "generator.json").exists():
+        folder = cache_folder("diffusion", asdict(config), ids, seed, cache_root)
+        if (folder / "generator.json").exists():
             try:
-                return cls.load(folder / key, device=device, cpu_threads=cpu_threads)
+                return cls.load(folder, device=device, cpu_threads=cpu_threads)
             except Exception as err:  # a truncated weights file, a damaged generator.json: train it again
-                warnings.warn(f"the cached diffusion generator {folder / key} cannot be read ({type(err).__name__}); "
+                warnings.warn(f"the cached diffusion generator {folder} cannot be read ({type(err).__name__}); "
                               "training it again", stacklevel=2)
-        folder.mkdir(parents=True, exist_ok=True)
         generator = cls(config, device=device, cpu_threads=cpu_threads).train(images, labels, ids, seed=seed, progress=progress)
-        generator.save(folder / key)
+        generator.save(folder)
         return generator

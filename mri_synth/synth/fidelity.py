@@ -4,19 +4,29 @@
 - :func:`nearest_real`: for each synthetic image, its nearest real training image (a memorisation check), beside
   the same distance between real images (the baseline a copy would beat).
 - :func:`classifier_labels`: how a classifier trained on real images labels synthetic ones.
+- :class:`PenultimateFeatures`: a feature space learned from real training slices only (the input of a
+  real-trained classifier's last linear layer; no ImageNet weights), in which
+  :func:`frechet_distance` and :func:`kernel_distance` (``torchmetrics``' FID and KID with that feature space) and
+  :func:`precision_recall` (k-NN manifolds, Kynkaenniemi et al. 2019) compare synthetic with real slices;
+- :func:`copy_check`: each variation's similarity (SSIM) to its own source against the similarity of the source
+  to its adjacent slice: closer to the source than a neighbouring slice is a copy, not a variation;
+- :func:`fidelity_report`: all of them in one table, each beside its real-vs-real floor.
 
 The figures of these tables are in :mod:`mri_synth.synth.figures`; the classifier itself is ``mri_synth.train``'s.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import warnings
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from mri_synth.data import CLASS_NAMES
+from mri_synth.models import ModelSpec
 
 
 def intensity_histograms(real_images: torch.Tensor, real_labels: torch.Tensor, synthetic_images: torch.Tensor,
@@ -73,6 +83,8 @@ def _nearest(queries: torch.Tensor, reference: torch.Tensor, exclude_self: bool 
     candidates = approx.topk(min(shortlist, approx.shape[1]), dim=1, largest=False).indices
     q, ref = queries.flatten(1), reference.flatten(1)
     exact = torch.stack([_exact_rmse(q[i].expand(len(c), -1), ref[c]) for i, c in enumerate(candidates)])
+    if exclude_self:  # in a set no larger than the shortlist the image itself is among the candidates
+        exact[candidates == torch.arange(len(queries)).unsqueeze(1)] = float("inf")
     best, pos = exact.min(1)
     return best, candidates.gather(1, pos.unsqueeze(1)).squeeze(1)
 
@@ -127,3 +139,264 @@ def summary_table(nearest: pd.DataFrame, labels_table: pd.DataFrame, proba: torc
         "nearest real is its source": syn.nearest_is_source.mean(),
         "classifier agrees with class": float((proba.argmax(1) == labels).float().mean()),
     }])
+
+
+# ------------------------------------------------------------------------------------------- learned feature space
+
+
+class PenultimateFeatures(nn.Module):
+    """A real-trained classifier's penultimate features of ``uint8[N, 1, H, W]`` slices: ``float[N, F]``.
+
+    The features are the input of the model's last ``nn.Linear`` (the basic CNN's second hidden layer, a timm
+    model's pooled features). Train the classifier on real training slices only and freeze it before any
+    generator setting is tuned; its feature space then carries no ImageNet or synthetic information.
+
+    Args:
+        model: The trained classifier (kept in eval mode; its weights are never changed).
+        spec: Its ``ModelSpec`` (resizing and normalisation).
+        batch_size: Images per forward pass.
+    """
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, batch_size: int = 256) -> None:
+        super().__init__()
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError(f"{type(model).__name__} has no nn.Linear layer to take penultimate features from; "
+                             "pass a classifier whose head is an nn.Linear (any model of mri_synth.models)")
+        self.model, self.spec, self.batch_size = model.eval(), spec, batch_size
+        self.head = linears[-1]
+        self.num_features = self.head.in_features  # torchmetrics reads it instead of probing with a dummy image
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Features and, as a side product kept in ``self.last_proba``, the class probabilities."""
+        captured: list[torch.Tensor] = []
+        hook = self.head.register_forward_hook(lambda m, inp, out: captured.append(inp[0].float().flatten(1)))
+        device = next(self.model.parameters()).device
+        feats, proba = [], []
+        try:
+            for s in range(0, len(images), self.batch_size):
+                logits = self.model(self.spec.prepare(images[s:s + self.batch_size].to(device)))
+                feats.append(captured.pop().cpu())
+                proba.append(logits.float().softmax(1).cpu())
+        finally:
+            hook.remove()
+        self.last_proba = torch.cat(proba)
+        return torch.cat(feats)
+
+
+class _Given(nn.Module):
+    """Passes features already extracted through to torchmetrics (features are computed once, used thrice)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def frechet_distance(real_features: torch.Tensor, synthetic_features: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (torchmetrics' FID, custom features)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=_Given(real_features.shape[1]), normalize=True)
+    fid.update(real_features.double(), real=True)
+    fid.update(synthetic_features.double(), real=False)
+    return float(fid.compute())
+
+
+def kernel_distance(real_features: torch.Tensor, synthetic_features: torch.Tensor, *, subsets: int = 50,
+                    subset_size: int = 100, seed: int = 0) -> tuple[float, float]:
+    """Kernel (MMD, cubic polynomial kernel) distance: mean and std over random subsets (torchmetrics' KID).
+
+    ``subset_size`` is capped at the smaller set; with it equal to both sets' size every subset is the whole
+    set, and the value is the unbiased MMD^2 estimate of the two sets.
+    """
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = min(subset_size, len(real_features), len(synthetic_features))
+    with warnings.catch_warnings():  # "will save all extracted features": they are already in memory
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=_Given(real_features.shape[1]), subsets=subsets, subset_size=size)
+    kid.update(real_features.double(), real=True)
+    kid.update(synthetic_features.double(), real=False)
+    with torch.random.fork_rng():  # torchmetrics draws subsets from the global RNG
+        torch.manual_seed(seed)
+        mean, std = kid.compute()
+    return float(mean), float(std)
+
+
+def precision_recall(real_features: torch.Tensor, synthetic_features: torch.Tensor, k: int = 3
+                     ) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaenniemi et al. 2019) of k-NN manifolds in feature space.
+
+    Precision: the share of synthetic points inside some real point's ball (radius: its distance to its k-th
+    nearest other real point). Recall: the share of real points inside some synthetic point's ball.
+    """
+    if min(len(real_features), len(synthetic_features)) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} real and synthetic images; pass more "
+                         "images or a smaller k")
+
+    def radii(x: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x, x).kthvalue(k + 1, dim=1).values  # the 1st smallest is the point itself
+
+    real, syn = real_features.double(), synthetic_features.double()
+    cross = torch.cdist(syn, real)  # [S, R]
+    precision = (cross <= radii(real).unsqueeze(0)).any(1).double().mean()
+    recall = (cross.T <= radii(syn).unsqueeze(0)).any(1).double().mean()
+    return float(precision), float(recall)
+
+
+# ------------------------------------------------------------------------------------------------------- copies
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SSIM (0..1 for slices; 1 for identical images) of matching pairs of ``uint8[N, 1, H, W]``: ``float[N]``."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    if a.shape != b.shape:
+        raise ValueError(f"similarity compares matching pairs: got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    # float32 in chunks of 32: torchmetrics' SSIM in float64 took ~20 GB for 256 slices of 128 px
+    return torch.cat([ssim(a[s:s + 32].float(), b[s:s + 32].float(), data_range=255.0, reduction="none")
+                      for s in range(0, len(a), 32)])
+
+
+def adjacent_index(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Index of each slice's adjacent slice, approximated by its nearest other slice (pixel RMSE) of its class.
+
+    Until subject ids exist this stands in for "the next slice of the same person": consecutive slices of one
+    person are each other's nearest neighbours in this data set. A class with one slice gets -1.
+    """
+    out = torch.full((len(images),), -1, dtype=torch.int64)
+    for c in labels.unique().tolist():
+        members = torch.nonzero(labels == c).flatten()
+        if len(members) > 1:
+            out[members] = members[_nearest(images[members], images[members], exclude_self=True)[1]]
+    return out
+
+
+def copy_check(synthetic_images: torch.Tensor, synthetic_source_ids: Sequence[str], source_images: torch.Tensor,
+               source_labels: torch.Tensor, source_ids: Sequence[str]) -> pd.DataFrame:
+    """Each variation's similarity to its own source against the source's similarity to its adjacent slice.
+
+    Returns:
+        One row per synthetic image: ``source_id``, ``to_source`` (SSIM to its source), ``adjacent`` (SSIM of the
+        source to its adjacent slice, see :func:`adjacent_index`) and ``copy`` (``to_source > adjacent``: the
+        variation is closer to its source than a neighbouring slice of the same person is).
+    """
+    index = {s: i for i, s in enumerate(source_ids)}
+    if missing := [s for s in synthetic_source_ids if s not in index]:
+        raise ValueError(f"{len(missing)} synthetic images have sources not among source_ids (e.g. {missing[0]!r});"
+                         " pass the real images the variations were made from")
+    src = torch.tensor([index[s] for s in synthetic_source_ids])
+    adjacent = adjacent_index(source_images, source_labels)
+    has = adjacent >= 0
+    adjacent_sim = torch.full((len(source_images),), float("nan"))
+    adjacent_sim[has] = similarity(source_images[has], source_images[adjacent[has]])
+    to_source = similarity(synthetic_images, source_images[src])
+    return pd.DataFrame({"source_id": list(synthetic_source_ids), "to_source": to_source.numpy(),
+                         "adjacent": adjacent_sim[src].numpy(),
+                         "copy": (to_source > adjacent_sim[src]).numpy()})
+
+
+# -------------------------------------------------------------------------------------------------- the report
+
+
+def _halves(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint, class-stratified halves of a labelled set (indices)."""
+    gen = torch.Generator().manual_seed(seed)
+    first, second = [], []
+    for c in labels.unique().tolist():
+        members = torch.nonzero(labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        first.append(members[: len(members) // 2])
+        second.append(members[len(members) // 2:])
+    return torch.cat(first), torch.cat(second)
+
+
+def fidelity_report(features: PenultimateFeatures, reference_images: torch.Tensor, reference_labels: torch.Tensor,
+                    synthetic_images: torch.Tensor, synthetic_labels: torch.Tensor,
+                    synthetic_source_ids: Sequence[str], source_images: torch.Tensor, source_labels: torch.Tensor,
+                    source_ids: Sequence[str], *, k: int = 3, seed: int = 0) -> pd.DataFrame:
+    """Every fidelity number of one synthetic set beside its real-vs-real floor, as one tidy table.
+
+    The reference slices (held-out real slices, never test; never seen by the generator) are split into two
+    class-stratified halves A and B. Distribution metrics compare A with as many synthetic images as B holds
+    (drawn with ``seed``); their floor compares A with B, so both sides have the same sizes.
+
+    Args:
+        features: The real-trained feature space (its classifier also gives label fidelity).
+        reference_images, reference_labels: Held-out real slices.
+        synthetic_images, synthetic_labels, synthetic_source_ids: The variations, their classes and sources.
+        source_images, source_labels, source_ids: The real slices the generator was trained on and varied.
+        k: Neighbourhood size of precision and recall.
+
+    Returns:
+        Columns ``metric``, ``value``, ``floor`` (the real-vs-real value), ``ratio`` (value / floor).
+    """
+    a, b = _halves(reference_labels, seed)
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(synthetic_images), generator=gen)[: len(b)]
+    real_a, real_b = features(reference_images[a]), features(reference_images[b])
+    ref_proba = features.last_proba
+    syn = features(synthetic_images)
+    syn_proba = features.last_proba
+    fd, fd_floor = frechet_distance(real_a, syn[pick]), frechet_distance(real_a, real_b)
+    kid, kid_floor = (kernel_distance(real_a, x, seed=seed)[0] for x in (syn[pick], real_b))
+    (precision, recall), (p_floor, r_floor) = (precision_recall(real_a, x, k) for x in (syn[pick], real_b))
+    copies = copy_check(synthetic_images, synthetic_source_ids, source_images, source_labels, source_ids)
+    # novelty: a variation's distance to the nearest training slice against a held-out real slice's
+    syn_near = _nearest(synthetic_images, source_images)[0].median().item()
+    real_near = _nearest(reference_images, source_images)[0].median().item()
+    rows = [
+        ("FD", fd, fd_floor), ("KID", kid, kid_floor), ("precision", precision, p_floor),
+        ("recall", recall, r_floor),
+        ("label fidelity", float((syn_proba.argmax(1) == synthetic_labels).float().mean()),
+         float((ref_proba.argmax(1) == reference_labels[b]).float().mean())),
+        ("median SSIM to source (floor: adjacent slice)", float(copies.to_source.median()),
+         float(copies.drop_duplicates("source_id").adjacent.median())),
+        ("share of copies (closer to source than its adjacent slice)", float(copies["copy"].mean()), np.nan),
+        ("median RMSE to nearest training slice (floor: held-out real)", syn_near, real_near),
+    ]
+    table = pd.DataFrame(rows, columns=["metric", "value", "floor"])
+    table["ratio"] = table.value / table.floor
+    return table
+
+
+STRENGTH_CRITERION = ("lowest FD among the strengths whose label fidelity is at least min_label_fidelity and whose "
+                      "median SSIM to the source is below the median adjacent-slice SSIM (variations, not copies)")
+
+
+def select_strength(vary: Callable[[float], torch.Tensor], strengths: Sequence[float], features: PenultimateFeatures,
+                    reference_images: torch.Tensor, reference_labels: torch.Tensor, source_images: torch.Tensor,
+                    source_labels: torch.Tensor, source_ids: Sequence[str], *, min_label_fidelity: float = 0.8,
+                    seed: int = 0) -> tuple[float, pd.DataFrame]:
+    """Pick the SDEdit strength by :data:`STRENGTH_CRITERION` on held-out slices the generator never saw.
+
+    Args:
+        vary: ``vary(strength)`` returns one variation of each source image, in order.
+        strengths: The candidates.
+        reference_images, reference_labels: Held-out real slices the FD is measured against.
+        source_images, source_labels, source_ids: The held-out slices to vary (disjoint from the reference).
+
+    Returns:
+        The chosen strength (the lowest-FD candidate when none passes, flagged in the table) and one row per
+        candidate: ``strength``, ``FD``, ``label fidelity``, ``median SSIM to source``, ``median adjacent SSIM``,
+        ``passes``, ``chosen``.
+    """
+    rows = []
+    for strength in strengths:
+        table = fidelity_report(features, reference_images, reference_labels, vary(strength), source_labels,
+                                source_ids, source_images, source_labels, source_ids, seed=seed).set_index("metric")
+        ssim_row = table.loc["median SSIM to source (floor: adjacent slice)"]
+        rows.append({"strength": strength, "FD": table.loc["FD", "value"],
+                     "label fidelity": table.loc["label fidelity", "value"],
+                     "median SSIM to source": ssim_row.value, "median adjacent SSIM": ssim_row.floor})
+    out = pd.DataFrame(rows)
+    out["passes"] = (out["label fidelity"] >= min_label_fidelity) & \
+        (out["median SSIM to source"] < out["median adjacent SSIM"])
+    pool = out[out.passes] if out.passes.any() else out
+    chosen = float(pool.loc[pool.FD.idxmin(), "strength"])
+    out["chosen"] = out.strength == chosen
+    return chosen, out

@@ -43,7 +43,7 @@ class GeneratorSettings:
     generators are cached, progress bars) only say how to run and never change the images' key.
     """
 
-    diffusion_preset: str = DEFAULT_DIFFUSION_PRESET  # a DiffusionConfig preset: toy, quick, gpu
+    diffusion_preset: str = DEFAULT_DIFFUSION_PRESET  # toy, quick, gpu (pixel) or latent-toy, latent-cpu, latent-gpu
     diffusion_overrides: tuple[tuple[str, Any], ...] = ()  # DiffusionConfig fields over the preset's
     openai_model: str = ""  # empty: the OpenAI generator's default model
     openai_quality: str = "low"  # results are shrunk to 128 px, so low is enough
@@ -164,10 +164,36 @@ def _device(settings: GeneratorSettings) -> str | None:
     return None if settings.device == "auto" else settings.device
 
 
-def _diffusion_config(settings: GeneratorSettings):
-    from mri_synth.synth.diffusion import DiffusionConfig
+LATENT_PREFIX = "latent-"
+"""Diffusion presets named ``latent-<preset>`` are the latent diffusion generator's (``synth.latent``): an
+autoencoder and a latent UNet; the others (toy, quick, gpu) are the pixel-space generator's (``synth.diffusion``)."""
 
-    return DiffusionConfig.preset(settings.diffusion_preset, **dict(settings.diffusion_overrides))
+
+def _diffusion_kind(preset: str):
+    """``(config class, generator class, the preset's own name)`` of a diffusion preset."""
+    if preset.startswith(LATENT_PREFIX):
+        from mri_synth.synth.latent import LatentDiffusionConfig, LatentDiffusionGenerator
+
+        return LatentDiffusionConfig, LatentDiffusionGenerator, preset[len(LATENT_PREFIX):]
+    from mri_synth.synth.diffusion import DiffusionConfig, DiffusionGenerator
+
+    return DiffusionConfig, DiffusionGenerator, preset
+
+
+def diffusion_presets() -> tuple[str, ...]:
+    """Every diffusion preset name: the pixel-space ones, then the latent ones."""
+    from mri_synth.synth.diffusion import PRESETS
+    from mri_synth.synth.latent import PRESETS as LATENT
+
+    return (*PRESETS, *(LATENT_PREFIX + p for p in LATENT))
+
+
+def _diffusion_config(settings: GeneratorSettings):
+    config_class, _, preset = _diffusion_kind(settings.diffusion_preset)
+    try:
+        return config_class.preset(preset, **dict(settings.diffusion_overrides))
+    except ValueError as error:
+        raise ValueError(f"{error} (diffusion presets: {', '.join(diffusion_presets())})") from None
 
 
 def _diffusion_label(settings: GeneratorSettings) -> str:
@@ -177,22 +203,20 @@ def _diffusion_label(settings: GeneratorSettings) -> str:
 
 
 def _diffusion_parse(settings: GeneratorSettings, label: str) -> GeneratorSettings:
-    from mri_synth.synth.diffusion import DiffusionConfig
-
     preset, _, text = label.partition(":")
+    config_class = _diffusion_kind(preset)[0]
     overrides = []
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        kind = type(getattr(DiffusionConfig(), key, None))
+        kind = type(getattr(config_class(), key, None))
         overrides.append((key, kind(value) if kind in (int, float) else value == "True" if kind is bool else value))
     return replace(settings, diffusion_preset=preset, diffusion_overrides=tuple(overrides))
 
 
 def _diffusion_build(settings: GeneratorSettings, train_on: "Split | None", seed: int) -> "Generator":
-    from mri_synth.synth.diffusion import DiffusionGenerator
-
+    generator_class = _diffusion_kind(settings.diffusion_preset)[1]
     root = settings.generator_root or paths.cache_dir() / "diffusion"
-    return DiffusionGenerator.cached(_diffusion_config(settings), train_on.images, train_on.labels, train_on.ids,
+    return generator_class.cached(_diffusion_config(settings), train_on.images, train_on.labels, train_on.ids,
                                      seed=seed, cache_root=root, device=_device(settings),
                                      cpu_threads=settings.cpu_threads or None, progress=settings.progress)
 
@@ -229,7 +253,8 @@ def _folder_build(settings: GeneratorSettings, train_on: "Split | None", seed: i
 
 register(GeneratorEntry(
     "diffusion", _diffusion_label, _diffusion_build, _diffusion_parse, learns_from_subset=True,
-    about="a class-conditional diffusion model trained on the trial's own real subset; SDEdit variations"))
+    about="a class-conditional diffusion model trained on the trial's own real subset (pixel space, or latent-* "
+          "presets: an autoencoder and a latent UNet); SDEdit variations"))
 register(GeneratorEntry(
     "openai", _openai_label, lambda settings, train_on, seed: _openai_generator(settings), _openai_parse, paid=True,
     about="OpenAI's images API (GPT image edit; variations of each source); the bank is filled with a budget"))

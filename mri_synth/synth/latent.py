@@ -1,0 +1,435 @@
+"""The ``latent`` generator: class-conditional diffusion in the latent space of a small autoencoder.
+
+Latent diffusion (Rombach et al. 2022; Pinaya et al. 2022 for brain MRI) built from Hugging Face ``diffusers``
+parts: an ``AutoencoderKL`` maps a 128 px slice to a small latent (``latent_channels`` x 32 x 32 at the default
+4x downsampling) and back; a class-conditional ``UNet2DModel`` learns DDPM noise prediction on those latents. A
+*variation* of a source is SDEdit in latent space: the source's latent is noised to ``strength`` and denoised
+under the source's class with DDIM, then decoded at 128 px. :meth:`LatentDiffusionGenerator.sample` draws new
+slices of a class from pure latent noise.
+
+Why: a pixel-space model that fits a CPU budget works at 32 px and makes blurred blobs when upsampled; in a 4x
+smaller latent the UNet trains about 18x faster per image than at 128 px, and the autoencoder keeps ventricle and
+sulcus edges. The autoencoder is where a CPU budget goes (:meth:`LatentDiffusionConfig.cpu`).
+
+Both networks learn only from the images passed to :meth:`LatentDiffusionGenerator.train` (a trial's real
+subset): the fingerprint includes a hash of their ids. Sampling, the bank protocol and the DDIM loop are shared
+with :class:`~mri_synth.synth.diffusion.DiffusionGenerator`; the cache, noise and conversions with
+:mod:`mri_synth.synth.trained`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from tqdm.auto import tqdm
+
+from mri_synth.synth.base import IMAGE_SIZE, check_sources, ids_key, variant_seed
+from mri_synth.synth.diffusion import NUM_CLASSES, DiffusionGenerator
+from mri_synth.synth.trained import atomic_folder, cache_folder, seeded_noise, to_model, to_uint8
+
+PRESETS = ("toy", "cpu", "gpu")
+"""The sizes of the generator, each a ``LatentDiffusionConfig`` class method; ``.preset(name)`` picks one."""
+
+
+@dataclass(frozen=True)
+class LatentDiffusionConfig:
+    """Everything that shapes a trained latent diffusion generator (all of it enters the fingerprint)."""
+
+    # autoencoder: one 2x downsampling between consecutive levels, so 3 levels give a 32x32 latent
+    ae_channels: tuple[int, ...] = (16, 32, 64)  # a narrow full-resolution level: it dominates the cost
+    latent_channels: int = 4
+    ae_layers_per_block: int = 1
+    ae_norm_groups: int = 8  # group norm normalises each group per image: one channel per group erases brightness
+    ae_steps: int = 450  # 7,200 images seen: ~9 CPU minutes at ~13 img/s (1 thread, bf16, idle core)
+    ae_batch_size: int = 16  # small batches: more updates per image seen, which is what the budget buys
+    ae_learning_rate: float = 1e-3
+    kl_weight: float = 1e-6  # keeps latents near N(0, 1) without blurring (Rombach et al.)
+    gradient_weight: float = 0.5  # L1 on image gradients: weighs ventricle and sulcus edges beside intensities
+    # latent UNet
+    channels: tuple[int, ...] = (32, 64, 128)  # 70 img/s on 1 thread vs 31 for (64, 128, 128): more steps
+    layers_per_block: int = 1
+    attention: bool = False  # self-attention at the lowest level: worth it on a GPU
+    timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    train_steps: int = 600  # UNet optimizer steps: ~5 CPU minutes at ~64 img/s
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    ema_decay: float = 0.0
+    # both
+    hflip: bool = True  # axial slices are near-symmetric: flips double the few images of small classes
+    bf16: bool = True  # bfloat16 autocast: about 2x faster on this CPU, as accurate for both networks
+    train_max_strength: float = 1.0  # UNet learns noise levels t < this * T only (SDEdit never goes further)
+    strength: float = 0.5  # SDEdit: 0 returns the source's reconstruction, 1 ignores the source
+    ddim_steps: int = 25
+
+    def __post_init__(self) -> None:
+        for name in ("ae_channels", "channels"):
+            object.__setattr__(self, name, tuple(int(c) for c in getattr(self, name)))
+        factor = 2 ** (len(self.ae_channels) - 1)
+        if not 1 <= len(self.ae_channels) <= 4:
+            raise ValueError(f"ae_channels needs 1-4 levels (latent 128, 64, 32 or 16 px), got {self.ae_channels}")
+        latent = IMAGE_SIZE // factor
+        if latent % 2 ** (len(self.channels) - 1) or latent >> (len(self.channels) - 1) < 4:
+            raise ValueError(f"a {latent} px latent is too small for {len(self.channels)} UNet levels; use fewer "
+                             "channels entries or fewer ae_channels levels")
+        if any(c % 8 for c in self.channels) or any(c % self.ae_norm_groups for c in self.ae_channels):
+            raise ValueError(f"channels must be multiples of 8 and ae_channels multiples of ae_norm_groups "
+                             f"({self.ae_norm_groups}) for group norm, got {self.channels} and {self.ae_channels}")
+        for name in ("strength", "train_max_strength"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.strength > self.train_max_strength:
+            raise ValueError(f"strength {self.strength} exceeds train_max_strength {self.train_max_strength}: "
+                             "the model would denoise from noise levels it never learned; raise train_max_strength")
+        counts = ("ae_steps", "ae_batch_size", "ae_norm_groups", "train_steps", "batch_size", "ddim_steps", "timesteps",
+                  "latent_channels", "ae_layers_per_block", "layers_per_block")
+        if bad := [n for n in counts if getattr(self, n) < 1]:
+            raise ValueError(f"{', '.join(bad)} must be >= 1")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    @property
+    def latent_size(self) -> int:
+        """Height and width of the latent (128 over the autoencoder's downsampling)."""
+        return IMAGE_SIZE // 2 ** (len(self.ae_channels) - 1)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "LatentDiffusionConfig":
+        """The preset called ``name`` (one of ``PRESETS``) with ``overrides`` applied."""
+        if name not in PRESETS:
+            raise ValueError(f"latent diffusion preset must be one of {PRESETS}, got {name!r}")
+        return getattr(cls, name)(**overrides)
+
+    @classmethod
+    def toy(cls, **overrides: Any) -> "LatentDiffusionConfig":
+        """Seconds on a CPU: for tests and the quick profile; the images are not brain-like."""
+        return replace(cls(ae_channels=(8, 16, 16), ae_norm_groups=2, latent_channels=2, ae_steps=30, ae_batch_size=8,
+                           ae_learning_rate=1e-2, gradient_weight=0.0, channels=(16, 32), train_steps=30,
+                           batch_size=16, learning_rate=1e-3, ddim_steps=10), **overrides)
+
+    @classmethod
+    def cpu(cls, **overrides: Any) -> "LatentDiffusionConfig":
+        """The real-data CPU default: 14.0 CPU minutes on 1 thread (autoencoder 9.0, UNet 5.0) for the 1,536
+        slices of a 30% subset, measured by ``benchmarks/latent_fidelity.py``; variations only (no fresh samples).
+
+        Measured there: held-out reconstructions at 27.3 dB PSNR / 0.92 SSIM; variations keep ventricles and the
+        larger sulci but wash out grey/white contrast, and FD is 1.37x below the pixel ``quick`` preset's, short of
+        the 3x target: a longer autoencoder and UNet budget (up to ~35 CPU minutes) is the next thing to try.
+        """
+        # SDEdit only (no time for the noisiest levels); strength 0.3: the lowest FD on held-out slices
+        return replace(cls(train_max_strength=0.8, strength=0.3), **overrides)
+
+    @classmethod
+    def gpu(cls, **overrides: Any) -> "LatentDiffusionConfig":
+        """Real size on a GPU: a wider autoencoder trained longer, attention in the UNet, EMA weights."""
+        return replace(cls(ae_channels=(64, 128, 256), ae_layers_per_block=2, ae_steps=20_000, ae_batch_size=32,
+                           ae_learning_rate=5e-4, channels=(128, 256, 256, 512), layers_per_block=2, attention=True,
+                           train_steps=40_000, batch_size=64, learning_rate=2e-4, ema_decay=0.999,
+                           ddim_steps=50), **overrides)
+
+
+def _image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, gradient_weight: float) -> torch.Tensor:
+    """L1 on pixels plus ``gradient_weight`` times L1 on horizontal and vertical finite differences."""
+    loss = F.l1_loss(recon, target)
+    if gradient_weight:
+        loss = loss + gradient_weight * sum(F.l1_loss(r, t) for r, t in zip(_image_gradients(recon),
+                                                                              _image_gradients(target)))
+    return loss
+
+
+def _clocks() -> tuple[float, float]:
+    """Wall and process CPU seconds: on a shared CPU the CPU time of a 1-thread run is its idle-machine time."""
+    return time.perf_counter(), time.process_time()
+
+
+class LatentDiffusionGenerator(DiffusionGenerator):
+    """An autoencoder and a class-conditional DDPM/DDIM UNet in its latent space; variations by latent SDEdit.
+
+    Args:
+        config: Model and sampling settings; see :class:`LatentDiffusionConfig` and its presets.
+        device: Where to train and sample; default CUDA when available, else the CPU.
+        cpu_threads: Torch CPU threads while training and sampling (None keeps torch's setting); not part of the
+            fingerprint.
+    """
+
+    name = "latent"
+
+    def __init__(self, config: LatentDiffusionConfig | None = None, *, device: str | torch.device | None = None,
+                 cpu_threads: int | None = None) -> None:
+        super().__init__(device=device, cpu_threads=cpu_threads)
+        self.config = config or LatentDiffusionConfig()  # type: ignore[assignment]
+        self.autoencoder: AutoencoderKL | None = None
+        self.latent_scale = 1.0  # 1 / std of the training latents, so the UNet sees unit variance
+        self.ae_losses: list[float] = []
+        self.seconds: dict[str, float] = {}  # wall and CPU time of each training stage
+
+    def _autocast(self):
+        if not self.config.bf16:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _build_autoencoder(self, seed: int) -> AutoencoderKL:
+        c = self.config
+        n = len(c.ae_channels)
+        torch.manual_seed(seed)
+        return AutoencoderKL(in_channels=1, out_channels=1, latent_channels=c.latent_channels,
+                             block_out_channels=c.ae_channels, layers_per_block=c.ae_layers_per_block,
+                             down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+                             norm_num_groups=c.ae_norm_groups,
+                             mid_block_add_attention=False,  # attention over a 32x32 latent's 1024 positions: costly
+                             sample_size=IMAGE_SIZE).to(self.device)
+
+    def _build(self, seed: int) -> UNet2DModel:
+        c = self.config
+        down, up = ["DownBlock2D"] * len(c.channels), ["UpBlock2D"] * len(c.channels)
+        if c.attention:
+            down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+        torch.manual_seed(seed + 1)
+        return UNet2DModel(sample_size=c.latent_size, in_channels=c.latent_channels, out_channels=c.latent_channels,
+                           block_out_channels=c.channels, layers_per_block=c.layers_per_block,
+                           down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=8,
+                           num_class_embeds=NUM_CLASSES, add_attention=c.attention).to(self.device)
+
+    def _require_autoencoder(self) -> AutoencoderKL:
+        self._require_trained()
+        assert self.autoencoder is not None
+        return self.autoencoder
+
+    def train(self, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str], *, seed: int = 0,
+              progress: bool = True) -> "LatentDiffusionGenerator":
+        """Train the autoencoder, then the latent UNet, from scratch on exactly these real images.
+
+        Args:
+            images: ``uint8[N, 1, 128, 128]`` real slices (a trial's real subset, never its held-out data).
+            labels: ``int64[N]`` their classes.
+            ids: Their ids; a hash of them keys the fingerprint.
+            seed: Seeds weight init, batch order, flips, noise levels and noise.
+            progress: Show progress bars with the losses.
+
+        Returns:
+            ``self``, trained.
+        """
+        check_sources(images, labels, ids)
+        with self._threads():
+            self._train(images, labels, seed, progress)
+        self.train_key, self.train_seed, self.n_train = ids_key(ids), seed, len(ids)
+        return self
+
+    def _batches(self, n: int, batch_size: int, steps: int, gen: torch.Generator):
+        """Indices and flip flags of ``steps`` batches: epochs of seeded permutations."""
+        order = torch.empty(0, dtype=torch.int64)
+        for _ in range(steps):
+            if len(order) < batch_size:
+                order = torch.cat([order, torch.randperm(n, generator=gen)])
+            idx, order = order[:batch_size], order[batch_size:]
+            flip = (torch.rand(len(idx), generator=gen) < 0.5) & self.config.hflip
+            yield idx, flip
+
+    def _train(self, images: torch.Tensor, labels: torch.Tensor, seed: int, progress: bool) -> None:
+        c, gen = self.config, torch.Generator().manual_seed(seed)
+        x_all = to_model(images, IMAGE_SIZE, self.device)
+        start = _clocks()
+        vae = self._build_autoencoder(seed)
+        optimizer = torch.optim.AdamW(vae.parameters(), lr=c.ae_learning_rate)
+        # a short warm-up, then cosine decay to 0: the last, small steps sharpen the reconstructions
+        lr = get_cosine_schedule_with_warmup(optimizer, math.ceil(0.05 * c.ae_steps), c.ae_steps)
+        self.ae_losses = []
+        vae.train()
+        bar = tqdm(self._batches(len(x_all), c.ae_batch_size, c.ae_steps, gen), total=c.ae_steps,
+                   desc="train autoencoder", disable=not progress)
+        for idx, flip in bar:
+            x = x_all[idx.to(self.device)]
+            x = torch.where(flip.to(self.device).view(-1, 1, 1, 1), x.flip(-1), x)
+            with self._autocast():
+                posterior = vae.encode(x).latent_dist
+                z = posterior.sample(generator=gen) if self.device.type == "cpu" else posterior.sample()
+                recon = vae.decode(z).sample
+            loss = reconstruction_loss(recon.float(), x, c.gradient_weight) + c.kl_weight * posterior.kl().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr.step()
+            self.ae_losses.append(loss.item())
+            bar.set_postfix(loss=f"{self.ae_losses[-1]:.4f}", refresh=False)
+        self.autoencoder = vae.eval().requires_grad_(False)
+        self._record("autoencoder", start)
+
+        start = _clocks()
+        flipped = torch.cat([x_all, x_all.flip(-1)]) if c.hflip else x_all
+        mean, std = self._encode_distribution(flipped)
+        self.latent_scale = float(1.0 / mean.std())
+        y_all = (torch.cat([labels, labels]) if c.hflip else labels).to(self.device)
+        unet = self._build(seed)
+        scheduler = DDPMScheduler(num_train_timesteps=c.timesteps, beta_schedule=c.beta_schedule)
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=c.learning_rate)
+        ema = None
+        if c.ema_decay:
+            from diffusers.training_utils import EMAModel
+
+            ema = EMAModel(unet.parameters(), decay=c.ema_decay, use_ema_warmup=True)
+        t_max = max(1, math.ceil(c.train_max_strength * c.timesteps))
+        self.losses = []
+        unet.train()
+        bar = tqdm(self._batches(len(mean), c.batch_size, c.train_steps, gen), total=c.train_steps,
+                   desc="train latent unet", disable=not progress)
+        for idx, _ in bar:  # flips are already in the latents
+            i = idx.to(self.device)
+            eps = torch.randn(mean[i].shape, generator=gen).to(self.device)
+            z0 = (mean[i] + std[i] * eps) * self.latent_scale
+            t = torch.randint(t_max, (len(idx),), generator=gen).to(self.device)
+            noise = torch.randn(z0.shape, generator=gen).to(self.device)
+            with self._autocast():
+                pred = unet(scheduler.add_noise(z0, noise, t), t, class_labels=y_all[i]).sample
+            loss = F.mse_loss(pred.float(), noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.step(unet.parameters())
+            self.losses.append(loss.item())
+            bar.set_postfix(loss=f"{self.losses[-1]:.4f}", refresh=False)
+        if ema is not None:
+            ema.copy_to(unet.parameters())
+        self.unet = unet.eval()
+        self._record("unet", start)
+
+    def _record(self, stage: str, start: tuple[float, float]) -> None:
+        wall, cpu = _clocks()
+        self.seconds[stage], self.seconds[f"{stage}_cpu"] = wall - start[0], cpu - start[1]
+
+    def _encode_distribution(self, x: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of the autoencoder's posterior for ``[-1, 1]`` images (unscaled)."""
+        vae = self.autoencoder
+        assert vae is not None
+        means, stds = [], []
+        with torch.inference_mode(), self._autocast():
+            for s in range(0, len(x), batch):
+                dist = vae.encode(x[s:s + batch]).latent_dist
+                means.append(dist.mean.float())
+                stds.append(dist.std.float())
+        return torch.cat(means), torch.cat(stds)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (posterior means) of ``uint8[N, 1, 128, 128]`` slices: what the UNet works on."""
+        self._require_autoencoder()
+        with self._threads():
+            return self._encode_distribution(to_model(images, IMAGE_SIZE, self.device))[0] * self.latent_scale
+
+    def decode(self, latents: torch.Tensor, batch: int = 64) -> torch.Tensor:
+        """Scaled latents back to ``uint8[N, 1, 128, 128]`` slices."""
+        vae = self._require_autoencoder()
+        out = []
+        with torch.inference_mode(), self._autocast(), self._threads():
+            for s in range(0, len(latents), batch):
+                out.append(vae.decode(latents[s:s + batch].to(self.device) / self.latent_scale).sample.float())
+        return to_uint8(torch.cat(out))
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode and decode: the autoencoder's ceiling on what any variation can show."""
+        return self.decode(self.encode(images))
+
+    def _denoise(self, x: torch.Tensor, labels: torch.Tensor, strength: float) -> torch.Tensor:
+        with self._autocast():
+            return super()._denoise(x, labels, strength).float()
+
+    def _latent_noise(self, seeds: Sequence[int]) -> torch.Tensor:
+        c = self.config
+        return seeded_noise(seeds, (c.latent_channels, c.latent_size, c.latent_size)).to(self.device)
+
+    def vary(self, images: torch.Tensor, labels: torch.Tensor, seeds: Sequence[int], *,
+             strength: float | None = None) -> torch.Tensor:
+        """SDEdit in latent space: noise each source's latent to ``strength``, denoise under its label, decode.
+
+        Returns:
+            ``uint8[N, 1, 128, 128]`` variations, identical for identical seeds (on the CPU).
+        """
+        strength = self.config.strength if strength is None else strength
+        if not 0 < strength <= self.config.train_max_strength:
+            raise ValueError(f"strength must be in (0, {self.config.train_max_strength}] (train_max_strength of "
+                             f"this model), got {strength}")
+        if len(seeds) != len(images):
+            raise ValueError(f"pass one seed per image: {len(images)} images, {len(seeds)} seeds")
+        z0 = self.encode(images)
+        scheduler, steps = self._schedule(strength)
+        noisy = scheduler.add_noise(z0, self._latent_noise(seeds), steps[:1].repeat(len(z0)))
+        return self.decode(self._denoise(noisy, labels, strength))
+
+    def sample(self, labels: torch.Tensor | Sequence[int], seed: int) -> torch.Tensor:
+        """New slices of the given classes from pure latent noise: ``uint8[len(labels), 1, 128, 128]``."""
+        if self.config.train_max_strength < 1:
+            raise ValueError(f"this model learned noise levels up to {self.config.train_max_strength} only; "
+                             "sampling from pure noise needs a model trained with train_max_strength=1.0")
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        seeds = [variant_seed(seed, "sample", i) for i in range(len(labels))]
+        return self.decode(self._denoise(self._latent_noise(seeds), labels, 1.0))
+
+    def describe(self) -> dict[str, Any]:
+        """Name, model, settings and the key of the training data (what the fingerprint hashes)."""
+        unet, vae = self._require_trained(), self._require_autoencoder()
+        n_unet, n_vae = (sum(p.numel() for p in m.parameters()) / 1e6 for m in (unet, vae))
+        c = self.config
+        return {"name": self.name, "config": asdict(c), "train_ids_sha256": self.train_key,
+                "model": f"latent-ddpm-ae{n_vae:.2f}M-unet{n_unet:.2f}M-{c.latent_channels}x{c.latent_size}px",
+                "train_seed": self.train_seed, "n_train": self.n_train}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write both networks, the latent scale, training key and loss curves to a folder, atomically."""
+        unet, vae = self._require_trained(), self._require_autoencoder()
+        meta = {"config": asdict(self.config), "train_ids_sha256": self.train_key, "train_seed": self.train_seed,
+                "n_train": self.n_train, "losses": self.losses, "ae_losses": self.ae_losses,
+                "latent_scale": self.latent_scale, "seconds": self.seconds}
+        with atomic_folder(path) as tmp:
+            unet.save_pretrained(tmp / "unet")
+            vae.save_pretrained(tmp / "autoencoder")
+            (tmp / "generator.json").write_text(json.dumps(meta))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None,
+             cpu_threads: int | None = None) -> "LatentDiffusionGenerator":
+        """Read a generator written by :meth:`save`."""
+        path = Path(path)
+        if not (path / "generator.json").exists() or not (path / "autoencoder").is_dir():
+            raise FileNotFoundError(f"{path} holds no saved LatentDiffusionGenerator (no generator.json and "
+                                    "autoencoder/); train one and call .save(path)")
+        meta = json.loads((path / "generator.json").read_text())
+        self = cls(LatentDiffusionConfig(**meta["config"]), device=device, cpu_threads=cpu_threads)
+        self.unet = UNet2DModel.from_pretrained(path / "unet").to(self.device).eval()
+        self.autoencoder = AutoencoderKL.from_pretrained(path / "autoencoder").to(self.device).eval()
+        self.train_key, self.train_seed, self.n_train = meta["train_ids_sha256"], meta["train_seed"], meta["n_train"]
+        self.losses, self.ae_losses = meta["losses"], meta["ae_losses"]
+        self.latent_scale, self.seconds = meta["latent_scale"], meta["seconds"]
+        return self
+
+    @classmethod
+    def cached(cls, config: LatentDiffusionConfig, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str],
+               *, seed: int = 0, cache_root: str | os.PathLike | None = None,
+               device: str | torch.device | None = None, cpu_threads: int | None = None,
+               progress: bool = True) -> "LatentDiffusionGenerator":
+        """Load the generator trained on exactly these ids with this config and seed, or train and save it.
+
+        The cache lives in ``cache_root`` (default ``mri_synth.paths.cache_dir()/"latent"``), one folder per
+        (config, training ids, seed), so a study trains one generator per real subset once.
+        """
+        folder = cache_folder(cls.name, asdict(config), ids, seed, cache_root)
+        if (folder / "generator.json").exists():
+            return cls.load(folder, device=device, cpu_threads=cpu_threads)
+        generator = cls(config, device=device, cpu_threads=cpu_threads)
+        generator.train(images, labels, ids, seed=seed, progress=progress)
+        generator.save(folder)
+        return generator
