@@ -91,6 +91,8 @@ class TrialSpec:
             object.__setattr__(self, "generator", "")
         elif not self.generator:
             object.__setattr__(self, "generator", registry.get(self.synthetic).label(GeneratorSettings()))
+        else:  # a label the generator cannot build from fails here, naming what it can
+            registry.get(self.synthetic).label(GeneratorSettings().with_label(self.synthetic, self.generator))
         if not 0 <= self.synthetic_fraction <= 10:
             raise ValueError(f"synthetic_fraction must be in [0, 10], got {self.synthetic_fraction!r}")
         if (self.synthetic == "none") != (self.synthetic_fraction == 0):

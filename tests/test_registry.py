@@ -153,3 +153,19 @@ def test_defaults_agree_across_layers():
     assert (spec.epochs, spec.batch_size, spec.lr) == (defaults.epochs, defaults.batch_size, defaults.lr)
     assert parser.parse_args(["generate"]).diffusion_preset == GenerationConfig().diffusion_preset \
         == registry.DEFAULT_DIFFUSION_PRESET == study.TrialSpec(synthetic="diffusion", synthetic_fraction=1).generator
+
+
+def test_latent_presets_are_the_diffusion_arm_through_the_one_path(sample_data, tmp_path):
+    from mri_synth.study import StudyContext, TrialSpec, training_set
+    from mri_synth.synth.latent import LatentDiffusionGenerator
+
+    settings = registry.GeneratorSettings(diffusion_preset="latent-toy")
+    spec = study.study_grid(["cnn"], [0.3], ["diffusion"], [0], settings, epochs=1)[0]
+    assert spec.generator == "latent-toy" and spec.policy == "30% real + 70% diffusion"
+    context = StudyContext(data=sample_data, bank_root=tmp_path / "bank", generator_root=tmp_path / "generators")
+    generator = registry.build("diffusion", context.generator_settings(spec), context.evaluation(spec).pool, seed=0)
+    assert isinstance(generator, LatentDiffusionGenerator)
+    ts = training_set(spec, context)
+    assert ts.generator_fingerprint.startswith("latent") and set(ts.synthetic_sources) <= set(ts.real_ids)
+    with pytest.raises(ValueError, match="diffusion presets: toy, quick, gpu, latent-toy, latent-cpu, latent-gpu"):
+        TrialSpec(synthetic="diffusion", synthetic_fraction=0.7, generator="latent-huge")
