@@ -21,6 +21,7 @@ import json
 import math
 import os
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -200,20 +201,30 @@ class DiffusionGenerator:
             if c.hflip:
                 flip = (torch.rand(c.batch_size, generator=gen) < 0.5).to(self.device)
                 x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
-            t = torch.randint(t_max, (c.batch_size,), generator=gen).to(self.device)
-            noise = torch.randn(x0.shape, generator=gen).to(self.device)
-            pred = unet(scheduler.add_noise(x0, noise, t), t, class_labels=y_all[idx.to(self.device)]).sample
-            loss = F.mse_loss(pred, noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.step(unet.parameters())
-            self.losses.append(loss.item())
+            self._denoising_step(unet, scheduler, optimizer, ema, x0, y_all[idx.to(self.device)], t_max, gen)
             bar.set_postfix(loss=f"{self.losses[-1]:.4f}", refresh=False)
         if ema is not None:
             ema.copy_to(unet.parameters())
         self.unet = unet.eval()
+
+    def _autocast(self):
+        """The precision the UNet runs in while training (full precision here; the latent generator's bf16)."""
+        return nullcontext()
+
+    def _denoising_step(self, unet: UNet2DModel, scheduler: DDPMScheduler, optimizer: torch.optim.Optimizer, ema: Any,
+                        x0: torch.Tensor, labels: torch.Tensor, t_max: int, gen: torch.Generator) -> None:
+        """One DDPM training step on clean inputs ``x0``: noise level and noise drawn from ``gen``, in that order."""
+        t = torch.randint(t_max, (len(x0),), generator=gen).to(self.device)
+        noise = torch.randn(x0.shape, generator=gen).to(self.device)
+        with self._autocast():
+            pred = unet(scheduler.add_noise(x0, noise, t), t, class_labels=labels).sample
+        loss = F.mse_loss(pred.float(), noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if ema is not None:
+            ema.step(unet.parameters())
+        self.losses.append(loss.item())
 
     def describe(self) -> dict[str, Any]:
         """Name, model, settings and the key of the training data (what the fingerprint hashes)."""
@@ -248,6 +259,16 @@ class DiffusionGenerator:
                 x = scheduler.step(eps, t, x, eta=0.0).prev_sample  # eta=0: deterministic given the start
         return x
 
+    def _vary_strength(self, images: torch.Tensor, seeds: Sequence[int], strength: float | None) -> float:
+        """The SDEdit strength of a ``vary`` call (the config's by default), checked with its seeds."""
+        strength = self.config.strength if strength is None else strength
+        if not 0 < strength <= self.config.train_max_strength:
+            raise ValueError(f"strength must be in (0, {self.config.train_max_strength}] (train_max_strength of "
+                             f"this model), got {strength}")
+        if len(seeds) != len(images):
+            raise ValueError(f"pass one seed per image: {len(images)} images, {len(seeds)} seeds")
+        return strength
+
     def vary(self, images: torch.Tensor, labels: torch.Tensor, seeds: Sequence[int], *,
              strength: float | None = None) -> torch.Tensor:
         """SDEdit: noise each source to ``strength`` and denoise it under its label; one seed per image.
@@ -255,12 +276,7 @@ class DiffusionGenerator:
         Returns:
             ``uint8[N, 1, 128, 128]`` variations, identical for identical seeds (on the CPU).
         """
-        strength = self.config.strength if strength is None else strength
-        if not 0 < strength <= self.config.train_max_strength:
-            raise ValueError(f"strength must be in (0, {self.config.train_max_strength}] (train_max_strength of "
-                             f"this model), got {strength}")
-        if len(seeds) != len(images):
-            raise ValueError(f"pass one seed per image: {len(images)} images, {len(seeds)} seeds")
+        strength = self._vary_strength(images, seeds, strength)
         size = self.config.image_size
         scheduler, steps = self._schedule(strength)
         x0 = to_model(images, size, self.device)

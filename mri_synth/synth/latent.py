@@ -291,17 +291,7 @@ class LatentDiffusionGenerator(DiffusionGenerator):
             i = idx.to(self.device)
             eps = torch.randn(mean[i].shape, generator=gen).to(self.device)
             z0 = (mean[i] + std[i] * eps) * self.latent_scale
-            t = torch.randint(t_max, (len(idx),), generator=gen).to(self.device)
-            noise = torch.randn(z0.shape, generator=gen).to(self.device)
-            with self._autocast():
-                pred = unet(scheduler.add_noise(z0, noise, t), t, class_labels=y_all[i]).sample
-            loss = F.mse_loss(pred.float(), noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.step(unet.parameters())
-            self.losses.append(loss.item())
+            self._denoising_step(unet, scheduler, optimizer, ema, z0, y_all[i], t_max, gen)
             bar.set_postfix(loss=f"{self.losses[-1]:.4f}", refresh=False)
         if ema is not None:
             ema.copy_to(unet.parameters())
@@ -358,12 +348,7 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         Returns:
             ``uint8[N, 1, 128, 128]`` variations, identical for identical seeds (on the CPU).
         """
-        strength = self.config.strength if strength is None else strength
-        if not 0 < strength <= self.config.train_max_strength:
-            raise ValueError(f"strength must be in (0, {self.config.train_max_strength}] (train_max_strength of "
-                             f"this model), got {strength}")
-        if len(seeds) != len(images):
-            raise ValueError(f"pass one seed per image: {len(images)} images, {len(seeds)} seeds")
+        strength = self._vary_strength(images, seeds, strength)
         z0 = self.encode(images)
         scheduler, steps = self._schedule(strength)
         noisy = scheduler.add_noise(z0, self._latent_noise(seeds), steps[:1].repeat(len(z0)))
