@@ -100,7 +100,8 @@ def test_batch_runs_notebook_01_into_the_run_folder(tmp_path):
     outputs = json.dumps([c.get("outputs", []) for c in executed.cells])
     assert "Moderate_Demented" in outputs and "Error" not in outputs
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
-        "01_example_slices.pdf", "01_example_slices.png", "01_intensity_histograms.pdf", "01_intensity_histograms.png"]
+        f"01_{name}.{suffix}" for name in ("example_slices", "intensity_histograms", "nearest_train_similarity",
+                                           "person_slices") for suffix in ("pdf", "png")]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the heap setting is glibc's (a no-op elsewhere)")
