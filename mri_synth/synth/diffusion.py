@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 
 from mri_synth.constants import IMAGE_SIZE, NUM_CLASSES
 from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of, ids_key, variant_seed
-from mri_synth.synth.trained import atomic_folder, cache_folder, cpu_threads, seeded_noise, to_model, to_uint8
+from mri_synth.synth.trained import (atomic_folder, cache_folder, check_sdedit_settings, cpu_threads, pick_preset,
+                                     seeded_noise, to_model, to_uint8)
 
 PRESETS = ("toy", "quick", "gpu")
 """The sizes of the generator, each a ``DiffusionConfig`` class method; ``DiffusionConfig.preset(name)`` picks one."""
@@ -70,23 +71,14 @@ class DiffusionConfig:
                              "use fewer channels entries or a larger image_size")
         if any(c % 8 for c in self.channels):
             raise ValueError(f"channels must be multiples of 8 (group norm uses 8 groups), got {self.channels}")
-        for name in ("strength", "train_max_strength"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
-        if self.strength > self.train_max_strength:
-            raise ValueError(f"strength {self.strength} exceeds train_max_strength {self.train_max_strength}: "
-                             "the model would denoise from noise levels it never learned; raise train_max_strength")
+        check_sdedit_settings(self)
         if min(self.train_steps, self.batch_size, self.ddim_steps, self.timesteps) < 1:
             raise ValueError("train_steps, batch_size, ddim_steps and timesteps must all be >= 1")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "DiffusionConfig":
         """The preset called ``name`` (one of ``PRESETS``) with ``overrides`` applied."""
-        if name not in PRESETS:
-            raise ValueError(f"diffusion preset must be one of {PRESETS}, got {name!r}")
-        return getattr(cls, name)(**overrides)
+        return pick_preset(cls, PRESETS, "diffusion", name, overrides)
 
     @classmethod
     def toy(cls, **overrides: Any) -> "DiffusionConfig":

@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from mri_synth.synth.base import IMAGE_SIZE, check_sources, ids_key, variant_seed
 from mri_synth.synth.diffusion import NUM_CLASSES, DiffusionGenerator
-from mri_synth.synth.trained import atomic_folder, cache_folder, seeded_noise, to_model, to_uint8
+from mri_synth.synth.trained import (atomic_folder, cache_folder, check_sdedit_settings, pick_preset, seeded_noise,
+                                     to_model, to_uint8)
 
 PRESETS = ("toy", "cpu", "gpu")
 """The sizes of the generator, each a ``LatentDiffusionConfig`` class method; ``.preset(name)`` picks one."""
@@ -86,18 +87,11 @@ class LatentDiffusionConfig:
         if any(c % 8 for c in self.channels) or any(c % self.ae_norm_groups for c in self.ae_channels):
             raise ValueError(f"channels must be multiples of 8 and ae_channels multiples of ae_norm_groups "
                              f"({self.ae_norm_groups}) for group norm, got {self.channels} and {self.ae_channels}")
-        for name in ("strength", "train_max_strength"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
-        if self.strength > self.train_max_strength:
-            raise ValueError(f"strength {self.strength} exceeds train_max_strength {self.train_max_strength}: "
-                             "the model would denoise from noise levels it never learned; raise train_max_strength")
+        check_sdedit_settings(self)
         counts = ("ae_steps", "ae_batch_size", "ae_norm_groups", "train_steps", "batch_size", "ddim_steps", "timesteps",
                   "latent_channels", "ae_layers_per_block", "layers_per_block")
         if bad := [n for n in counts if getattr(self, n) < 1]:
             raise ValueError(f"{', '.join(bad)} must be >= 1")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     @property
     def latent_size(self) -> int:
@@ -107,9 +101,7 @@ class LatentDiffusionConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "LatentDiffusionConfig":
         """The preset called ``name`` (one of ``PRESETS``) with ``overrides`` applied."""
-        if name not in PRESETS:
-            raise ValueError(f"latent diffusion preset must be one of {PRESETS}, got {name!r}")
-        return getattr(cls, name)(**overrides)
+        return pick_preset(cls, PRESETS, "latent diffusion", name, overrides)
 
     @classmethod
     def toy(cls, **overrides: Any) -> "LatentDiffusionConfig":

@@ -87,3 +87,23 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
+
+
+def check_sdedit_settings(config: Any) -> None:
+    """The checks both generators' configs share: SDEdit strengths in (0, 1], the strength within what the model
+    learned, and an EMA decay in [0, 1)."""
+    for name in ("strength", "train_max_strength"):
+        if not 0 < getattr(config, name) <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {getattr(config, name)}")
+    if config.strength > config.train_max_strength:
+        raise ValueError(f"strength {config.strength} exceeds train_max_strength {config.train_max_strength}: "
+                         "the model would denoise from noise levels it never learned; raise train_max_strength")
+    if not 0 <= config.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
+
+
+def pick_preset(config_class: type, presets: Sequence[str], what: str, name: str, overrides: dict[str, Any]) -> Any:
+    """``config_class.<name>(**overrides)``, or an error naming ``what`` and its presets."""
+    if name not in presets:
+        raise ValueError(f"{what} preset must be one of {tuple(presets)}, got {name!r}")
+    return getattr(config_class, name)(**overrides)
