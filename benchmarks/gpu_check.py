@@ -122,7 +122,36 @@ def throughput(args: argparse.Namespace) -> list[str]:
                  f"{config.batch_size}): {config.train_steps * config.batch_size / seconds:.0f} img/s "
                  f"({seconds / config.train_steps * 1000:.1f} ms/step over {config.train_steps} steps; the preset "
                  f"trains {DiffusionConfig.preset('gpu').train_steps} steps)")
+    print(lines[-1], flush=True)
+    lines += _latent_rates(args, sub)
     return lines
+
+
+def _latent_rates(args: argparse.Namespace, sub) -> list[str]:
+    """The latent generator's two training stages and its variations, timed; the full preset's time projected."""
+    import torch
+
+    from mri_synth.synth.latent import LatentDiffusionConfig, LatentDiffusionGenerator
+
+    name = "toy" if args.quick else "gpu"
+    steps = 3 if args.quick else 150
+    full = LatentDiffusionConfig.preset(name)
+    config = LatentDiffusionConfig.preset(name, ae_steps=steps, train_steps=steps)
+    generator = LatentDiffusionGenerator(config, device=args.device)
+    generator.train(sub.images, sub.labels, sub.ids, seed=0, progress=False)
+    ae = config.ae_steps * config.ae_batch_size / generator.seconds["autoencoder"]
+    unet = config.train_steps * config.batch_size / generator.seconds["unet"]  # includes encoding the subset once
+    n = min(len(sub), 256)
+    start = time.perf_counter()
+    generator.vary(sub.images[:n], sub.labels[:n], list(range(n)), strength=config.strength)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    vary = time.perf_counter() - start
+    projected = full.ae_steps * full.ae_batch_size / ae + full.train_steps * full.batch_size / unet
+    return [f"latent generator ({name} preset, {config.ddim_steps} DDIM steps): autoencoder {ae:.0f} img/s, latent "
+            f"UNet {unet:.0f} img/s over {steps} steps each (first steps included); {n} variations in {vary:.1f} s "
+            f"({100 * vary / n:.2f} s per 100); the full preset ({full.ae_steps} + {full.train_steps} steps) projects "
+            f"to {projected / 60:.1f} minutes of training"]
 
 
 def grid(args: argparse.Namespace) -> list[str]:

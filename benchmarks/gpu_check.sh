@@ -6,7 +6,7 @@
 #
 # It writes one report folder: env.txt (versions, device, which optional modules are present), imports.txt (the
 # core, the bundled sample and a trial work without datasets/diffusers/papermill/ray), cuda_tests.txt (pytest -m
-# cuda), throughput.txt (fit on cnn/resnet18/vit, the diffusion generator's training step), stacked.txt
+# cuda), throughput.txt (fit on cnn/resnet18/vit, the pixel and latent diffusion generators), stacked.txt
 # (benchmarks/stacked_throughput.py: K = 1, 8, 32, 128 stacked CNNs against one at a time), grid.txt and grid/
 # (a small CNN grid through the runner, stacked on CUDA), and summary.txt (each part's status and seconds).
 # Data: the bundled sample, or the folder in MRI_SYNTH_DATA. diffusers is absent on the GPU machines: a wheel put in
@@ -59,7 +59,7 @@ if [ $CPU_ONLY -eq 0 ]; then
     part cuda_tests 60 $PY -m pytest tests/test_cuda.py -m cuda -q -p no:cacheprovider  # one file: other test modules import packages the GPU machines lack
     cp "$REPORT/cuda_tests.log" "$REPORT/cuda_tests.txt"
 fi
-part throughput 50 $PY benchmarks/gpu_check.py throughput --report "$REPORT" --device $DEVICE $QUICK
+part throughput 150 $PY benchmarks/gpu_check.py throughput --report "$REPORT" --device $DEVICE $QUICK
 if [ $CPU_ONLY -eq 1 ]; then
     part stacked 120 $PY benchmarks/stacked_throughput.py --quick --rounds 1 --out "$REPORT/stacked.txt"
 else
