@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/gpu_check.py PART --report DIR [--device cuda] [--quick]
 
-PART is one of ``env``, ``imports``, ``throughput``, ``grid``; each writes ``DIR/<part>.txt`` (and the grid its
+PART is one of ``env``, ``imports``, ``throughput``, ``concurrent``, ``grid``; each writes ``DIR/<part>.txt`` (and the grid its
 results folder ``DIR/grid``). ``benchmarks/gpu_check.sh`` runs them in order with the CUDA tests and the stacked
 benchmark; ``--quick`` (tiny sizes, the CPU) is what ``tests/test_gpu_check.py`` runs so the script cannot rot.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-OPTIONAL = ("datasets", "diffusers", "papermill", "ray")  # absent on the GPU machines; the core must not need them
+OPTIONAL = ("datasets", "diffusers", "openai", "papermill", "ray")  # absent on the GPU machines; the core must not need them
 
 BLOCKER = f"""
 import importlib.abc, sys
@@ -178,15 +178,94 @@ def grid(args: argparse.Namespace) -> list[str]:
             *[f"  median test_loss {policy}: {value:.4f}" for policy, value in loss.items()]]
 
 
+def _trials(args: argparse.Namespace):
+    """The stacked benchmark's trials (sets of 1,536-5,120 slices, own seeds), its config and held-out images."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from stacked_throughput import LARGEST, SMALLEST, make_trials
+
+    from mri_synth.data import load_data
+    from mri_synth.models import get_spec, tiny_model
+    from mri_synth.train import TrainConfig
+
+    data = load_data("sample" if args.quick else os.environ.get("MRI_SYNTH_DATA") or "sample", subjects=False)
+    spec = tiny_model("cnn")[1] if args.quick else get_spec("cnn")
+    sizes = (40, 80) if args.quick else (SMALLEST, min(LARGEST, len(data.train)))
+    trials = make_trials(data.train.images, data.train.labels, args.total, "none", *sizes)
+    config = TrainConfig(max_steps=2 if args.quick else 30, batch_size=16 if args.quick else 64, device=args.device,
+                         progress=False)
+    return trials, config, spec, data.test.subset(range(min(128, len(data.test))))
+
+
+def worker(args: argparse.Namespace) -> list[str]:
+    """One of ``--procs`` processes: warm up, wait for the others, train its share of the trials one at a time."""
+    import json
+
+    import torch
+
+    from mri_synth.stacked import trial_config
+    from mri_synth.train import fit
+
+    trials, config, spec, test = _trials(args)
+    mine = trials[args.rank::args.procs]
+    run = lambda trial, cfg: fit("cnn", trial.train_images, trial.train_labels, test.images, test.labels,  # noqa: E731
+                                 cfg, spec=spec, pretrained=False)
+    run(mine[0], replace(trial_config(config, mine[0]), max_steps=2))  # warm-up: CUDA context, kernels chosen
+    folder = Path(args.report) / "concurrent_runs"
+    (folder / f"ready{args.rank}").touch()
+    deadline = time.time() + 120
+    while len(list(folder.glob("ready*"))) < args.procs and time.time() < deadline:
+        time.sleep(0.01)
+    start = time.time()
+    for trial in mine:
+        run(trial, trial_config(config, trial))
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    (folder / f"times{args.rank}.json").write_text(json.dumps({"start": start, "end": time.time(), "n": len(mine)}))
+    return []
+
+
+def concurrent(args: argparse.Namespace) -> list[str]:
+    """The same trials one at a time in 1, then P processes sharing the device: what Ray's fractional GPUs give."""
+    import json
+    import shutil
+
+    lines = [f"{args.total} cnn trials (30 steps, batch 64, sets of 1,536-5,120 slices, one evaluation each), one at a "
+             f"time in each of P processes sharing one {args.device} device; wall time from the first process's "
+             "start to the last one's end, after every process has warmed up"]
+    base = None
+    for procs in [int(p) for p in args.procs_list.split(",")]:
+        folder = Path(args.report) / "concurrent_runs"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        command = [sys.executable, __file__, "worker", "--report", args.report, "--device", args.device,
+                   "--total", str(args.total), "--procs", str(procs)] + (["--quick"] if args.quick else [])
+        running = [subprocess.Popen(command + ["--rank", str(r)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+                   for r in range(procs)]
+        if any(p.wait() for p in running):
+            raise SystemExit(f"a worker failed with {procs} processes")
+        times = [json.loads(f.read_text()) for f in folder.glob("times*.json")]
+        wall = max(t["end"] for t in times) - min(t["start"] for t in times)
+        base = base or wall
+        lines.append(f"P={procs:3d}: {wall:6.2f} s, {args.total / wall:6.1f} trials/s, {base / wall:5.2f}x one process")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=("env", "imports", "throughput", "grid"))
+    parser.add_argument("part", choices=("env", "imports", "throughput", "grid", "concurrent", "worker"))
     parser.add_argument("--report", required=True, help="the report folder")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
+    parser.add_argument("--total", type=int, default=32, help="concurrent: trials in all")
+    parser.add_argument("--procs-list", default="1,4,8,16", help="concurrent: the process counts to time")
+    parser.add_argument("--procs", type=int, default=1, help="worker: how many processes share the trials")
+    parser.add_argument("--rank", type=int, default=0, help="worker: this process's share")
     args = parser.parse_args(argv)
     Path(args.report).mkdir(parents=True, exist_ok=True)
     lines = globals()[args.part](args)
+    if args.part == "worker":
+        return
     (Path(args.report) / f"{args.part}.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

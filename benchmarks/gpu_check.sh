@@ -7,7 +7,8 @@
 # It writes one report folder: env.txt (versions, device, which optional modules are present), imports.txt (the
 # core, the bundled sample and a trial work without datasets/diffusers/papermill/ray), cuda_tests.txt (pytest -m
 # cuda), throughput.txt (fit on cnn/resnet18/vit, the pixel and latent diffusion generators), stacked.txt
-# (benchmarks/stacked_throughput.py: K = 1, 8, 32, 128 stacked CNNs against one at a time), grid.txt and grid/
+# (benchmarks/stacked_throughput.py: K = 1, 8, 32, 128 stacked CNNs against one at a time), concurrent.txt (32
+# trials one at a time in 1, 4, 8, 16 processes sharing the GPU, as Ray's fractional GPUs run them), grid.txt and grid/
 # (a small CNN grid through the runner, stacked on CUDA), and summary.txt (each part's status and seconds).
 # Data: the bundled sample, or the folder in MRI_SYNTH_DATA. diffusers is absent on the GPU machines: a wheel put in
 # benchmarks/wheels/ (git-ignored; benchmarks/gpu_wheels.sh downloads it) is installed --no-deps into the report
@@ -63,11 +64,18 @@ part throughput 150 $PY benchmarks/gpu_check.py throughput --report "$REPORT" --
 if [ $CPU_ONLY -eq 1 ]; then
     part stacked 120 $PY benchmarks/stacked_throughput.py --quick --rounds 1 --out "$REPORT/stacked.txt"
 else
-    part stacked 70 $PY benchmarks/stacked_throughput.py --device cuda --ks 1,8,32,128 --steps 30 --rounds 1 \
+    part stacked 100 $PY benchmarks/stacked_throughput.py --device cuda --ks 1,8,32,128 --steps 30 --rounds 1 \
         --out "$REPORT/stacked.txt"
 fi
+if [ $CPU_ONLY -eq 1 ]; then
+    part concurrent 120 $PY benchmarks/gpu_check.py concurrent --report "$REPORT" --device $DEVICE --quick --total 4 \
+        --procs-list 1,2
+else
+    part concurrent 120 $PY benchmarks/gpu_check.py concurrent --report "$REPORT" --device $DEVICE --total 32 \
+        --procs-list 1,4,8,16
+fi
 part grid 60 $PY benchmarks/gpu_check.py grid --report "$REPORT" --device $DEVICE $QUICK
-rm -rf "$REPORT/cache" "$REPORT/site" "$REPORT/bank" "$REPORT/generators"  # large, and not part of the report
+rm -rf "$REPORT/cache" "$REPORT/concurrent_runs" "$REPORT/site" "$REPORT/bank" "$REPORT/generators"  # large, and not part of the report
 echo "report: $REPORT"
 cat "$SUMMARY"
 ! grep -q "failed\|timed out" "$SUMMARY"

@@ -101,8 +101,34 @@ def check_stackable(model: nn.Module) -> None:
                 "drop_rate=0, drop_path_rate=0) or train these trials one at a time with train.fit")
 
 
-def stacked_loss(model: nn.Module) -> Callable[..., torch.Tensor]:
+INDEX_LIMIT = 2**31 - 1
+"""The most elements one tensor may hold in CUDA's 32-bit-indexed kernels (convolution among them)."""
+
+
+def vmap_chunk(model: nn.Module, input_size: int, batch_size: int, k: int, device: torch.device) -> int | None:
+    """How many models one vmapped call may hold, or ``None`` for all ``k`` at once.
+
+    vmap folds the model dimension into a layer's batch or channels, so K models on batches of B images make
+    tensors K x B times one image's largest activation; past ``INDEX_LIMIT`` elements CUDA's convolutions refuse
+    them ("canUse32BitIndexMath"). The largest activation is read off one image through forward hooks.
+    """
+    largest = [input_size * input_size]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: largest.append(out.numel()) if torch.is_tensor(out) else None)
+             for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, input_size, input_size, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    chunk = max(1, INDEX_LIMIT // (batch_size * max(largest)))
+    return None if chunk >= k else chunk
+
+
+def stacked_loss(model: nn.Module, chunk_size: int | None = None) -> Callable[..., torch.Tensor]:
     """The training loss of K models of ``model``'s architecture, vmapped over the stacked weights.
+
+    ``chunk_size`` (see ``vmap_chunk``) runs the models in groups of that many, one after another.
 
     Returns:
         ``losses(params, buffers, x, y) -> [K]``: ``params`` and ``buffers`` as ``stack_module_state`` returns
@@ -121,7 +147,7 @@ def stacked_loss(model: nn.Module) -> Callable[..., torch.Tensor]:
         logits = functional_call(base, (params, buffers), (x,))
         return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), y)  # as fit: bf16 -> fp32
 
-    return torch.vmap(loss)
+    return torch.vmap(loss, chunk_size=chunk_size)
 
 
 def check_trials(trials: Sequence[StackedTrial], config: TrainConfig) -> int:
@@ -254,8 +280,10 @@ def fit_stacked(arch: str, trials: Sequence[StackedTrial], test_images: torch.Te
             model, spec = _resolve_model(arch, spec, pretrained, weights_path)
             models.append(model.to(device).train())
     check_stackable(models[0])
+    chunk = vmap_chunk(models[0].eval(), spec.input_size, config.batch_size, len(models), device)
+    models[0].train()
     params, buffers = stack_module_state(models)
-    step_losses = stacked_loss(models[0])
+    step_losses = stacked_loss(models[0], chunk)
     evaluated = models[0].to(memory_format=memory_format)  # one model at a time is loaded here for evaluation
     del models
     configs = [trial_config(config, trial) for trial in trials]

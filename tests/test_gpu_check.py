@@ -1,5 +1,5 @@
 """The GPU check script runs its CPU parts end to end (so it cannot rot before a GPU machine runs it), and the
-package's core works without the modules the GPU machines lack (datasets, diffusers, papermill, ray)."""
+package's core works without the modules the GPU machines lack (datasets, diffusers, openai, papermill, ray)."""
 
 import os
 import subprocess
@@ -18,9 +18,10 @@ def test_core_works_without_the_optional_modules(tmp_path):
     assert "loaded optional modules: none" in lines
     assert any("a trial without them: test_loss" in line for line in lines)
     # the blocker itself works: a module it blocks cannot be imported under it
-    done = subprocess.run([sys.executable, "-c", gpu_check.BLOCKER + "import papermill"], capture_output=True,
-                          text=True)
-    assert done.returncode != 0 and "blocked by the GPU check" in done.stderr
+    for blocked in ("papermill", "openai"):
+        done = subprocess.run([sys.executable, "-c", gpu_check.BLOCKER + f"import {blocked}"], capture_output=True,
+                              text=True)
+        assert done.returncode != 0 and "blocked by the GPU check" in done.stderr
 
 
 def test_gpu_check_cpu_parts_write_a_report(tmp_path):
@@ -31,9 +32,12 @@ def test_gpu_check_cpu_parts_write_a_report(tmp_path):
     summary = (report / "summary.txt").read_text()
     assert done.returncode == 0, summary + done.stdout[-2000:] + "".join(
         p.read_text()[-1500:] for p in report.glob("*.log"))
-    for part in ("env", "imports", "throughput", "stacked", "grid"):
+    for part in ("env", "imports", "throughput", "stacked", "concurrent", "grid"):
         assert f"{part}: ok" in summary
         assert (report / f"{part}.txt").read_text().strip()
-    assert "cnn 64px" in (report / "throughput.txt").read_text()
+    throughput = (report / "throughput.txt").read_text()
+    assert "cnn 64px" in throughput and "latent generator (toy preset" in throughput and "SKIPPED" not in throughput
+    concurrent = (report / "concurrent.txt").read_text()
+    assert "P=  1:" in concurrent and "P=  2:" in concurrent
     assert "K=2:" in (report / "stacked.txt").read_text()
     assert "8 cnn trials" in (report / "grid.txt").read_text() and (report / "grid" / "results.parquet").exists()

@@ -24,8 +24,9 @@ from torch.func import stack_module_state
 
 from mri_synth.models import tiny_model
 from mri_synth.paths import PROJECT_ROOT
+from mri_synth import stacked as stacked_module
 from mri_synth.stacked import (StackedTrial, StackingError, check_trials, fit_stacked, stacked_loss,
-                               trial_config)
+                               trial_config, vmap_chunk)
 from mri_synth.train import TrainConfig, fit
 
 EXACT = ["epoch", "step", "accuracy", "balanced_accuracy", "macro_f1", "recall_Mild_Demented",
@@ -185,6 +186,27 @@ def test_cosine_schedule_and_weight_decay_stack(sample_data):
     stacked = fit_stacked("cnn", trials, test.images, test.labels, config, spec=spec, pretrained=False)
     for one, many in zip(lone_runs("cnn", trials, test, config, spec), stacked):
         assert_same_history(one.history, many.history)
+
+
+def test_stacks_too_big_for_32_bit_indexing_run_in_chunks_with_the_same_result(sample_data, monkeypatch):
+    # On CUDA, 128 CNNs on batches of 64 at 128 px make convolution tensors past 2**31 elements, which its kernels
+    # refuse (seen on an H100); vmap then runs the models in chunks. Here a small limit forces chunks of 1 on the CPU.
+    spec = tiny_model("cnn")[1]
+    model = tiny_model("cnn")[0]
+    one_image = 16 * 64 * 64  # the largest activation: the tiny CNN's first convolution, 16 channels at 64 px
+    assert vmap_chunk(model, spec.input_size, 16, 3, torch.device("cpu")) is None
+    monkeypatch.setattr(stacked_module, "INDEX_LIMIT", 16 * one_image * 2)
+    assert vmap_chunk(model, spec.input_size, 16, 3, torch.device("cpu")) == 2
+    monkeypatch.setattr(stacked_module, "INDEX_LIMIT", 16 * one_image)
+    assert vmap_chunk(model, spec.input_size, 16, 3, torch.device("cpu")) == 1
+    test = sample_data.test.subset(range(32))
+    trials = trials_of(sample_data)[:3]
+    config = TrainConfig(max_steps=4, batch_size=16, **FP32)
+    chunked = fit_stacked("cnn", trials, test.images, test.labels, config, spec=spec, pretrained=False)
+    monkeypatch.undo()
+    whole = fit_stacked("cnn", trials, test.images, test.labels, config, spec=spec, pretrained=False)
+    for a, b in zip(chunked, whole):
+        assert_same_history(a.history, b.history, atol=1e-5)
 
 
 def test_one_model_stacked_is_fit(sample_data):

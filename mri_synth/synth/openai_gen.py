@@ -24,13 +24,15 @@ import base64
 import os
 import re
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import openai
 import torch
 
 from mri_synth.synth.base import GenerationError, SourceResult, check_sources, fingerprint_of, from_image_bytes, \
     to_png
+
+if TYPE_CHECKING:
+    import openai
 
 DEFAULT_MODEL = "gpt-image-2.5-sunburst"
 """The installed client's docstring names gpt-image-2.5-sunburst/-flare as the successors of gpt-image-1."""
@@ -162,6 +164,8 @@ class OpenAIGenerator:
     def client(self) -> openai.OpenAI:
         """The ``openai`` client, made on first use so a dry run needs no key."""
         if self._client is None:
+            import openai  # here, not at the top: the core (and the GPU machines, which lack it) need no client
+
             key = os.environ.get("OPENAI_API_KEY")
             if not key:
                 raise GenerationError(
@@ -202,6 +206,8 @@ class OpenAIGenerator:
 
         ``seed`` is not sent (the API takes none); the bank records it for provenance.
         """
+        import openai
+
         check_sources(images, labels, ids)
         if not 1 <= n_variants <= self.n:
             raise ValueError(f"n_variants must be between 1 and n={self.n}, got {n_variants}")
