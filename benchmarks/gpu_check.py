@@ -75,14 +75,14 @@ def imports(args: argparse.Namespace) -> list[str]:
             *done.stdout.strip().splitlines()]
 
 
-def _rate(arch: str, size: int, batch: int, steps: int, device: str, data) -> str:
+def _rate(arch: str, size: int, batch: int, steps: int, device: str, data, compile: bool = False) -> str:
     import torch
 
     from mri_synth.models import get_spec, tiny_model
     from mri_synth.train import TrainConfig, fit
 
     spec = tiny_model(arch)[1] if size < 64 else get_spec(arch).with_input_size(size)
-    config = TrainConfig(max_steps=steps, batch_size=batch, device=device, progress=False)
+    config = TrainConfig(max_steps=steps, batch_size=batch, device=device, progress=False, compile=compile)
     test = data.test.subset(range(min(64, len(data.test))))
     fit(arch, data.train.images, data.train.labels, test.images, test.labels, replace(config, max_steps=2), spec=spec,
         pretrained=False)  # warm-up: kernels chosen, memory allocated
@@ -178,6 +178,30 @@ def grid(args: argparse.Namespace) -> list[str]:
             *[f"  median test_loss {policy}: {value:.4f}" for policy, value in loss.items()]]
 
 
+def options(args: argparse.Namespace) -> list[str]:
+    """What could make a trial or a generator cheaper on the device: torch.compile, and the latent cpu preset."""
+    from mri_synth.data import load_data
+
+    data = load_data("sample" if args.quick else os.environ.get("MRI_SYNTH_DATA") or "sample", subjects=False)
+    steps = 3 if args.quick else 300
+    lines = []
+    for compiled in (False, True):
+        lines.append(("torch.compile " if compiled else "eager ") + _rate("cnn", 32 if args.quick else 128,
+                                                                          8 if args.quick else 64, steps, args.device,
+                                                                          data, compile=compiled))
+        print(lines[-1], flush=True)
+    sub = data.train.subset(range(min(len(data.train), 1536)))
+    from mri_synth.synth.latent import LatentDiffusionConfig, LatentDiffusionGenerator
+
+    full = LatentDiffusionConfig.preset("toy" if args.quick else "cpu")
+    generator = LatentDiffusionGenerator(full, device=args.device)
+    generator.train(sub.images, sub.labels, sub.ids, seed=0, progress=False)
+    lines.append(f"latent {'toy' if args.quick else 'cpu'} preset trained whole on {args.device}: autoencoder "
+                 f"{generator.seconds['autoencoder']:.1f} s ({full.ae_steps} steps), UNet {generator.seconds['unet']:.1f} s "
+                 f"({full.train_steps} steps), on {len(sub)} slices")
+    return lines
+
+
 def _trials(args: argparse.Namespace):
     """The stacked benchmark's trials (sets of 1,536-5,120 slices, own seeds), its config and held-out images."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -253,7 +277,7 @@ def concurrent(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=("env", "imports", "throughput", "grid", "concurrent", "worker"))
+    parser.add_argument("part", choices=("env", "imports", "throughput", "grid", "concurrent", "worker", "options"))
     parser.add_argument("--report", required=True, help="the report folder")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
