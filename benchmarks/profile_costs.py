@@ -7,7 +7,8 @@ study-notebook sections); generators as one per (evaluation, fold, real subset, 
 study trains and caches them. A trial's steps follow its budget (epochs of its own training set, or of the 100% pool
 with equal steps); set sizes use the thesis split's class counts with the 15% validation carve (an estimate: the
 exact sizes round per class). Per-step times: CPU rates measured on the development machine (sources beside each);
-Sizes are scaled to a profile's input size by pixel count. H100 rates are ASSUMED until ``benchmarks/gpu_check.sh`` has run on one (they are the inputs to replace then).
+Sizes are scaled to a profile's input size by pixel count. H100 rates are the ones ``benchmarks/gpu_check.sh`` measured
+on one (``benchmarks/results/gpu_check_h100/``), except the small generator presets, which are marked as assumed.
 Evaluation passes are not counted (one per epoch: a few % of a trial).
 """
 
@@ -35,13 +36,21 @@ CPU_STEP_S = {
     "resnet18": 64 / 56.1,  # benchmarks/results/train_throughput_cpu_idle_resnet18_vit.txt: 56.1 img/s at 224 px
     "vit": 64 / 6.2,  # same file: ViT-B/16 6.2 img/s at 224 px
 }
-H100_STEP_S = {  # ASSUMED (not measured): replace with benchmarks/gpu_check.sh's throughput.txt and stacked.txt
-    "cnn": 0.001,  # per model-step inside a stack of 32 (the issue's target: >= 10x one at a time)
-    "resnet18": 64 / 5000,  # bf16, 224 px
-    "vit": 64 / 1000,  # ViT-B/16, bf16, 224 px
+# measured on one H100 (benchmarks/results/gpu_check_h100/): bf16, seconds per batch-64 model-step
+H100_STEP_S = {
+    "cnn": 1.52 / (32 * 30),  # concurrent.txt: 32 trials x 30 steps in 1.52 s, 8 processes sharing the GPU (Ray's
+    #                           default share of 0.125); one at a time 4.62 s (3.0x slower), a stack of 32 2.74 s
+    "resnet18": 64 / 4733,  # throughput.txt: 4,733 img/s at 224 px, one at a time
+    "vit": 64 / 771,  # throughput.txt: ViT-B/16 771 img/s at 224 px (batch 32), one at a time
 }
-CPU_GENERATOR_S = {"quick": 152.8, "toy": 5.0}  # trial_costs_cpu.txt (quick, 30% subset); toy: seconds
-H100_GENERATOR_S = {"gpu": 20_000 / 8, "quick": 300 / 50, "toy": 40 / 50}  # ASSUMED: gpu preset at ~8 steps/s
+CPU_GENERATOR_S = {"quick": 152.8, "toy": 5.0, "latent-cpu": 14.0 * 60}  # trial_costs_cpu.txt (quick, 30% subset);
+#                                                       toy: seconds; latent-cpu: results/latent_fidelity.md, 1 thread
+H100_GENERATOR_S = {  # measured on the H100 (throughput.txt, options.txt) except where marked
+    "gpu": 20_000 * 64 / 336,  # pixel gpu preset: 336 img/s, 20,000 steps of 64: 64 minutes
+    "latent-gpu": 6438,  # autoencoder 466 img/s, UNet 505 img/s over 20,000 x 32 + 40,000 x 64 images: 107 minutes
+    "latent-cpu": 43,  # trained whole on the GPU: autoencoder 17 s + UNet 26 s
+    "quick": 300 / 50, "toy": 40 / 50, "latent-toy": 5,  # ASSUMED (not run there): seconds
+}
 
 
 def pool_counts(data_source: str) -> dict[str, int]:
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--out", default="")
     parser.add_argument("--working-day-h", type=float, default=8.0)
     args = parser.parse_args(argv)
-    lines = [f"{'profile':9s} {'what':32s} {'count':>6s} {'steps':>10s} {'CPU h':>9s} {'H100 h (assumed)':>17s}"]
+    lines = [f"{'profile':9s} {'what':32s} {'count':>6s} {'steps':>10s} {'CPU h':>9s} {'H100 h':>17s}"]
     for path in sorted(PROFILE_DIR.glob("*.yaml")):
         rows = profile_rows(path.stem)
         for r in rows:
@@ -117,9 +126,15 @@ def main(argv: list[str] | None = None) -> list[str]:
         gpus = math.ceil(gpu / args.working_day_h)
         lines.append(f"{path.stem:9s} {'TOTAL':32s} {'':6s} {'':10s} {cpu:9.1f} {gpu:17.1f}   -> {gpus} H100(s) "
                      f"for a {args.working_day_h:.0f} h day")
+        made = [r for r in rows if r["what"].startswith("diffusion generators")]
+        if made and any(r["h100_h"] > 1 for r in made):  # the same study with the cheapest measured generator
+            alt = gpu - sum(r["h100_h"] for r in made) + sum(r["count"] for r in made) * H100_GENERATOR_S["latent-cpu"] / 3600
+            lines.append(f"{path.stem:9s} {'TOTAL, latent-cpu generators':32s} {'':6s} {'':10s} {'':9s} {alt:17.1f}   "
+                         f"-> {math.ceil(alt / args.working_day_h)} H100(s) for a {args.working_day_h:.0f} h day")
     lines.append("steps: batch-64 steps at the measured input size. CPU: 1-2 threads of the 2-core development machine; "
-                 "its TOTAL leaves out nan rows (the gpu diffusion preset is not run on a CPU). H100 rates are "
-                 "assumptions until benchmarks/gpu_check.sh has run.")
+                 "its TOTAL leaves out nan rows (the gpu diffusion preset is not run on a CPU). H100: rates measured "
+                 "by benchmarks/gpu_check.sh on one H100 (benchmarks/results/gpu_check_h100/); CNN trials 8 to a GPU "
+                 "through Ray's fractional shares.")
     print("\n".join(lines))
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")

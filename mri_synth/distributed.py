@@ -2,9 +2,9 @@
 
 :func:`run_study_ray` does what ``runner.run_study`` does, spread over a Ray cluster (a local one, or one at an
 address): it skips finished trials before dispatch, trains each generator that learns from a trial's subset once per
-(subset, generator) in a task of its own, then hands every pending trial, or every stacked group of them on GPUs
-(``trial_groups``), to a task with a share of a GPU (``num_gpus``; fractional shares let several small trainings run
-on one device). The driver writes each finished trial's files as its task returns (``runner.write_trial``, the one
+(subset, generator) in a task of its own, then hands every pending trial (or, with ``stack=True``, every stacked group of them, ``trial_groups``) to a task
+with a share of a GPU (``num_gpus``; fractional shares let several small trainings run on one device, which on an
+H100 beats stacking). The driver writes each finished trial's files as its task returns (``runner.write_trial``, the one
 writer), so a failed task (an exception, a crashed worker) loses nothing that finished: it is reported, the others
 go on, and :class:`TrialsFailed` is raised at the end with what to rerun. The table is read back from the trial files
 exactly as the sequential runner reads it.
@@ -108,10 +108,12 @@ def run_study_ray(specs: Sequence[TrialSpec], context: StudyContext, results_dir
         address: A running cluster (``ray.init(address=...)``, e.g. ``auto`` or ``ray://host:10001``); ``None``
             starts a local Ray (or uses the one this process already started).
         num_gpus: GPU share of one trial's task (a stacked group of K asks ``min(1, K x num_gpus)``); ``None``:
-            0.25 when the cluster has GPUs, else 0. Generator tasks ask for a whole GPU when there are GPUs.
+            0.125 when the cluster has GPUs (8 trials share a device), else 0. Generator tasks ask for a whole GPU
+            when there are GPUs.
         num_cpus: CPUs per task.
-        stack: Train trials that share a step as stacked groups (``trial_groups``); ``None``: when the cluster has
-            GPUs.
+        stack: Train trials that share a step as stacked groups (``trial_groups``); ``None``: no. On an H100,
+            8 CNN trials in processes sharing the device ran 3.0x one at a time, a stack of 32 in one process 1.8x
+            (``benchmarks/results/gpu_check_h100/``): separate tasks with GPU shares are the faster way there.
         max_stack: Models per stack (``None``: ``trial_groups.STACK_LIMITS`` by architecture).
         train: What a task runs for its specs (default :func:`train_group`); it must return one outcome per spec.
         retries: Ray's ``max_retries`` per task (a crashed worker is retried this many times).
@@ -128,8 +130,8 @@ def run_study_ray(specs: Sequence[TrialSpec], context: StudyContext, results_dir
         ray.init(address=address, **(init or {}))
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
-        share = num_gpus if num_gpus is not None else (0.25 if gpus else 0)
-        stack = bool(gpus) if stack is None else stack
+        share = num_gpus if num_gpus is not None else (0.125 if gpus else 0)
+        stack = bool(stack)
         failed: list[tuple[list[str], str]] = []
         if todo:
             failed = _dispatch(ray, todo, context, trials_dir, prov, share=share, gpus=gpus, num_cpus=num_cpus,

@@ -29,3 +29,14 @@ def test_the_script_prints_a_total_per_profile(tmp_path, capsys):
     assert {line.split()[0] for line in totals} >= {"quick", "thesis"}
     assert all("H100(s) for a 8 h day" in line for line in totals)
     assert (tmp_path / "costs.txt").read_text().splitlines() == lines
+
+
+def test_the_thesis_total_with_the_cheapest_measured_generator_swaps_only_the_generators():
+    costs = _profile_costs()
+    rows = costs.profile_rows("thesis")
+    lines = costs.main([])
+    [line] = [line for line in lines if line.startswith("thesis") and "latent-cpu generators" in line]
+    classifiers = sum(r["h100_h"] for r in rows if r["what"].endswith("trials"))
+    expected = classifiers + 800 * costs.H100_GENERATOR_S["latent-cpu"] / 3600
+    assert float(line.split("->")[0].split()[-1]) == round(expected, 1)
+    assert not any(line.startswith("quick") and "latent-cpu generators" in line for line in lines)  # cheap already
