@@ -212,10 +212,46 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--fraction", type=float, default=0.3, help="real fraction of the paired comparison")
     rp.set_defaults(func=_report)
 
+    fi = sub.add_parser("findings", help="write the README's findings block from a profile's recorded results")
+    fi.add_argument("--profile", default="real", help="the profile whose study, results folder and contrasts to read")
+    fi.add_argument("--readme", default="README.md", help="the Markdown file holding the findings markers")
+    fi.add_argument("--check", action="store_true", help="fail if the file's block differs from the recorded tables'")
+    fi.add_argument("--results", default=None, help="read the trials here instead of the profile's results folder "
+                    "(e.g. a snapshot of the files being committed)")
+    fi.set_defaults(func=_findings)
+
     data = sub.add_parser("data", help="decode and cache a data source, print its class counts and leakage audit")
     data.add_argument("source", nargs="?", default=None, help="'sample', a hub id or a folder (default: MRI_SYNTH_DATA)")
     data.set_defaults(func=_data)
     return parser
+
+
+def _findings(args: argparse.Namespace) -> None:
+    from . import findings
+    from .experiment import ArchitectureStudy
+    from .notebooks import load_profile
+    from .runner import load_results
+
+    profile = load_profile(args.profile)
+    notebooks = profile.get("notebooks") or {}
+    section = {**(profile.get("common") or {}), **(notebooks.get("04_train_cnn") or {})}
+    study = ArchitectureStudy(arch="cnn", **{k: v for k, v in section.items()
+                                             if k in ArchitectureStudy.parameter_names()})
+    family = (notebooks.get("07_results") or {}).get("contrasts") or []
+    folder = Path(_absolute(args.results)) if args.results else study.results
+    results, _ = load_results(folder)
+    if results.empty:
+        raise FileNotFoundError(f"no trial results under {folder}: run the {args.profile} profile's study first")
+    block = findings.progress_line(results, len(study.specs)) + "\n" + findings.findings_block(results, family)
+    readme = _absolute(args.readme)
+    if args.check:
+        if findings.read_block(readme) != block:
+            raise ValueError(f"the findings block in {readme} differs from what {folder} gives: run "
+                             f"mri-synth findings --profile {args.profile} and commit the file")
+        print(f"{readme}: the findings block matches {folder}")
+        return
+    changed = findings.write_block(readme, block)
+    print(block + f"\n{readme} {'updated' if changed else 'already up to date'}")
 
 
 def _absolute(path: str | None) -> str:

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Commit the real-data study's finished trials with the README's findings block made from exactly those files
+# (issue 14: commit after each repeat). A snapshot is taken first, so a trial finishing meanwhile waits for the
+# next commit instead of landing in git without its README numbers.
+#   bash benchmarks/commit_real_results.sh "message"
+set -eu
+cd "$(dirname "$0")/.."
+RESULTS=benchmarks/results/real/results
+SNAP=$(mktemp -d)
+trap 'rm -rf "$SNAP"' EXIT
+cp -r "$RESULTS/." "$SNAP/"
+(cd "$SNAP" && find . -type f -name '*.json' | while read -r f; do
+    [ -f "${f%.json}.npz" ] && echo "$f" && echo "${f%.json}.npz"; done; ls provenance.json */provenance.json 2>/dev/null) \
+    | sed "s|^\./||" | sort -u > "$SNAP.files"
+.venv/bin/mri-synth findings --profile real --results "$SNAP/cnn" > /dev/null
+sed "s|^|$RESULTS/|" "$SNAP.files" | xargs git add --
+git add README.md
+git commit -q -m "${1:-Real-data study: finished trials recorded, findings block regenerated}" && git log --oneline -1
+rm -f "$SNAP.files"

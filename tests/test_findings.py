@@ -1,0 +1,79 @@
+"""The README's findings block: generated from the recorded tables, with verdicts that follow the paired data."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mri_synth import cli, findings
+from mri_synth import study as S
+from mri_synth.paths import PROJECT_ROOT
+
+ARMS = {"100% real": dict(real_fraction=1.0), "30% real": dict(real_fraction=0.3),
+        "30% real + 70% repeat": dict(real_fraction=0.3, synthetic="repeat", synthetic_fraction=0.7)}
+
+
+def results_table(effects: dict[str, dict[str, float]], seeds: int = 10) -> pd.DataFrame:
+    """Each evaluation's primary readout per arm and repeat: a repeat-level offset shared by the arms (pairing)
+    plus the arm's effect plus a little noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, metric in (("slice", "test_loss"), ("subject", "dementia_auc_person")):
+        base = rng.normal(0.5, 0.05, seeds)
+        for policy, effect in effects[split].items():
+            for seed in range(seeds):
+                columns = S.TrialSpec(split=split, seed=seed, **ARMS[policy]).table_columns()
+                assert columns["policy"] == policy
+                rows.append({**columns, "metric": metric, "value": base[seed] + effect + rng.normal(0, 0.002)})
+    return pd.DataFrame(rows)
+
+
+FAMILY = ["30% real + 70% repeat vs 30% real", "30% real + 70% repeat vs 100% real",
+          "30% real + 70% diffusion vs 30% real"]
+
+
+def test_verdicts_follow_the_paired_differences_and_missing_arms_are_named():
+    table = results_table({"slice": {"100% real": -0.2, "30% real": 0.0, "30% real + 70% repeat": -0.1},
+                           "subject": {"100% real": 0.0, "30% real": 0.0, "30% real + 70% repeat": 0.0}})
+    block = findings.findings_block(table, FAMILY)
+    slice_part, subject_part = block.split("**subject evaluation**")
+    # slice: loss lower is better; repeat beats 30% real, 100% real beats repeat (10 of 10 pairs each way)
+    assert "- 30% real + 70% repeat vs 30% real: -0.100" in slice_part
+    assert "**30% real + 70% repeat** is better (Holm p = " in slice_part
+    assert "**100% real** is better (Holm p = " in slice_part
+    # subject: no effect built in, so no difference is claimed
+    assert subject_part.count("no difference detected with 10 paired repeats") == 2
+    assert "** is better" not in subject_part
+    # the contrast whose arm has not run is listed, in both evaluations, as not run yet
+    assert block.count("30% real + 70% diffusion vs 30% real: not run yet (30% real + 70% diffusion)") == 2
+    # the thesis's medians stand beside the slice rows only (100% real: 0.1760 in the thesis)
+    assert "| 100% real | 10 |" in slice_part and "| 0.176 |" in slice_part
+    assert "thesis median" not in subject_part
+
+
+def test_the_block_is_written_between_the_markers_and_refused_without_them(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{findings.START}\nold\n{findings.END}\n\nafter\n")
+    assert findings.write_block(readme, "new block\n")
+    assert findings.read_block(readme) == "new block\n"
+    assert readme.read_text().endswith("after\n") and readme.read_text().startswith("# title")
+    assert not findings.write_block(readme, "new block\n")  # unchanged: not rewritten
+    plain = tmp_path / "plain.md"
+    plain.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="no findings markers: add the lines"):
+        findings.write_block(plain, "x\n")
+
+
+def test_the_readme_block_matches_the_recorded_real_data_trials():
+    # the README's numbers are never typed in: this regenerates them from benchmarks/results/real/results
+    assert cli.main(["findings", "--profile", "real", "--check"]) == 0
+    block = findings.read_block(PROJECT_ROOT / "README.md")
+    assert block.startswith("Recorded: ") and "planned cnn trials" in block
+
+
+def test_check_fails_when_the_block_is_stale(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{findings.START}\nRecorded: 0 of 140 planned cnn trials.\n{findings.END}\n")
+    assert cli.main(["findings", "--profile", "real", "--readme", str(readme), "--check"]) == 2
+    assert "differs from what" in capsys.readouterr().err
+    assert cli.main(["findings", "--profile", "real", "--readme", str(readme)]) == 0
+    assert cli.main(["findings", "--profile", "real", "--readme", str(readme), "--check"]) == 0
