@@ -9,8 +9,8 @@ RESULTS=benchmarks/results/real/results
 SNAP=$(mktemp -d)
 trap 'rm -rf "$SNAP"' EXIT
 cp -r "$RESULTS/." "$SNAP/"
-(cd "$SNAP" && find . -type f -name '*.json' | while read -r f; do
-    [ -f "${f%.json}.npz" ] && echo "$f" && echo "${f%.json}.npz"; done; ls provenance.json */provenance.json 2>/dev/null) \
+(cd "$SNAP" && find . -path '*/trials/*.json' | while read -r f; do  # a trial counts once its .json is written
+    if [ -f "${f%.json}.npz" ]; then echo "$f"; echo "${f%.json}.npz"; fi; done; find . -name provenance.json) \
     | sed "s|^\./||" | sort -u > "$SNAP.files"
 .venv/bin/mri-synth findings --profile real --results "$SNAP/cnn" > /dev/null
 sed "s|^|$RESULTS/|" "$SNAP.files" | xargs git add --
