@@ -30,8 +30,8 @@ EVALUATIONS = {
     "slice": "the source's split, the thesis's setting: other slices of every test person are in training",
     "subject": "person folds: every test person is unseen in training",
 }
-READOUTS = {"test_loss": "four-way test cross-entropy, lower is better",
-            "dementia_auc_person": "dementia vs none AUC per person, higher is better, 0.5 is chance"}
+READOUTS = {"test_loss": "Four-way test cross-entropy, lower is better",
+            "dementia_auc_person": "Dementia vs none AUC per person, higher is better, 0.5 is chance"}
 
 
 def _number(value: float) -> str:
@@ -67,13 +67,15 @@ def findings_block(results: pd.DataFrame, family: Sequence[str], *, arch: str = 
         part = summary[summary.split == split]
         metric = PRIMARY[split]
         repeats = int(part.n.max())
-        lines += [f"**{split} evaluation** ({EVALUATIONS[split]}). {READOUTS[metric].capitalize()}; each arm's median "
-                  f"over its repeats (up to {repeats}) with its order-statistic interval:", ""]
+        lines += [f"**{split} evaluation** ({EVALUATIONS[split]}). {READOUTS[metric]}; each arm's median over "
+                  f"its repeats (up to {repeats}) with its order-statistic interval, and that interval's coverage "
+                  "where it is below 95% (too few repeats for more):", ""]
         header = ["arm", "repeats", "median [interval]"] + (["thesis median"] if split == "slice" else [])
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in part.sort_values(["real_fraction", "policy"], ascending=[False, True]).itertuples():
+            coverage = "" if row.coverage >= 0.95 else f" ({row.coverage:.0%})"
             cells = [row.policy, str(row.n), f"{_number(row.median)} [{_number(row.median_lo)}, "
-                     f"{_number(row.median_hi)}]"]
+                     f"{_number(row.median_hi)}]{coverage}"]
             if split == "slice":
                 cells.append(_number(row.thesis_median))
             lines.append("| " + " | ".join(cells) + " |")
