@@ -10,7 +10,7 @@ SNAP=$(mktemp -d)
 trap 'rm -rf "$SNAP"' EXIT
 cp -r "$RESULTS/." "$SNAP/"
 (cd "$SNAP" && find . -path '*/trials/*.json' | while read -r f; do  # a trial counts once its .json is written
-    if [ -f "${f%.json}.npz" ]; then echo "$f"; echo "${f%.json}.npz"; fi; done; find . -name provenance.json) \
+    if [ -f "${f%.json}.npz" ]; then echo "$f"; echo "${f%.json}.npz"; fi; done; find . -name provenance.json -o -name "*.parquet") \
     | sed "s|^\./||" | sort -u > "$SNAP.files"
 .venv/bin/mri-synth findings --profile real --results "$SNAP/cnn" > /dev/null
 sed "s|^|$RESULTS/|" "$SNAP.files" | xargs git add --
