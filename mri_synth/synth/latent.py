@@ -40,6 +40,7 @@ from mri_synth.synth.trained import (atomic_folder, cache_folder, check_sdedit_s
                                      to_model, to_uint8)
 
 PRESETS = ("toy", "cpu", "gpu")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 """The sizes of the generator, each a ``LatentDiffusionConfig`` class method; ``.preset(name)`` picks one."""
 
 
@@ -67,6 +68,7 @@ class LatentDiffusionConfig:
     batch_size: int = 32
     learning_rate: float = 5e-4
     ema_decay: float = 0.0
+    prediction_type: str = "epsilon"  # what the UNet predicts: "epsilon" (the noise), "v_prediction" or "sample"
     # both
     hflip: bool = True  # axial slices are near-symmetric: flips double the few images of small classes
     bf16: bool = True  # bfloat16 autocast: about 2x faster on this CPU, as accurate for both networks
@@ -88,6 +90,8 @@ class LatentDiffusionConfig:
             raise ValueError(f"channels must be multiples of 8 and ae_channels multiples of ae_norm_groups "
                              f"({self.ae_norm_groups}) for group norm, got {self.channels} and {self.ae_channels}")
         check_sdedit_settings(self)
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         counts = ("ae_steps", "ae_batch_size", "ae_norm_groups", "train_steps", "batch_size", "ddim_steps", "timesteps",
                   "latent_channels", "ae_layers_per_block", "layers_per_block")
         if bad := [n for n in counts if getattr(self, n) < 1]:
@@ -233,8 +237,14 @@ class LatentDiffusionGenerator(DiffusionGenerator):
             yield idx, flip
 
     def _train(self, images: torch.Tensor, labels: torch.Tensor, seed: int, progress: bool) -> None:
-        c, gen = self.config, torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
         x_all = to_model(images, IMAGE_SIZE, self.device)
+        self._train_autoencoder(x_all, seed, gen, progress)
+        self._train_unet(x_all, labels, seed, gen, progress)
+
+    def _train_autoencoder(self, x_all: torch.Tensor, seed: int, gen: torch.Generator, progress: bool) -> None:
+        """Train the autoencoder on ``[-1, 1]`` images; batches, flips and posterior samples drawn from ``gen``."""
+        c = self.config
         start = _clocks()
         vae = self._build_autoencoder(seed)
         optimizer = torch.optim.AdamW(vae.parameters(), lr=c.ae_learning_rate)
@@ -261,6 +271,10 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         self.autoencoder = vae.eval().requires_grad_(False)
         self._record("autoencoder", start)
 
+    def _train_unet(self, x_all: torch.Tensor, labels: torch.Tensor, seed: int, gen: torch.Generator,
+                    progress: bool) -> None:
+        """Train the latent UNet on the trained autoencoder's latents of ``[-1, 1]`` images."""
+        c = self.config
         start = _clocks()
         flipped = torch.cat([x_all, x_all.flip(-1)]) if c.hflip else x_all
         mean, std = self._encode_distribution(flipped)
@@ -289,6 +303,19 @@ class LatentDiffusionGenerator(DiffusionGenerator):
             ema.copy_to(unet.parameters())
         self.unet = unet.eval()
         self._record("unet", start)
+
+    def _target(self, scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+                ) -> torch.Tensor:
+        """The UNet's training target for ``config.prediction_type``."""
+        kind = self.config.prediction_type
+        if kind == "v_prediction":
+            return scheduler.get_velocity(x0, noise, t)
+        return x0 if kind == "sample" else noise
+
+    def _ddim_options(self) -> dict[str, Any]:
+        """No clipping of the predicted clean latent: latents at unit variance are not confined to [-1, 1] (DDIM's
+        default clip to [-1, 1] shrank them and washed out the decoded contrast)."""
+        return {"clip_sample": False, "prediction_type": self.config.prediction_type}
 
     def _record(self, stage: str, start: tuple[float, float]) -> None:
         wall, cpu = _clocks()
