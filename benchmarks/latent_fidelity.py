@@ -65,11 +65,12 @@ def splits(source: str, seed: int, selection: int):
     return subset, feature_set, rest.subset(sel_idx), rest.subset(ref_idx)
 
 
-def feature_space(feature_set, selection, reference, epochs: int, seed: int):
+def feature_space(feature_set, selection, reference, epochs: int, seed: int, lr_schedule: str | None = "cosine",
+                  augment: str = "none"):
     """The basic CNN trained on the feature set, its checkpoint chosen by the selection set's loss (the reference
     set's accuracy is only reported): the FD/KID feature space and the label-fidelity classifier."""
     result = fit("cnn", feature_set.images, feature_set.labels, reference.images, reference.labels,
-                 TrainConfig(epochs=epochs, seed=seed, progress=False),
+                 TrainConfig(epochs=epochs, seed=seed, progress=False, lr_schedule=lr_schedule, augment=augment),
                  validation=(selection.images, selection.labels), selection="val_loss")
     return fidelity.PenultimateFeatures(result.model, result.spec), result
 
@@ -116,6 +117,10 @@ def main() -> None:
         "latent cpu": (LatentDiffusionGenerator, LatentDiffusionConfig.preset("toy" if args.tiny else "cpu"),
                        [float(s) for s in args.latent_strengths.split(",")]),
     }
+    adjacent = fidelity.median_adjacent_ssim(subset.images, subset.labels)
+    notes.append(f"copy test of the strength selection: a variation's median SSIM to its source against the median "
+                 f"adjacent-slice SSIM among the subset's {len(subset)} slices, {adjacent:.3f} (the final copy test's "
+                 "floor; among the sparse selection slices a slice's nearest other slice is seldom its neighbour)")
     rows, reports, strength_tables = [], [], []
     for name, (cls, config, strengths) in presets.items():
         generator, wall, cpu = timed(lambda: cls.cached(config, subset.images, subset.labels, subset.ids,
@@ -127,7 +132,7 @@ def main() -> None:
         strength, table = fidelity.select_strength(
             lambda s: generator.vary(selection.images, selection.labels, sel_seeds, strength=s), strengths,
             features, reference.images, reference.labels, selection.images, selection.labels, selection.ids,
-            seed=args.seed)
+            adjacent_ssim=adjacent, seed=args.seed)
         strength_tables.append(table.assign(preset=name))
         print(f"{name}: strength {strength} chosen\n{table}", flush=True)
         seeds = [variant_seed(args.seed, i, 0) for i in subset.ids]

@@ -69,6 +69,8 @@ class LatentDiffusionConfig:
     learning_rate: float = 5e-4
     ema_decay: float = 0.0
     prediction_type: str = "epsilon"  # what the UNet predicts: "epsilon" (the noise), "v_prediction" or "sample"
+    class_dropout: float = 0.0  # share of training steps' labels replaced by a "no class" label (classifier-free)
+    guidance_scale: float = 1.0  # classifier-free guidance when varying: 1 is plain class-conditional denoising
     # both
     hflip: bool = True  # axial slices are near-symmetric: flips double the few images of small classes
     bf16: bool = True  # bfloat16 autocast: about 2x faster on this CPU, as accurate for both networks
@@ -90,6 +92,11 @@ class LatentDiffusionConfig:
             raise ValueError(f"channels must be multiples of 8 and ae_channels multiples of ae_norm_groups "
                              f"({self.ae_norm_groups}) for group norm, got {self.channels} and {self.ae_channels}")
         check_sdedit_settings(self)
+        if not 0 <= self.class_dropout < 1:
+            raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
+        if self.guidance_scale != 1 and not self.class_dropout:
+            raise ValueError(f"guidance_scale {self.guidance_scale} needs an unconditional model: set class_dropout "
+                             "> 0 (e.g. 0.1) or guidance_scale=1")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         counts = ("ae_steps", "ae_batch_size", "ae_norm_groups", "train_steps", "batch_size", "ddim_steps", "timesteps",
@@ -199,7 +206,8 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         return UNet2DModel(sample_size=c.latent_size, in_channels=c.latent_channels, out_channels=c.latent_channels,
                            block_out_channels=c.channels, layers_per_block=c.layers_per_block,
                            down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=8,
-                           num_class_embeds=NUM_CLASSES, add_attention=c.attention).to(self.device)
+                           num_class_embeds=NUM_CLASSES + (1 if c.class_dropout else 0),  # the last: no class
+                           add_attention=c.attention).to(self.device)
 
     def _require_autoencoder(self) -> AutoencoderKL:
         self._require_trained()
@@ -304,6 +312,14 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         self.unet = unet.eval()
         self._record("unet", start)
 
+    def _denoising_step(self, unet: UNet2DModel, scheduler: DDPMScheduler, optimizer: torch.optim.Optimizer, ema: Any,
+                        x0: torch.Tensor, labels: torch.Tensor, t_max: int, gen: torch.Generator) -> None:
+        """One DDPM step; with ``class_dropout`` a share of the labels (drawn from ``gen`` first) is "no class"."""
+        if self.config.class_dropout:
+            drop = (torch.rand(len(labels), generator=gen) < self.config.class_dropout).to(labels.device)
+            labels = torch.where(drop, torch.full_like(labels, NUM_CLASSES), labels)
+        super()._denoising_step(unet, scheduler, optimizer, ema, x0, labels, t_max, gen)
+
     def _target(self, scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
                 ) -> torch.Tensor:
         """The UNet's training target for ``config.prediction_type``."""
@@ -353,8 +369,21 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         return self.decode(self.encode(images))
 
     def _denoise(self, x: torch.Tensor, labels: torch.Tensor, strength: float) -> torch.Tensor:
-        with self._autocast():
-            return super()._denoise(x, labels, strength).float()
+        """DDIM from noise level ``strength``; with ``guidance_scale`` != 1 classifier-free guidance (Ho & Salimans
+        2022): the prediction moves from the unconditional one past the class-conditional one by that factor."""
+        w = self.config.guidance_scale
+        if w == 1:
+            with self._autocast():
+                return super()._denoise(x, labels, strength).float()
+        unet = self._require_trained()
+        scheduler, steps = self._schedule(strength)
+        y = labels.to(self.device)
+        both = torch.cat([y, torch.full_like(y, NUM_CLASSES)])
+        with torch.inference_mode(), self._threads(), self._autocast():
+            for t in steps:
+                cond, uncond = unet(torch.cat([x, x]), t.to(self.device), class_labels=both).sample.float().chunk(2)
+                x = scheduler.step(uncond + w * (cond - uncond), t, x, eta=0.0).prev_sample
+        return x.float()
 
     def _latent_noise(self, seeds: Sequence[int]) -> torch.Tensor:
         c = self.config
