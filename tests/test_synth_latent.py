@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -91,6 +93,20 @@ def test_other_prediction_targets_train_and_vary(toy_sources, kind):
     assert sum(model.losses[-5:]) < sum(model.losses[:5]) and model._schedule(0.5)[0].config.prediction_type == kind
     near = model.vary(images[:4], labels[:4], seeds=[1, 2, 3, 4], strength=0.2).float().mean((1, 2, 3))
     assert near[1::2].min() - near[0::2].max() > 15  # dark sources stay darker than bright ones
+
+
+def test_classifier_free_guidance_trains_a_no_class_label_and_guides(toy_sources):
+    images, labels, ids = toy_sources
+    config = LatentDiffusionConfig.toy(class_dropout=0.3, guidance_scale=2.0)
+    model = LatentDiffusionGenerator(config, device="cpu", cpu_threads=1).train(images, labels, ids, seed=1,
+                                                                               progress=False)
+    assert model.unet.class_embedding.num_embeddings == 5  # 4 classes and "no class"
+    out = model.vary(images[:4], labels[:4], seeds=[1, 2, 3, 4], strength=0.2)
+    assert out.shape == (4, 1, 128, 128) and torch.equal(out, model.vary(images[:4], labels[:4], [1, 2, 3, 4],
+                                                                         strength=0.2))
+    plain = replace(config, guidance_scale=1.0)
+    model.config = plain  # the same weights without guidance: different images
+    assert not torch.equal(out, model.vary(images[:4], labels[:4], seeds=[1, 2, 3, 4], strength=0.2))
 
 
 def test_target_matches_the_scheduler_definitions(trained):
@@ -193,6 +209,8 @@ def test_real_size_preset_trains_and_varies():
     (dict(ae_channels=(8, 8, 8, 8), channels=(16, 16, 16, 16)), "too small"),
     (dict(ae_steps=0), "ae_steps must be >= 1"),
     (dict(prediction_type="noise"), "prediction_type must be one of"),
+    (dict(guidance_scale=2.0), "needs an unconditional model"),
+    (dict(class_dropout=1.0), "class_dropout must be in"),
 ])
 def test_config_errors_say_what_to_change(bad, match):
     with pytest.raises(ValueError, match=match):
