@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latent_fidelity"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--selection", type=int, default=300, help="held-out slices the strength is chosen on")
-    parser.add_argument("--latent-strengths", default="0.3,0.45,0.6")
+    parser.add_argument("--latent-strengths", default="0.55,0.6,0.7")
     parser.add_argument("--pixel-strengths", default="0.3,0.45,0.6")
     parser.add_argument("--feature-epochs", type=int, default=30, help="epochs of the feature CNN (its checkpoint "
                         "is chosen on the selection set)")

@@ -34,6 +34,7 @@ parser.add_argument("--retrain", nargs="*", default=None, help="key=value overri
 parser.add_argument("--strengths", default="0.2,0.3,0.45")
 parser.add_argument("--final", action="store_true", help="also score one variation per subset slice")
 parser.add_argument("--save", default=None)
+parser.add_argument("--guidance", default="1", help="guidance scales to score (the last one is used by --final)")
 parser.add_argument("--final-strength", type=float, default=None, help="score the subset at this strength instead")
 args = parser.parse_args()
 torch.set_num_threads(1)
@@ -58,15 +59,19 @@ if args.retrain is not None:
         g.save(args.save)
 sel_seeds = [variant_seed(0, i, 0) for i in selection.ids]
 strengths = [float(s) for s in args.strengths.split(",")]
-chosen, table = fidelity.select_strength(
-    lambda s: g.vary(selection.images, selection.labels, sel_seeds, strength=s), strengths, features,
-    reference.images, reference.labels, selection.images, selection.labels, selection.ids,
-    adjacent_ssim=fidelity.median_adjacent_ssim(subset.images, subset.labels), seed=0)
-print(table.to_string(), flush=True)
+adjacent = fidelity.median_adjacent_ssim(subset.images, subset.labels)
+for w in [float(v) for v in args.guidance.split(",")]:
+    g.config = replace(g.config, guidance_scale=w)
+    chosen, table = fidelity.select_strength(
+        lambda s: g.vary(selection.images, selection.labels, sel_seeds, strength=s), strengths, features,
+        reference.images, reference.labels, selection.images, selection.labels, selection.ids,
+        adjacent_ssim=adjacent, seed=0)
+    print(f"guidance {w}\n{table.to_string()}", flush=True)
 if args.final:
     chosen = args.final_strength or chosen
     t = time.process_time()
     made = g.vary(subset.images, subset.labels, [variant_seed(0, i, 0) for i in subset.ids], strength=chosen)
-    print(f"subset variations at {chosen}: {time.process_time() - t:.0f} CPU s", flush=True)
+    print(f"subset variations at {chosen}, guidance {g.config.guidance_scale}: {time.process_time() - t:.0f} CPU s",
+          flush=True)
     print(fidelity.fidelity_report(features, reference.images, reference.labels, made, subset.labels, subset.ids,
                                    subset.images, subset.labels, subset.ids, seed=0).to_string(), flush=True)

@@ -190,3 +190,7 @@ def test_select_strength_compares_with_the_given_adjacent_floor(tiny_features):
     _, own = fidelity.select_strength(vary.__getitem__, [0.2], tiny_features, images, labels, images, labels, ids,
                                       **kwargs)
     assert own["median adjacent SSIM"].iloc[0] == pytest.approx(fidelity.median_adjacent_ssim(images, labels))
+    # no strength reaches the label fidelity: the lowest-FD one that is no copy (0.5), though the copies' FD is 0
+    chosen, table = fidelity.select_strength(vary.__getitem__, [0.2, 0.5], tiny_features, images, labels, images,
+                                             labels, ids, adjacent_ssim=0.7, min_label_fidelity=1.1, seed=0)
+    assert not table.passes.any() and table.FD.iloc[0] < table.FD.iloc[1] and chosen == 0.5

@@ -365,7 +365,8 @@ def fidelity_report(features: PenultimateFeatures, reference_images: torch.Tenso
 
 
 STRENGTH_CRITERION = ("lowest FD among the strengths whose label fidelity is at least min_label_fidelity and whose "
-                      "median SSIM to the source is below the median adjacent-slice SSIM (variations, not copies)")
+                      "median SSIM to the source is below the median adjacent-slice SSIM (variations, not copies); "
+                      "when none passes both, the lowest FD among those that pass the copy test, else among all")
 
 
 def median_adjacent_ssim(images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -392,7 +393,8 @@ def select_strength(vary: Callable[[float], torch.Tensor], strengths: Sequence[f
             floor of a dense set, e.g. the generator's training slices, which the final variations are tested on.
 
     Returns:
-        The chosen strength (the lowest-FD candidate when none passes, flagged in the table) and one row per
+        The chosen strength (when none passes, the lowest-FD candidate that is no copy, else the lowest-FD one;
+        ``passes`` is False in the table) and one row per
         candidate: ``strength``, ``FD``, ``label fidelity``, ``median SSIM to source``, ``median adjacent SSIM``,
         ``passes``, ``chosen``.
     """
@@ -406,9 +408,9 @@ def select_strength(vary: Callable[[float], torch.Tensor], strengths: Sequence[f
                      "median SSIM to source": ssim_row.value,
                      "median adjacent SSIM": ssim_row.floor if adjacent_ssim is None else adjacent_ssim})
     out = pd.DataFrame(rows)
-    out["passes"] = (out["label fidelity"] >= min_label_fidelity) & \
-        (out["median SSIM to source"] < out["median adjacent SSIM"])
-    pool = out[out.passes] if out.passes.any() else out
+    not_copies = out["median SSIM to source"] < out["median adjacent SSIM"]
+    out["passes"] = (out["label fidelity"] >= min_label_fidelity) & not_copies
+    pool = out[out.passes] if out.passes.any() else out[not_copies] if not_copies.any() else out
     chosen = float(pool.loc[pool.FD.idxmin(), "strength"])
     out["chosen"] = out.strength == chosen
     return chosen, out

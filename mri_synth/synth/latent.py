@@ -130,8 +130,9 @@ class LatentDiffusionConfig:
         larger sulci but wash out grey/white contrast, and FD is 1.37x below the pixel ``quick`` preset's, short of
         the 3x target: a longer autoencoder and UNet budget (up to ~35 CPU minutes) is the next thing to try.
         """
-        # SDEdit only (no time for the noisiest levels); strength 0.3: the lowest FD on held-out slices
-        return replace(cls(train_max_strength=0.8, strength=0.3), **overrides)
+        # SDEdit only (no time for the noisiest levels); v-prediction, EMA weights, classifier-free guidance
+        return replace(cls(train_steps=1100, prediction_type="v_prediction", ema_decay=0.995, train_max_strength=0.7,
+                           class_dropout=0.1, guidance_scale=7.0, strength=0.6), **overrides)
 
     @classmethod
     def gpu(cls, **overrides: Any) -> "LatentDiffusionConfig":
