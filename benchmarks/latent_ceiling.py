@@ -25,7 +25,7 @@ feature_set, rest = held.subset(feat_idx), held.subset(rest_idx)
 sel_idx, ref_idx = lf.split(rest.labels, 300 / len(rest), 2)
 selection, reference = rest.subset(sel_idx), rest.subset(ref_idx)
 result = fit("cnn", feature_set.images, feature_set.labels, selection.images, selection.labels,
-             TrainConfig(epochs=8, seed=0, progress=False, retain_cpu_heap=False))
+             TrainConfig(epochs=8, seed=0, progress=False))
 features = fidelity.PenultimateFeatures(result.model, result.spec)
 g = LatentDiffusionGenerator.load(next((paths.cache_dir() / "latent").iterdir()), device="cpu", cpu_threads=1)
 recon = g.reconstruct(subset.images)

@@ -170,3 +170,27 @@ def test_fidelity_report_of_real_slices_equals_its_floor(tiny_features):
         assert table.loc[metric, "value"] == pytest.approx(table.loc[metric, "floor"], abs=1e-6), metric
     assert table.loc["median SSIM to source (floor: adjacent slice)", "value"] == pytest.approx(1.0, abs=SSIM_TOL)
     assert table.loc["share of copies (closer to source than its adjacent slice)", "value"] == 1.0
+
+
+def test_median_adjacent_ssim_is_the_copy_checks_floor():
+    sources, labels = constant(100, 110, 200, 50, 55), torch.tensor([0, 0, 0, 1, 1])
+    pairs = [ssim_of_constants(100, 110), ssim_of_constants(110, 100), ssim_of_constants(200, 110),
+             ssim_of_constants(50, 55), ssim_of_constants(55, 50)]  # adjacent index [1, 0, 1, 4, 3]
+    assert fidelity.median_adjacent_ssim(sources, labels) == pytest.approx(float(np.median(pairs)), abs=SSIM_TOL)
+
+
+def test_select_strength_compares_with_the_given_adjacent_floor(tiny_features):
+    images, labels, ids = real_set(16)
+    vary = {0.2: images, 0.5: 255 - images}  # 0.2 returns copies (SSIM 1), 0.5 something else
+    kwargs = dict(min_label_fidelity=0.0, seed=0)
+    chosen, table = fidelity.select_strength(vary.__getitem__, [0.2, 0.5], tiny_features, images, labels, images,
+                                             labels, ids, adjacent_ssim=0.7, **kwargs)
+    assert table["median adjacent SSIM"].tolist() == [0.7, 0.7]
+    assert table.passes.tolist() == [False, True] and chosen == 0.5  # the copies fail the copy test
+    _, own = fidelity.select_strength(vary.__getitem__, [0.2], tiny_features, images, labels, images, labels, ids,
+                                      **kwargs)
+    assert own["median adjacent SSIM"].iloc[0] == pytest.approx(fidelity.median_adjacent_ssim(images, labels))
+    # no strength reaches the label fidelity: the lowest-FD one that is no copy (0.5), though the copies' FD is 0
+    chosen, table = fidelity.select_strength(vary.__getitem__, [0.2, 0.5], tiny_features, images, labels, images,
+                                             labels, ids, adjacent_ssim=0.7, min_label_fidelity=1.1, seed=0)
+    assert not table.passes.any() and table.FD.iloc[0] < table.FD.iloc[1] and chosen == 0.5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -73,6 +75,49 @@ def test_vary_is_seeded_and_stays_near_the_source(trained, toy_sources):
         trained.vary(images[:2], labels[:2], seeds=[1])
     with pytest.raises(ValueError, match="strength must be in"):
         trained.vary(images[:2], labels[:2], seeds=[1, 2], strength=1.5)
+
+
+def test_sdedit_keeps_the_latents_scale_unclipped(trained, toy_sources):
+    """DDIM's default clip of the predicted clean sample to [-1, 1] shrank unit-variance latents; it is off."""
+    scheduler, steps = trained._schedule(0.3)
+    assert not scheduler.config.clip_sample and scheduler.config.prediction_type == "epsilon"
+    z = trained.encode(toy_sources[0][:4])
+    assert z.abs().max() > 1  # latents at unit variance leave [-1, 1]: a clip would change them
+
+
+@pytest.mark.parametrize("kind", ["v_prediction", "sample"])
+def test_other_prediction_targets_train_and_vary(toy_sources, kind):
+    images, labels, ids = toy_sources
+    model = LatentDiffusionGenerator(LatentDiffusionConfig.toy(prediction_type=kind, ema_decay=0.9), device="cpu",
+                                     cpu_threads=1).train(images, labels, ids, seed=1, progress=False)
+    assert sum(model.losses[-5:]) < sum(model.losses[:5]) and model._schedule(0.5)[0].config.prediction_type == kind
+    near = model.vary(images[:4], labels[:4], seeds=[1, 2, 3, 4], strength=0.2).float().mean((1, 2, 3))
+    assert near[1::2].min() - near[0::2].max() > 15  # dark sources stay darker than bright ones
+
+
+def test_classifier_free_guidance_trains_a_no_class_label_and_guides(toy_sources):
+    images, labels, ids = toy_sources
+    config = LatentDiffusionConfig.toy(class_dropout=0.3, guidance_scale=2.0)
+    model = LatentDiffusionGenerator(config, device="cpu", cpu_threads=1).train(images, labels, ids, seed=1,
+                                                                               progress=False)
+    assert model.unet.class_embedding.num_embeddings == 5  # 4 classes and "no class"
+    out = model.vary(images[:4], labels[:4], seeds=[1, 2, 3, 4], strength=0.2)
+    assert out.shape == (4, 1, 128, 128) and torch.equal(out, model.vary(images[:4], labels[:4], [1, 2, 3, 4],
+                                                                         strength=0.2))
+    plain = replace(config, guidance_scale=1.0)
+    model.config = plain  # the same weights without guidance: different images
+    assert not torch.equal(out, model.vary(images[:4], labels[:4], seeds=[1, 2, 3, 4], strength=0.2))
+
+
+def test_target_matches_the_scheduler_definitions(trained):
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    x0, noise, t = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4), torch.tensor([10, 700])
+    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    for kind, expected in (("epsilon", noise), ("sample", x0), ("v_prediction", a.sqrt() * noise - (1 - a).sqrt() * x0)):
+        model = LatentDiffusionGenerator(LatentDiffusionConfig.toy(prediction_type=kind))
+        assert torch.allclose(model._target(scheduler, x0, noise, t), expected, atol=1e-6)
 
 
 def test_sample_draws_new_images_per_class(trained):
@@ -163,6 +208,9 @@ def test_real_size_preset_trains_and_varies():
     (dict(ae_channels=(8, 8, 8, 8, 8)), "1-4 levels"),
     (dict(ae_channels=(8, 8, 8, 8), channels=(16, 16, 16, 16)), "too small"),
     (dict(ae_steps=0), "ae_steps must be >= 1"),
+    (dict(prediction_type="noise"), "prediction_type must be one of"),
+    (dict(guidance_scale=2.0), "needs an unconditional model"),
+    (dict(class_dropout=1.0), "class_dropout must be in"),
 ])
 def test_config_errors_say_what_to_change(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -210,13 +210,22 @@ class DiffusionGenerator:
         noise = torch.randn(x0.shape, generator=gen).to(self.device)
         with self._autocast():
             pred = unet(scheduler.add_noise(x0, noise, t), t, class_labels=labels).sample
-        loss = F.mse_loss(pred.float(), noise)
+        loss = F.mse_loss(pred.float(), self._target(scheduler, x0, noise, t))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if ema is not None:
             ema.step(unet.parameters())
         self.losses.append(loss.item())
+
+    def _target(self, scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+                ) -> torch.Tensor:
+        """What the UNet learns to predict from ``x0`` noised by ``noise`` to level ``t``: here the noise."""
+        return noise
+
+    def _ddim_options(self) -> dict[str, Any]:
+        """Extra ``DDIMScheduler`` settings: none here (pixel space: the predicted image is clipped to [-1, 1])."""
+        return {}
 
     def describe(self) -> dict[str, Any]:
         """Name, model, settings and the key of the training data (what the fingerprint hashes)."""
@@ -236,7 +245,8 @@ class DiffusionGenerator:
     def _schedule(self, strength: float) -> tuple[DDIMScheduler, torch.Tensor]:
         """A fresh DDIM scheduler (it is stateful) and the timesteps SDEdit at ``strength`` runs through."""
         c = self.config
-        scheduler = DDIMScheduler(num_train_timesteps=c.timesteps, beta_schedule=c.beta_schedule)
+        scheduler = DDIMScheduler(num_train_timesteps=c.timesteps, beta_schedule=c.beta_schedule,
+                                  **self._ddim_options())
         scheduler.set_timesteps(c.ddim_steps)
         return scheduler, scheduler.timesteps[c.ddim_steps - max(1, round(c.ddim_steps * strength)):]
 
