@@ -43,12 +43,12 @@ H100_STEP_S = {
     "resnet18": 64 / 4733,  # throughput.txt: 4,733 img/s at 224 px, one at a time
     "vit": 64 / 771,  # throughput.txt: ViT-B/16 771 img/s at 224 px (batch 32), one at a time
 }
-CPU_GENERATOR_S = {"quick": 152.8, "toy": 5.0, "latent-cpu": 14.0 * 60}  # trial_costs_cpu.txt (quick, 30% subset);
+CPU_GENERATOR_S = {"quick": 152.8, "toy": 5.0, "latent-cpu": 17.96 * 60}  # trial_costs_cpu.txt (quick, 30% subset);
 #                                                       toy: seconds; latent-cpu: results/latent_fidelity.md, 1 thread
 H100_GENERATOR_S = {  # measured on the H100 (throughput.txt, options.txt) except where marked
     "gpu": 20_000 * 64 / 336,  # pixel gpu preset: 336 img/s, 20,000 steps of 64: 64 minutes
     "latent-gpu": 6438,  # autoencoder 466 img/s, UNet 505 img/s over 20,000 x 32 + 40,000 x 64 images: 107 minutes
-    "latent-cpu": 43,  # trained whole on the GPU: autoencoder 17 s + UNet 26 s
+    "latent-cpu": 17 + 26 * 1100 / 600,  # measured 17 s + 26 s for the 600-step UNet; its UNet now takes 1,100
     "quick": 300 / 50, "toy": 40 / 50, "latent-toy": 5,  # ASSUMED (not run there): seconds
 }
 
