@@ -122,5 +122,5 @@ def read_block(path: str | Path) -> str | None:
 def progress_line(results: pd.DataFrame, planned: int, arch: str = "cnn") -> str:
     """How many of the planned trials the recorded tables hold."""
     done = results[results.arch == arch].drop_duplicates(["split", "policy", "real_fraction", "seed"]).shape[0]
-    still = "" if done >= planned else "; the study is still running, and the numbers below are of what is recorded"
+    still = "" if done >= planned else "; the rest are not run yet, and the numbers below are of what is recorded"
     return f"Recorded: {done} of {planned} planned {arch} trials{still}.\n"
