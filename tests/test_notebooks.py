@@ -64,6 +64,23 @@ def test_profiles_name_only_existing_notebooks():
         assert loaded["common"]["data_source"] is not None
 
 
+@pytest.mark.parametrize("profile", sorted(p.stem for p in N.PROFILE_DIR.glob("*.yaml")))
+def test_each_profile_builds_notebook_02s_generator_from_its_own_preset(tmp_path, profile):
+    # what notebook 02 runs with: its parameters cell, then what the batch injects. Its defaults (32 px, 120
+    # steps) are the pixel quick preset's overrides; a profile naming another preset must reset them (0), or the
+    # latent presets fail (no image_size) and the pixel gpu preset silently shrinks to 32 px and 120 steps
+    from mri_synth.synth import registry
+    from mri_synth.synth.generation import GenerationConfig
+
+    nb = N.NOTEBOOK_DIR / "02_synthetic_generation.ipynb"
+    defaults = {k: eval(v["default"]) for k, v in papermill.inspect_notebook(str(nb)).items()}
+    params = {**defaults, **N.notebook_parameters(N.load_profile(profile), nb, tmp_path)}
+    config = GenerationConfig.from_params(params)
+    label = registry.get("diffusion").label(config.generator_settings())
+    if config.diffusion_preset != defaults["diffusion_preset"]:
+        assert label == config.diffusion_preset, f"{profile}: notebook 02 runs {label}"
+
+
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(N.ProfileError, match="quick"):
         N.load_profile("no_such_profile")
