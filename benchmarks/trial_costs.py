@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         if not args.skip_generator:
             subset = context.evaluation(spec).real_subset(0.3, 0)
             settings = context.generator_settings(study.TrialSpec(real_fraction=0.3, synthetic="diffusion",
-                                                                  synthetic_fraction=0.7))
+                                                                  synthetic_fraction=0.7, generator=preset))
             start = time.perf_counter()
             registry.build("diffusion", settings, subset, seed=0)
             seconds = time.perf_counter() - start

@@ -44,7 +44,7 @@ class ArchitectureStudy(NotebookConfig):
     weight_decay: float = 0.0  # Adam's; the thesis used none
     pretrained: bool = False  # ImageNet weights for resnet18/vit (timm cache or a local file); the CNN has none
     input_size: int = 0  # model input side; 0 keeps the registry's (224 for the pretrained models)
-    diffusion_preset: str = DEFAULT_DIFFUSION_PRESET  # the diffusion arm's generator: toy, quick, gpu
+    diffusion_preset: str = DEFAULT_DIFFUSION_PRESET  # the diffusion arm's generator (registry.diffusion_presets())
     openai_model: str = ""  # the openai arm reads the bank notebook 02 filled with this model; empty: the default
     openai_quality: str = "low"  # ... and this quality (both decide which images the bank holds)
     synthetic_folder: str = ""  # the folder arm: images made elsewhere, one sub-folder per class

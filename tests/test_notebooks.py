@@ -81,6 +81,24 @@ def test_each_profile_builds_notebook_02s_generator_from_its_own_preset(tmp_path
         assert label == config.diffusion_preset, f"{profile}: notebook 02 runs {label}"
 
 
+def test_notebooks_as_they_are_and_the_quick_profile_never_train_the_default_latent_cpu_preset():
+    # the registry's default is the 18-CPU-minute latent-cpu preset: nbval, make study and CI must name a fast one
+    from mri_synth.synth import registry
+
+    fast = ("toy", "quick", "latent-toy")
+    assert registry.DEFAULT_DIFFUSION_PRESET not in fast
+    quick = N.load_profile("quick")
+    for nb_path in N.numbered_notebooks():
+        declared = papermill.inspect_notebook(str(nb_path))
+        if "diffusion_preset" not in _config_class(nb_path).parameter_names():
+            continue
+        assert "diffusion_preset" in declared, f"{nb_path.name} would run the registry's default preset"
+        wanted = {**quick["common"], **quick["notebooks"].get(nb_path.stem, {})}
+        default = eval(declared["diffusion_preset"]["default"])  # what nbval and JupyterLab run
+        for preset in (default, wanted.get("diffusion_preset", default)):
+            assert preset in fast, f"{nb_path.name}: {preset}"
+
+
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(N.ProfileError, match="quick"):
         N.load_profile("no_such_profile")

@@ -10,6 +10,7 @@ import torch
 from mri_synth import runner as R
 from mri_synth import study as S
 from mri_synth.data import CLASS_NAMES, stratified_sample
+from mri_synth.synth import registry
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +23,16 @@ def context(sample_data, tmp_path_factory):
 
 
 def test_key_is_stable_and_content_addressed():
-    spec = S.TrialSpec(arch="cnn", real_fraction=0.3, synthetic="diffusion", synthetic_fraction=0.7, seed=4)
-    assert spec.key == S.TrialSpec(seed=4, synthetic_fraction=0.7, synthetic="diffusion", real_fraction=0.3).key
-    # a golden value: a key that silently changed would orphan every finished trial of a running study
-    assert spec.key == "c444c51db70c2d85" and spec.generator == "quick"
+    spec = S.TrialSpec(arch="cnn", real_fraction=0.3, synthetic="diffusion", synthetic_fraction=0.7, seed=4,
+                       generator="quick")
+    assert spec.key == S.TrialSpec(seed=4, synthetic_fraction=0.7, synthetic="diffusion", real_fraction=0.3,
+                                   generator="quick").key
+    # a golden value: a key that silently changed would orphan every finished trial of a running study (this one
+    # was the default label's until the default became latent-cpu: a trial that named quick keeps its key)
+    assert spec.key == "c444c51db70c2d85"
+    # a diffusion arm that names no preset carries the registry's default: other images, so another key
+    default = replace(spec, generator="")
+    assert default.generator == registry.DEFAULT_DIFFUSION_PRESET and default.key != spec.key
     # arms without a generator carry no generator label: the diffusion preset does not change their keys
     plain = S.TrialSpec(real_fraction=0.3, seed=4)
     assert plain.key == replace(plain, generator="toy").key == S.TrialSpec(real_fraction=0.3, seed=4, generator="gpu").key

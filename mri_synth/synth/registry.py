@@ -31,8 +31,11 @@ if TYPE_CHECKING:  # the data layer is only needed for type hints here
     from mri_synth.synth.bank import SyntheticBank
     from mri_synth.synth.base import Generator
 
-DEFAULT_DIFFUSION_PRESET = "quick"
-"""The diffusion preset every entry point uses unless told otherwise (the study, notebooks and command line)."""
+DEFAULT_DIFFUSION_PRESET = "latent-cpu"
+"""The diffusion preset every entry point uses unless told otherwise (the study and the command line): the latent
+CPU preset, the first to pass issue 12's fidelity checks (``benchmarks/results/latent_fidelity.md``; about 18 CPU
+minutes per 30% subset). The notebooks and every profile name theirs: the quick profile keeps the toy and pixel
+quick presets (seconds), so ``make study``, ``make test`` and CI never train this one."""
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,11 @@ def check_sdedit_settings(config: Any) -> None:
 
 
 def pick_preset(config_class: type, presets: Sequence[str], what: str, name: str, overrides: dict[str, Any]) -> Any:
-    """``config_class.<name>(**overrides)``, or an error naming ``what`` and its presets."""
+    """``config_class.<name>(**overrides)``, or an error naming ``what`` and its presets (or the unknown setting:
+    the pixel presets' ``image_size`` is no latent preset's)."""
     if name not in presets:
         raise ValueError(f"{what} preset must be one of {tuple(presets)}, got {name!r}")
+    if unknown := sorted(set(overrides) - set(config_class.__dataclass_fields__)):
+        raise ValueError(f"the {what} preset {name!r} has no setting {', '.join(unknown)}; its settings: "
+                         f"{', '.join(config_class.__dataclass_fields__)}")
     return getattr(config_class, name)(**overrides)
