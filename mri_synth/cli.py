@@ -54,7 +54,7 @@ def _study(args: argparse.Namespace) -> None:
                                pretrained=args.pretrained, input_size=args.input_size,
                                diffusion_preset=args.diffusion_preset, openai_model=args.openai_model,
                                openai_quality=args.openai_quality, synthetic_folder=_absolute(args.synthetic_folder),
-                               device=args.device, cpu_threads=args.cpu_threads,
+                               device=args.device, cpu_threads=args.cpu_threads, precision=args.precision,
                                results_dir=_absolute(args.results))
     print(config.plan().to_string())
     ray = dict(address=args.ray_address or None, num_gpus=args.ray_gpus) if args.ray or args.ray_address else None
@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--ray-gpus", type=float, default=None,
                     help="GPU share per trial task (default: 0.125 when the cluster has GPUs, else 0: 8 trials "
                     "share a GPU, 3.0x one at a time on an H100)")
+    st.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                    help="classifier arithmetic: auto = bf16 autocast on CUDA; fp32 = no autocast, no TF32 (trials on "
+                    "a GPU that pair with trials run on a CPU)")
     st.set_defaults(func=_study)
 
     tu = sub.add_parser("tune", help="choose the 100%% real arm's lr, weight decay and epochs on validation")
