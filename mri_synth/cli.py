@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--check", action="store_true", help="fail if the file's block differs from the recorded tables'")
     fi.add_argument("--results", default=None, help="read the trials here instead of the profile's results folder "
                     "(e.g. a snapshot of the files being committed)")
+    fi.add_argument("--thesis-budget", default=None,
+                    help="the thesis-budget rows' results folder (default: the profile's 07_results thesis_budget_dir)")
     fi.set_defaults(func=_findings)
 
     data = sub.add_parser("data", help="decode and cache a data source, print its class counts and leakage audit")
@@ -230,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _findings(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from . import findings
     from .experiment import ArchitectureStudy
     from .notebooks import load_profile
@@ -246,6 +250,15 @@ def _findings(args: argparse.Namespace) -> None:
     if results.empty:
         raise FileNotFoundError(f"no trial results under {folder}: run the {args.profile} profile's study first")
     block = findings.progress_line(results, len(study.specs)) + "\n" + findings.findings_block(results, family)
+    thesis_dir = (_absolute(args.thesis_budget) if args.thesis_budget
+                  else (notebooks.get("07_results") or {}).get("thesis_budget_dir"))
+    if thesis_dir:  # the thesis-comparable rows (the profile's folder unless --thesis-budget names one)
+        from .paths import project_path
+
+        folder_tb = project_path(thesis_dir)
+        folder_tb = folder_tb / "cnn" if (folder_tb / "cnn").is_dir() else folder_tb
+        thesis_results = load_results(folder_tb)[0] if folder_tb.is_dir() else pd.DataFrame()
+        block += "\n" + findings.thesis_budget_block(thesis_results)
     readme = _absolute(args.readme)
     if args.check:
         if findings.read_block(readme) != block:

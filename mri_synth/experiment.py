@@ -130,6 +130,8 @@ class ResultsConfig(NotebookConfig):
         "30% real + 70% diffusion vs 30% real", "30% real + 70% diffusion vs 30% real + autoaugment",
         "30% real + 70% diffusion vs 100% real")
     alpha: float = 0.05  # the level the repeats are checked against
+    # the thesis-comparable rows (the thesis's epoch budget, slice split) when recorded in a folder of their own
+    thesis_budget_dir: str = ""
 
 
 def load_all_results(results_dir: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
