@@ -2,6 +2,7 @@
 # The real-data study's generator arms (issue 14) on one GPU machine, from the source tree, in one call.
 #
 #   bash benchmarks/real_study_gpu.sh [OUT_DIR] [SECONDS]        # default: $OUT, 480 s for the trials
+#   REAL_STUDY_SPLITS=slice bash benchmarks/real_study_gpu.sh ...  # one evaluation only
 #   bash benchmarks/real_study_gpu.sh --dry-run OUT_DIR           # here: the same processes on the bundled sample,
 #                                                                 # toy generator, 1 repeat (tests/test_real_study_gpu.py)
 #
@@ -48,7 +49,7 @@ if [ $DRY -eq 1 ]; then
     RESULTS="$WORK/results/real"; TB_RESULTS="$WORK/results/thesis_budget"
 else
     DATA="${MRI_SYNTH_DATA:?set MRI_SYNTH_DATA to the hub-layout folder}"; SEEDS="0 1 2 3 4 5 6 7 8 9"
-    SPLITS="slice subject"; PRESET=latent-cpu; EPOCHS=5; TB_EPOCHS=10
+    SPLITS="${REAL_STUDY_SPLITS:-slice subject}"; PRESET=latent-cpu; EPOCHS=5; TB_EPOCHS=10
     RESULTS=benchmarks/results/real/results; TB_RESULTS=benchmarks/results/real/thesis_budget
 fi
 # the study's frozen settings (profiles/real.yaml); --device cuda fails loudly where no GPU is seen
