@@ -54,7 +54,7 @@ def _study(args: argparse.Namespace) -> None:
                                pretrained=args.pretrained, input_size=args.input_size,
                                diffusion_preset=args.diffusion_preset, openai_model=args.openai_model,
                                openai_quality=args.openai_quality, synthetic_folder=_absolute(args.synthetic_folder),
-                               device=args.device, cpu_threads=args.cpu_threads,
+                               device=args.device, cpu_threads=args.cpu_threads, precision=args.precision,
                                results_dir=_absolute(args.results))
     print(config.plan().to_string())
     ray = dict(address=args.ray_address or None, num_gpus=args.ray_gpus) if args.ray or args.ray_address else None
@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--ray-gpus", type=float, default=None,
                     help="GPU share per trial task (default: 0.125 when the cluster has GPUs, else 0: 8 trials "
                     "share a GPU, 3.0x one at a time on an H100)")
+    st.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                    help="classifier arithmetic: auto = bf16 autocast on CUDA; fp32 = no autocast, no TF32 (trials on "
+                    "a GPU that pair with trials run on a CPU)")
     st.set_defaults(func=_study)
 
     tu = sub.add_parser("tune", help="choose the 100%% real arm's lr, weight decay and epochs on validation")
@@ -218,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--check", action="store_true", help="fail if the file's block differs from the recorded tables'")
     fi.add_argument("--results", default=None, help="read the trials here instead of the profile's results folder "
                     "(e.g. a snapshot of the files being committed)")
+    fi.add_argument("--thesis-budget", default=None,
+                    help="the thesis-budget rows' results folder (default: the profile's 07_results thesis_budget_dir)")
     fi.set_defaults(func=_findings)
 
     data = sub.add_parser("data", help="decode and cache a data source, print its class counts and leakage audit")
@@ -227,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _findings(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from . import findings
     from .experiment import ArchitectureStudy
     from .notebooks import load_profile
@@ -243,6 +250,15 @@ def _findings(args: argparse.Namespace) -> None:
     if results.empty:
         raise FileNotFoundError(f"no trial results under {folder}: run the {args.profile} profile's study first")
     block = findings.progress_line(results, len(study.specs)) + "\n" + findings.findings_block(results, family)
+    thesis_dir = (_absolute(args.thesis_budget) if args.thesis_budget
+                  else (notebooks.get("07_results") or {}).get("thesis_budget_dir"))
+    if thesis_dir:  # the thesis-comparable rows (the profile's folder unless --thesis-budget names one)
+        from .paths import project_path
+
+        folder_tb = project_path(thesis_dir)
+        folder_tb = folder_tb / "cnn" if (folder_tb / "cnn").is_dir() else folder_tb
+        thesis_results = load_results(folder_tb)[0] if folder_tb.is_dir() else pd.DataFrame()
+        block += "\n" + findings.thesis_budget_block(thesis_results)
     readme = _absolute(args.readme)
     if args.check:
         if findings.read_block(readme) != block:

@@ -108,8 +108,8 @@ def run_study_ray(specs: Sequence[TrialSpec], context: StudyContext, results_dir
         address: A running cluster (``ray.init(address=...)``, e.g. ``auto`` or ``ray://host:10001``); ``None``
             starts a local Ray (or uses the one this process already started).
         num_gpus: GPU share of one trial's task (a stacked group of K asks ``min(1, K x num_gpus)``); ``None``:
-            0.125 when the cluster has GPUs (8 trials share a device), else 0. Generator tasks ask for a whole GPU
-            when there are GPUs.
+            0.125 when the cluster has GPUs (8 trials share a device), else 0. Generator tasks ask for
+            :func:`generator_gpus` of their preset when there are GPUs.
         num_cpus: CPUs per task.
         stack: Train trials that share a step as stacked groups (``trial_groups``); ``None``: no. On an H100,
             8 CNN trials in processes sharing the device ran 3.0x one at a time, a stack of 32 in one process 1.8x
@@ -145,6 +145,15 @@ def run_study_ray(specs: Sequence[TrialSpec], context: StudyContext, results_dir
     return runner.finish_study(specs, results_dir)
 
 
+def generator_gpus(label: str) -> float:
+    """The GPU share of one generator task: a whole GPU for a real-size ``gpu`` preset, an eighth for the small ones.
+
+    Small generators leave an H100 latency-bound: 20 latent-cpu generators sharing one ran 4.4x one at a time
+    (287 s each, about 65 s alone; ``benchmarks/results/real/README.md``).
+    """
+    return 1.0 if label.partition(":")[0].endswith("gpu") else 0.125
+
+
 def _dispatch(ray: Any, todo: list[TrialSpec], context: StudyContext, trials_dir: Path, prov: dict, *, share: float,
               gpus: float, num_cpus: float, stack: bool, max_stack: int | None, train: TrainGroup, retries: int,
               progress: bool, total: int) -> list[tuple[list[str], str]]:
@@ -155,9 +164,10 @@ def _dispatch(ray: Any, todo: list[TrialSpec], context: StudyContext, trials_dir
         key = generator_key(spec, context)
         if key is not None:
             by_generator.setdefault(key, []).append(spec)
-    prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=num_cpus,
-                                                    max_retries=retries)
-    generator_refs = {key: prepare.remote(members, context_ref) for key, members in by_generator.items()}
+    prepare = ray.remote(prepare_generator)
+    generator_refs = {key: prepare.options(num_gpus=generator_gpus(members[0].generator) if gpus else 0,
+                                           num_cpus=num_cpus, max_retries=retries).remote(members, context_ref)
+                      for key, members in by_generator.items()}
     groups = plan_groups(todo, context, max_stack) if stack else [[spec] for spec in todo]
     remote = ray.remote(_task)
     tasks = {}
@@ -188,4 +198,4 @@ def _dispatch(ray: Any, todo: list[TrialSpec], context: StudyContext, trials_dir
     return failed
 
 
-__all__ = ["TrialsFailed", "generator_key", "prepare_generator", "run_study_ray", "train_group"]
+__all__ = ["TrialsFailed", "generator_gpus", "generator_key", "prepare_generator", "run_study_ray", "train_group"]

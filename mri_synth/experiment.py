@@ -7,11 +7,13 @@ parameters differ. Notebook 07 reads every architecture's results with :func:`lo
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
+import torch
 
 from . import paths
 from .config import NotebookConfig
@@ -48,6 +50,9 @@ class ArchitectureStudy(NotebookConfig):
     openai_model: str = ""  # the openai arm reads the bank notebook 02 filled with this model; empty: the default
     openai_quality: str = "low"  # ... and this quality (both decide which images the bank holds)
     synthetic_folder: str = ""  # the folder arm: images made elsewhere, one sub-folder per class
+    # the classifiers' arithmetic: auto = bf16 autocast where the hardware runs it (CUDA); fp32 = no autocast and no
+    # TF32 convolutions, as on this project's CPUs, so trials run on a GPU pair with trials run on a CPU
+    precision: str = "auto"
     specs: tuple[TrialSpec, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +62,8 @@ class ArchitectureStudy(NotebookConfig):
             raise ValueError(f"n_seeds must be a positive int (repeats per setting), got {self.n_seeds!r}")
         if self.max_steps < 0:
             raise ValueError(f"max_steps must be >= 0 (0 means the budget is in epochs), got {self.max_steps}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         specs = [spec for split in self.splits
                  for spec in study_grid([self.arch], self.real_fractions, self.arms,
                                         range(self.first_seed, self.first_seed + self.n_seeds),
@@ -88,12 +95,29 @@ def run_architecture(config: ArchitectureStudy, *, progress: bool = True,
     ``ray``: run it on Ray instead, with these ``distributed.run_study_ray`` arguments (``{}``: a local Ray).
     """
     context = StudyContext(data=load_data(config.data_source), device=config.device, cpu_threads=config.cpu_threads,
-                           generators=config.generator_settings())
-    if ray is not None:
-        from .distributed import run_study_ray
+                           generators=config.generator_settings(),
+                           bf16=False if config.precision == "fp32" else None)
+    with _precision(config.precision):
+        if ray is not None:
+            from .distributed import run_study_ray
 
-        return run_study_ray(config.specs, context, config.results, progress=progress, **ray)
-    return run_study(config.specs, context, config.results, progress=progress)
+            return run_study_ray(config.specs, context, config.results, progress=progress, **ray)
+        return run_study(config.specs, context, config.results, progress=progress)
+
+
+PRECISIONS = ("auto", "fp32")
+
+
+@contextmanager
+def _precision(precision: str) -> Iterator[None]:
+    """``fp32``: no TF32 in cuDNN convolutions or matmuls inside the block (torch lets cuDNN use TF32 by default)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if precision == "fp32":
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 @dataclass(frozen=True)
@@ -106,6 +130,8 @@ class ResultsConfig(NotebookConfig):
         "30% real + 70% diffusion vs 30% real", "30% real + 70% diffusion vs 30% real + autoaugment",
         "30% real + 70% diffusion vs 100% real")
     alpha: float = 0.05  # the level the repeats are checked against
+    # the thesis-comparable rows (the thesis's epoch budget, slice split) when recorded in a folder of their own
+    thesis_budget_dir: str = ""
 
 
 def load_all_results(results_dir: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -119,14 +119,16 @@ def write_trial(trials_dir: Path, spec: TrialSpec, outcome: dict[str, Any], prov
     """Write one finished trial: its predictions (``<key>.npz``), then ``<key>.json``, each atomically.
 
     The one place trial files are written (the sequential runner and ``distributed`` both call it); ``stacked``
-    records how many models shared the trial's training step (1: trained alone).
+    records how many models shared the trial's training step (1: trained alone); ``machine`` where it ran (the
+    GPU's name, else the CPU architecture): one study's trials may come from several machines.
     """
     outcome = dict(outcome)
     predictions = outcome.pop("predictions", None)
     if predictions is not None:  # written first: the JSON file is what marks a trial finished
         _atomic_npz(trials_dir / f"{spec.key}.npz", predictions)
     _atomic_json(trials_dir / f"{spec.key}.json", {"spec": asdict(spec), "columns": spec.table_columns(),
-                                                   "provenance": {"git_commit": prov["git_commit"], "stacked": stacked},
+                                                   "provenance": {"git_commit": prov["git_commit"], "stacked": stacked,
+                                                                  "machine": prov.get("cuda") or prov.get("machine", "")},
                                                    **outcome})
 
 

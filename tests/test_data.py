@@ -1,8 +1,11 @@
 """The data layer on real images: every source kind, the cache, sampling properties and every bad input."""
 
+import os
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,6 +178,30 @@ def test_cache_key_changes_when_the_source_changes(real_data, tmp_path, tmp_cach
     extra = real_data.train.subset([0])
     D.export_image_folder(extra, root)  # one more image in an existing class
     assert D.source_fingerprint(root) != before
+
+
+def test_fingerprint_follows_content_not_file_times(real_data_path, tmp_path):
+    # a re-synced share or another machine's copy has new file times: its results folders must stay valid
+    copy = tmp_path / "copy"
+    shutil.copytree(real_data_path, copy)
+    for f in copy.rglob("*.parquet"):
+        os.utime(f, (1_000_000_000, 1_000_000_000))
+    assert D.source_fingerprint(copy) == D.source_fingerprint(real_data_path)
+    shard = sorted(copy.rglob("test-*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\0")  # same size, one byte changed
+    assert D.source_fingerprint(copy) != D.source_fingerprint(real_data_path)
+
+
+def test_hub_folder_without_datasets_reads_the_same_rows(real_data, real_data_path, tmp_cache, monkeypatch):
+    # the GPU machines have pyarrow but not datasets: the local hub-layout folder must read identically
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets now raises ImportError
+    conv = D._Converter()
+    train, test = D._load_hub(Path(real_data_path), conv)
+    assert train.ids == real_data.train.ids and test.ids == real_data.test.ids
+    assert torch.equal(train.labels, real_data.train.labels) and torch.equal(test.labels, real_data.test.labels)
+    assert torch.equal(train.images, real_data.train.images) and torch.equal(test.images, real_data.test.images)
+    with pytest.raises(D.DataSourceError, match="needs the datasets package"):
+        D._load_hub("Falah/Alzheimer_MRI", conv)
 
 
 # ------------------------------------------------------------------------------------------------ sampling

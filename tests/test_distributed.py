@@ -117,3 +117,12 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ImportError, match=r"pip install -e '\.\[ray\]'"):
         D._require_ray()
+
+
+def test_small_generators_share_a_gpu_and_real_size_ones_get_a_whole_one():
+    from mri_synth.distributed import generator_gpus
+
+    assert generator_gpus("latent-cpu") == generator_gpus("quick") == generator_gpus("latent-toy") == 0.125
+    assert generator_gpus("latent-gpu") == generator_gpus("gpu") == generator_gpus("gpu:strength=0.6") == 1.0
+    spec = S.TrialSpec(real_fraction=0.3, synthetic="diffusion", synthetic_fraction=0.7, generator="latent-cpu")
+    assert generator_gpus(spec.generator) == 0.125  # what _dispatch passes: the trial's recorded label

@@ -77,3 +77,15 @@ def test_check_fails_when_the_block_is_stale(tmp_path, capsys):
     assert "differs from what" in capsys.readouterr().err
     assert cli.main(["findings", "--profile", "real", "--readme", str(readme)]) == 0
     assert cli.main(["findings", "--profile", "real", "--readme", str(readme), "--check"]) == 0
+
+
+def test_thesis_budget_rows_stand_beside_the_thesis_medians_and_missing_arms_are_named():
+    table = results_table({"slice": {"100% real": 0.0, "30% real": 0.2, "30% real + 70% repeat": 0.1},
+                           "subject": {"100% real": 0.0}}, seeds=4)
+    block = findings.thesis_budget_block(table)
+    assert "(slice evaluation, 10 epochs of each arm's own images" in block  # TrialSpec's default budget
+    assert "| 100% real | 4 |" in block and block.count("| 0.176 |") == 1 and "| 0.220 |" in block
+    assert "| 30% real + 70% diffusion | 0 | not run yet | 0.174 |" in block
+    median = table[(table.policy == "30% real") & (table.split == "slice")].value.median()
+    assert f"| 30% real | 4 | {median:.3f} [" in block  # the slice rows only: subject's 100% real is not mixed in
+    assert findings.thesis_budget_block(pd.DataFrame()).count("not run yet") == 4

@@ -6,6 +6,7 @@ AUCs and calibration agree to 1e-4 absolute (stored probabilities are float16: 1
 """
 
 import json
+import platform
 
 import numpy as np
 import pandas as pd
@@ -67,6 +68,7 @@ def test_grouped_runner_table_equals_the_one_at_a_time_table(context, tmp_path, 
     assert ran_alone == []  # every trial trained in the stack
     stored = json.loads((tmp_path / "grouped" / "trials" / f"{specs[0].key}.json").read_text())
     assert stored["provenance"]["stacked"] == len(specs)
+    assert stored["provenance"]["machine"] == platform.machine()  # where it ran (a GPU's name on CUDA)
     # the same form: the same trials, metrics and columns in the same order
     keys = [c for c in alone.columns if c != "value"]
     pd.testing.assert_frame_equal(alone[keys], grouped[keys])
