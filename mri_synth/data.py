@@ -316,6 +316,8 @@ def _load_hub(location: str | Path, conv: _Converter) -> tuple[Split, Split]:
         raise DataSourceError(f"reading {location!r} from the Hugging Face hub needs the datasets package: "
                               "pip install datasets, or point MRI_SYNTH_DATA at a local copy") from None
 
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # "Generating train split" bars on stderr: noise in notebooks (and nbval's diffs)
     try:
         dsd = datasets.load_dataset(str(location), cache_dir=str(paths.cache_dir() / "hf"))
     except Exception as err:
@@ -326,6 +328,9 @@ def _load_hub(location: str | Path, conv: _Converter) -> tuple[Split, Split]:
             "cached? Point the study at a local copy: MRI_SYNTH_DATA=<folder in the hub's layout or an image folder "
             "with one sub-folder per class>, or use data_source='sample' (the bundled sample)"
         ) from err
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     missing = {"train", "test"} - set(dsd)
     if missing:
         raise DataSourceError(f"{location} has no {', '.join(sorted(missing))} split: it needs both train and test")
