@@ -231,7 +231,8 @@ def plot_per_class_recall(
     """
     require_columns(results, ["metric", "value", "policy"])
     metric = results["metric"].astype(str)
-    rows = results[metric.str.startswith("recall_")]
+    # the chosen checkpoint's recall per class; the last step's copies (recall_<class>_last) are other readouts
+    rows = results[metric.str.startswith("recall_") & ~metric.str.endswith("_last")]
     if rows.empty:
         raise ValueError(f"no recall_<class> rows; the table has metrics {sorted(metric.unique())}")
     rows = rows.assign(**{"class": rows["metric"].astype(str).str.removeprefix("recall_")})

@@ -96,6 +96,11 @@ def test_per_class_recall_labels_classes_with_counts(results):
     assert labels == ["Mild_Demented", "Moderate_Demented\n(n=49)", "Non_Demented", "Very_Mild_Demented"]
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["30% real", "100% real"]
     assert fig.axes[0].get_legend() is None
+    # the runner also records each recall at the last step (recall_<class>_last): not a class of its own
+    recall = results[results["metric"].str.startswith("recall_")]
+    with_last = pd.concat([results, recall.assign(metric=recall["metric"] + "_last")])
+    fig = plots.plot_per_class_recall(with_last, ["30% real", "100% real"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == labels[:1] + ["Moderate_Demented"] + labels[2:]
     with pytest.raises(ValueError, match="no recall_<class> rows"):
         plots.plot_per_class_recall(results[results["metric"] == "test_loss"])
 
