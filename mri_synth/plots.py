@@ -143,21 +143,28 @@ def plot_loss_distribution(
     for ax, arch in zip(axes[0], archs):
         panel = _in_arch(rows, "arch", arch)
         order = [p for p in policies if p in set(panel["policy"])]  # an architecture shows only the arms it ran
-        _boxplot(data=panel, x="policy", y="value", order=order, ax=ax, color="0.85", showfliers=False, width=0.6)
-        sns.stripplot(data=panel, x="policy", y="value", order=order, ax=ax, color="tab:blue", size=3,
+        # Boxes lie along the y axis, one row per arm, read top to bottom: arm labels such as
+        # "30% real + 70% diffusion (Mild+Moderate)" stay horizontal and the panel keeps its width for the data.
+        _boxplot(data=panel, x="value", y="policy", order=order, orient="h", ax=ax, color="0.85",
+                 showfliers=False, width=0.6)
+        sns.stripplot(data=panel, x="value", y="policy", order=order, orient="h", ax=ax, color="tab:blue", size=3,
                       alpha=0.6, jitter=0.2)
         if reference:
             shown = [(order.index(p), v) for p, v in reference.items() if p in order]
             if shown:
-                x, y = zip(*shown)
-                ax.scatter(np.asarray(x) + 0.38, y, marker="D", color="tab:red", zorder=5, label=reference_label)
+                y, x = zip(*shown)
+                ax.scatter(x, np.asarray(y) + 0.38, marker="D", color="tab:red", zorder=5, label=reference_label)
                 ax.legend(loc="best", fontsize="small")
-        ax.set(title=arch or "", xlabel="", ylabel=metric)
-        ax.tick_params(axis="x", labelrotation=30)
-        for label in ax.get_xticklabels():
-            label.set_horizontalalignment("right")
-    fig.suptitle(title or f"{metric} over repeats")
+        ax.set(title=arch or "", ylabel="", xlabel=metric)
+        ax.tick_params(axis="y", labelsize="small")
+    fig.suptitle(title or f"{_evaluation_prefix(rows)}{metric} over repeats")
     return fig
+
+
+def _evaluation_prefix(table: pd.DataFrame) -> str:
+    """``"slice split: "`` where every row of ``table`` comes from one evaluation, else nothing."""
+    splits = table["split"].dropna().unique() if "split" in table.columns else []
+    return f"{splits[0]} split: " if len(splits) == 1 else ""
 
 
 def plot_policies_at_fraction(
@@ -175,7 +182,7 @@ def plot_policies_at_fraction(
     if at_fraction.empty:
         fractions = sorted(results["real_fraction"].unique())
         raise ValueError(f"no trials at real_fraction={real_fraction}; the table has {fractions}")
-    options.setdefault("title", f"{metric} of every policy at {real_fraction:.0%} real")
+    options.setdefault("title", f"{_evaluation_prefix(at_fraction)}{metric} of every policy at {real_fraction:.0%} real")
     return plot_loss_distribution(at_fraction, None, metric, **options)
 
 
@@ -260,6 +267,7 @@ def plot_learning_curves(
     *,
     x: str | None = None,
     hue: str | None = None,
+    title: str | None = None,
 ) -> Figure:
     """Learning curves from the per-epoch history: median over repeats with the interquartile band.
 
@@ -268,6 +276,7 @@ def plot_learning_curves(
         metrics: one row of panels per metric.
         x: the x axis column; default ``epoch`` (pass ``"step"`` for a step budget).
         hue: the column naming the lines; default the policy.
+        title: figure title; default says what is drawn, and the evaluation where the history holds one.
     """
     x = x or "epoch"
     hue = hue or "policy"
@@ -281,10 +290,13 @@ def plot_learning_curves(
             panel = _in_arch(history[history["metric"] == metric], "arch", arch)
             sns.lineplot(data=panel, x=x, y="value", hue=hue, estimator="median", errorbar=("pi", 50),
                          marker="o", ax=ax)
-            ax.set(title=f"{arch or ''} {metric}".strip(), xlabel=x, ylabel=metric)
+            # an epoch is one pass over the arm's own training set: at equal steps a 30% arm runs 3.3x the epochs
+            ax.set(title=f"{arch or ''} {metric}".strip(), ylabel=metric,
+                   xlabel="epoch (passes over the arm's own training set)" if x == "epoch" else x)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             _legend_on_last(ax, axes)
-    fig.suptitle("learning curves: median over repeats, band = 25th-75th percentile")
+    fig.suptitle(title or f"{_evaluation_prefix(history)}learning curves: median over repeats, "
+                          "band = 25th-75th percentile")
     return fig
 
 

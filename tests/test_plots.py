@@ -56,21 +56,27 @@ def test_loss_distribution_shows_every_repeat_in_the_given_order(results):
     assert isinstance(fig, Figure)
     assert [ax.get_title() for ax in fig.axes] == ["cnn", "vit"]
     for ax in fig.axes:
-        assert [t.get_text() for t in ax.get_xticklabels()] == order
+        # one row per arm, top to bottom in the given order (labels stay horizontal, however long)
+        assert [t.get_text() for t in ax.get_yticklabels()] == order
+        assert ax.get_xlabel() == "test_loss"
         points = _points(ax)
         # 3 policies x 3 repeats from the strip plot, then 3 reference markers at the thesis values.
         assert len(points) == 9 + 3
-        np.testing.assert_allclose(sorted(points[-3:, 1]), sorted(reference.values()))
+        np.testing.assert_allclose(sorted(points[-3:, 0]), sorted(reference.values()))
         expected = results[(results["metric"] == "test_loss") & results["policy"].isin(order)
                            & (results["arch"] == ax.get_title())]["value"]
-        np.testing.assert_allclose(sorted(points[:9, 1]), sorted(expected))
+        np.testing.assert_allclose(sorted(points[:9, 0]), sorted(expected))
 
 
 def test_policies_at_fraction_shows_only_that_fraction_ordered_by_median(results):
     fig = plots.plot_policies_at_fraction(results, 0.3)
-    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert sorted(labels) == sorted(p for p, fraction, *_ in ARMS if fraction == 0.3)
     assert "100% real" not in labels
+    assert fig.get_suptitle() == "test_loss of every policy at 30% real"
+    # a table of one evaluation says which in the title
+    assert plots.plot_policies_at_fraction(results.assign(split="subject"), 0.3).get_suptitle() == (
+        "subject split: test_loss of every policy at 30% real")
     with pytest.raises(ValueError, match="no trials at real_fraction=0.5"):
         plots.plot_policies_at_fraction(results, 0.5)
 
@@ -112,8 +118,12 @@ def test_learning_curves_have_a_panel_per_metric_and_architecture(history):
     x, y = fig.axes[0].get_lines()[0].get_data()
     np.testing.assert_allclose(x, [1, 2, 3])
     np.testing.assert_allclose(y, [1.0, 0.5, 1 / 3])
-    one_arch = plots.plot_learning_curves(history[history["arch"] == "cnn"], ["test_loss"], x="step")
+    assert fig.axes[0].get_xlabel() == "epoch (passes over the arm's own training set)"
+    assert fig.get_suptitle().startswith("learning curves")
+    one_arch = plots.plot_learning_curves(history[history["arch"] == "cnn"].assign(split="slice"), ["test_loss"],
+                                          x="step")
     assert len(one_arch.axes) == 1 and one_arch.axes[0].get_xlabel() == "step"
+    assert one_arch.get_suptitle().startswith("slice split: learning curves")
     with pytest.raises(ValueError, match=r"history has no \['accuracy'\]"):
         plots.plot_learning_curves(history, ["accuracy"])
 
