@@ -41,3 +41,19 @@ def test_gpu_check_cpu_parts_write_a_report(tmp_path):
     assert "P=  1:" in concurrent and "P=  2:" in concurrent
     assert "K=2:" in (report / "stacked.txt").read_text()
     assert "8 cnn trials" in (report / "grid.txt").read_text() and (report / "grid" / "results.parquet").exists()
+
+
+def test_stacked_profile_runs_every_variant_on_the_cpu(tmp_path):
+    # benchmarks/stacked_profile.py is the prepared GPU diagnosis of the stacked step (issue 13's K = 32 target);
+    # its quick mode runs the same code on the CPU at tiny sizes, so it cannot rot before a GPU machine runs it.
+    out = tmp_path / "stacked_profile.txt"
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / "stacked_profile.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    profile = out.read_text()
+    for variant in ("one model (fit's step)", "as fit_stacked", "cudnn.benchmark", "fp32 (TF32 allowed)",
+                    "vmap chunks of", "loop, one backward"):
+        assert variant in profile
+    # each variant's parts and its ratio to one at a time, then the profiler's table of the stacked step
+    assert profile.count("x one at a time") == 5 and "forward+backward" in profile and "Self CPU" in profile
