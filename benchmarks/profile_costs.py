@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="")
     parser.add_argument("--working-day-h", type=float, default=8.0)
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="also cost a profile of more repeats at this many per setting (the real profile's 10)")
     args = parser.parse_args(argv)
     lines = [f"{'profile':9s} {'what':32s} {'count':>6s} {'steps':>10s} {'CPU h':>9s} {'H100 h':>17s}"]
     for path in sorted(PROFILE_DIR.glob("*.yaml")):
@@ -131,6 +133,13 @@ def main(argv: list[str] | None = None) -> list[str]:
             alt = gpu - sum(r["h100_h"] for r in made) + sum(r["count"] for r in made) * H100_GENERATOR_S["latent-cpu"] / 3600
             lines.append(f"{path.stem:9s} {'TOTAL, latent-cpu generators':32s} {'':6s} {'':10s} {'':9s} {alt:17.1f}   "
                          f"-> {math.ceil(alt / args.working_day_h)} H100(s) for a {args.working_day_h:.0f} h day")
+            # every trial and generator belongs to one repeat, so the cost scales with the repeats exactly
+            n_seeds = int((load_profile(path.stem).get("common") or {}).get("n_seeds") or 0)
+            if n_seeds > args.repeats:
+                fewer = alt * args.repeats / n_seeds
+                what = f"the same at {args.repeats} of {n_seeds} repeats"
+                lines.append(f"{path.stem:9s} {what:32s} {'':6s} {'':10s} {'':9s} {fewer:17.1f}   -> "
+                             f"{math.ceil(fewer / args.working_day_h)} H100(s) for a {args.working_day_h:.0f} h day")
     lines.append("steps: batch-64 steps at the measured input size. CPU: 1-2 threads of the 2-core development machine; "
                  "its TOTAL leaves out nan rows (the gpu diffusion preset is not run on a CPU). H100: rates measured "
                  "by benchmarks/gpu_check.sh on one H100 (benchmarks/results/gpu_check_h100/); CNN trials 8 to a GPU "

@@ -40,3 +40,14 @@ def test_the_thesis_total_with_the_cheapest_measured_generator_swaps_only_the_ge
     expected = classifiers + 800 * costs.H100_GENERATOR_S["latent-cpu"] / 3600
     assert float(line.split("->")[0].split()[-1]) == round(expected, 1)
     assert not any(line.startswith("quick") and "latent-cpu generators" in line for line in lines)  # cheap already
+
+
+def test_the_thesis_total_at_fewer_repeats_scales_with_the_repeats():
+    # every trial and generator belongs to one repeat: at 10 of the thesis's 100 repeats the cost is a tenth
+    costs = _profile_costs()
+    lines = costs.main(["--repeats", "10"])
+    [full] = [line for line in lines if line.startswith("thesis") and "latent-cpu generators" in line]
+    [fewer] = [line for line in lines if line.startswith("thesis") and "at 10 of 100 repeats" in line]
+    hours = [float(line.split("->")[0].split()[-1]) for line in (full, fewer)]
+    assert abs(hours[1] - hours[0] / 10) <= 0.06 and hours[1] < 10
+    assert not any("repeats" in line for line in costs.main(["--repeats", "200"]))  # no row where it would add repeats
