@@ -40,9 +40,9 @@ from torch.func import functional_call, stack_module_state
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mri_synth import models  # noqa: E402
 from mri_synth.augment import POLICIES, make_augment  # noqa: E402
-from mri_synth.data import load_data  # noqa: E402
 from mri_synth.stacked import _batches, stacked_loss  # noqa: E402
 from mri_synth.train import BatchStream, _autocast, default_bf16  # noqa: E402
+from stacked_throughput import cnn_setup  # noqa: E402
 from train_throughput import SHARED, _write  # noqa: E402
 
 
@@ -197,9 +197,7 @@ def main() -> None:
         print(text, flush=True)
         lines.append(text)
 
-    data = load_data("sample" if args.quick else args.source)
-    spec = models.tiny_model("cnn")[1] if args.quick else models.get_spec("cnn")
-    smallest, largest = (40, 80) if args.quick else (1536, min(5120, len(data.train)))
+    data, spec, smallest, largest = cnn_setup(args.source, args.quick)
     sizes = torch.linspace(smallest, largest, k).round().long().tolist() if k > 1 else [smallest]
     images, labels = data.train.images, data.train.labels
     bf16 = default_bf16(device)

@@ -36,6 +36,14 @@ from train_throughput import SHARED, _write, cpu_name  # noqa: E402
 SMALLEST, LARGEST = 1536, 5120  # slices: 30% and 100% of the thesis's train split
 
 
+def cnn_setup(source: str, quick: bool):
+    """The data, the CNN's spec and the range of training-set sizes (tiny ones with ``quick``)."""
+    data = load_data("sample" if quick else source)
+    spec = models.tiny_model("cnn")[1] if quick else models.get_spec("cnn")
+    smallest, largest = (40, 80) if quick else (SMALLEST, min(LARGEST, len(data.train)))
+    return data, spec, smallest, largest
+
+
 def make_trials(images: torch.Tensor, labels: torch.Tensor, k: int, augment: str, smallest: int,
                 largest: int) -> list[StackedTrial]:
     """K trials with training sets of sizes spread over [smallest, largest], seeds 0..K-1."""
@@ -90,9 +98,7 @@ def main() -> None:
         print(text, flush=True)
         lines.append(text)
 
-    data = load_data("sample" if args.quick else args.source)
-    spec = models.tiny_model("cnn")[1] if args.quick else models.get_spec("cnn")
-    smallest, largest = (40, 80) if args.quick else (SMALLEST, min(LARGEST, len(data.train)))
+    data, spec, smallest, largest = cnn_setup(args.source, args.quick)
     batch = 16 if args.quick else args.batch_size
     test = data.test.subset(range(min(128, len(data.test))))  # one evaluation per trial; kept small
     config = TrainConfig(max_steps=steps, batch_size=batch, device=args.device, progress=False,
