@@ -89,3 +89,23 @@ def test_thesis_budget_rows_stand_beside_the_thesis_medians_and_missing_arms_are
     median = table[(table.policy == "30% real") & (table.split == "slice")].value.median()
     assert f"| 30% real | 4 | {median:.3f} [" in block  # the slice rows only: subject's 100% real is not mixed in
     assert findings.thesis_budget_block(pd.DataFrame()).count("not run yet") == 4
+
+
+def test_thesis_budget_contrasts_are_paired_and_labelled_exploratory():
+    arms = {**ARMS, "30% real + 70% diffusion": dict(real_fraction=0.3, synthetic="diffusion", synthetic_fraction=0.7)}
+    rng = np.random.default_rng(1)
+    base = rng.normal(0.5, 0.05, 10)
+    effects = {"100% real": -0.3, "30% real": 0.2, "30% real + 70% repeat": 0.0, "30% real + 70% diffusion": 0.05}
+    rows = [{**S.TrialSpec(split="slice", seed=seed, **arms[policy]).table_columns(), "metric": "test_loss",
+             "value": base[seed] + effect + rng.normal(0, 0.0002)}
+            for policy, effect in effects.items() for seed in range(10)]
+    block = findings.thesis_budget_block(pd.DataFrame(rows))
+    assert "Holm over 2). They are not in the profile's declared family" in block and "exploratory" in block
+    # diffusion is 0.05 worse than its control (repeat) and 0.15 better than 30% real, in every pair
+    assert "- 30% real + 70% diffusion vs 30% real + 70% repeat: +0.050 [" in block
+    assert "**30% real + 70% repeat** is better (Holm p = " in block
+    assert "- 30% real + 70% diffusion vs 30% real: -0.150 [" in block
+    assert "**30% real + 70% diffusion** is better (Holm p = " in block
+    # one paired repeat is no contrast: the rows stand alone
+    one = pd.DataFrame([r for r in rows if r["seed"] < 1 or r["policy"] != "30% real + 70% diffusion"])
+    assert "Paired contrasts" not in findings.thesis_budget_block(one)
