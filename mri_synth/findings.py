@@ -132,12 +132,12 @@ def thesis_budget_block(results: pd.DataFrame, *, arch: str = "cnn", alpha: floa
     contrasts = contrasts[contrasts.n_pairs >= 2] if len(contrasts) else contrasts
     if len(contrasts):
         lines += ["", f"Paired contrasts of these rows (mean difference A - B with its BCa interval; Holm over "
-                  f"{len(THESIS_BUDGET_CONTRASTS)}). They are not in the profile's declared family, which is the "
+                  f"{len(ready)}). They are not in the profile's declared family, which is the "
                   "equal-step grid's: they were added after this budget's first repeats were seen, so read them as "
                   "exploratory:", ""]
-        for row in contrasts.itertuples():
+        for _, row in contrasts.iterrows():
             lines.append(f"- {row.a} vs {row.b}: {_signed(row.mean_diff)} [{_signed(row.mean_lo)}, "
-                         f"{_signed(row.mean_hi)}]; {verdict(pd.Series(row._asdict()), alpha)}")
+                         f"{_signed(row.mean_hi)}]; {verdict(row, alpha)}")
     return "\n".join(lines) + "\n"
 
 

@@ -109,3 +109,6 @@ def test_thesis_budget_contrasts_are_paired_and_labelled_exploratory():
     # one paired repeat is no contrast: the rows stand alone
     one = pd.DataFrame([r for r in rows if r["seed"] < 1 or r["policy"] != "30% real + 70% diffusion"])
     assert "Paired contrasts" not in findings.thesis_budget_block(one)
+    # without the repeat arm only the contrast with 30% real is run, and Holm corrects over that one
+    no_repeat = findings.thesis_budget_block(pd.DataFrame([r for r in rows if r["policy"] != "30% real + 70% repeat"]))
+    assert "Holm over 1)" in no_repeat and "vs 30% real + 70% repeat" not in no_repeat
