@@ -78,8 +78,9 @@ def imports(args: argparse.Namespace) -> list[str]:
 def _rate(arch: str, size: int, batch: int, steps: int, device: str, data, compile: bool = False) -> str:
     import torch
 
-    from mri_synth.models import get_spec, tiny_model
-    from mri_synth.train import TrainConfig, fit
+    from mri_synth.training.models import get_spec, tiny_model
+    from mri_synth.training.settings import TrainConfig
+    from mri_synth.training.fit import fit
 
     spec = tiny_model(arch)[1] if size < 64 else get_spec(arch).with_input_size(size)
     config = TrainConfig(max_steps=steps, batch_size=batch, device=device, progress=False, compile=compile)
@@ -98,7 +99,7 @@ def _rate(arch: str, size: int, batch: int, steps: int, device: str, data, compi
 
 
 def throughput(args: argparse.Namespace) -> list[str]:
-    from mri_synth.data import load_data
+    from mri_synth.data.cache import load_data
 
     data = load_data("sample" if args.quick else os.environ.get("MRI_SYNTH_DATA") or "sample")
     steps = 3 if args.quick else 100
@@ -157,8 +158,8 @@ def _latent_rates(args: argparse.Namespace, sub) -> list[str]:
 def grid(args: argparse.Namespace) -> list[str]:
     import json
 
-    from mri_synth import runner, study
-    from mri_synth.data import load_data
+    from mri_synth.study import runner, trials as study
+    from mri_synth.data.cache import load_data
 
     data = load_data("sample" if args.quick else os.environ.get("MRI_SYNTH_DATA") or "sample")
     context = study.StudyContext(data=data, device=args.device, bank_root=Path(args.report) / "bank",
@@ -180,7 +181,7 @@ def grid(args: argparse.Namespace) -> list[str]:
 
 def options(args: argparse.Namespace) -> list[str]:
     """What could make a trial or a generator cheaper on the device: torch.compile, and the latent cpu preset."""
-    from mri_synth.data import load_data
+    from mri_synth.data.cache import load_data
 
     data = load_data("sample" if args.quick else os.environ.get("MRI_SYNTH_DATA") or "sample", subjects=False)
     steps = 3 if args.quick else 300
@@ -207,9 +208,9 @@ def _trials(args: argparse.Namespace):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from stacked_throughput import LARGEST, SMALLEST, make_trials
 
-    from mri_synth.data import load_data
-    from mri_synth.models import get_spec, tiny_model
-    from mri_synth.train import TrainConfig
+    from mri_synth.data.cache import load_data
+    from mri_synth.training.models import get_spec, tiny_model
+    from mri_synth.training.settings import TrainConfig
 
     data = load_data("sample" if args.quick else os.environ.get("MRI_SYNTH_DATA") or "sample", subjects=False)
     spec = tiny_model("cnn")[1] if args.quick else get_spec("cnn")
@@ -226,8 +227,8 @@ def worker(args: argparse.Namespace) -> list[str]:
 
     import torch
 
-    from mri_synth.stacked import trial_config
-    from mri_synth.train import fit
+    from mri_synth.training.stacked import trial_config
+    from mri_synth.training.fit import fit
 
     trials, config, spec, test = _trials(args)
     mine = trials[args.rank::args.procs]

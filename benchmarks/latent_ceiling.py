@@ -9,10 +9,11 @@ far from the floor, the autoencoder limits fidelity; if they sit near it, the la
 import torch
 
 from mri_synth import paths
-from mri_synth.data import load_data
-from mri_synth.synth import fidelity
+from mri_synth.data.cache import load_data
+from mri_synth.analysis import fidelity
 from mri_synth.synth.latent import LatentDiffusionGenerator
-from mri_synth.train import TrainConfig, fit
+from mri_synth.training.settings import TrainConfig
+from mri_synth.training.fit import fit
 
 import latent_fidelity as lf
 

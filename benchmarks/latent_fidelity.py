@@ -26,14 +26,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mri_synth.data import load_data, stratified_sample
-from mri_synth.plots import save_figure
-from mri_synth.synth import fidelity
+from mri_synth.data.cache import load_data
+from mri_synth.data.sampling import stratified_sample
+from mri_synth.analysis.plots import save_figure
+from mri_synth.analysis import fidelity, memorisation
 from mri_synth.synth.base import variant_seed
 from mri_synth.synth.diffusion import DiffusionConfig, DiffusionGenerator
-from mri_synth.synth.figures import real_synthetic_pairs
+from mri_synth.analysis.synthetic_figures import real_synthetic_pairs
 from mri_synth.synth.latent import LatentDiffusionConfig, LatentDiffusionGenerator
-from mri_synth.train import TrainConfig, fit
+from mri_synth.training.settings import TrainConfig
+from mri_synth.training.fit import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,7 +119,7 @@ def main() -> None:
         "latent cpu": (LatentDiffusionGenerator, LatentDiffusionConfig.preset("toy" if args.tiny else "cpu"),
                        [float(s) for s in args.latent_strengths.split(",")]),
     }
-    adjacent = fidelity.median_adjacent_ssim(subset.images, subset.labels)
+    adjacent = memorisation.median_adjacent_ssim(subset.images, subset.labels)
     notes.append(f"copy test of the strength selection: a variation's median SSIM to its source against the median "
                  f"adjacent-slice SSIM among the subset's {len(subset)} slices, {adjacent:.3f} (the final copy test's "
                  "floor; among the sparse selection slices a slice's nearest other slice is seldom its neighbour)")

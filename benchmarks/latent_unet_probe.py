@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latent_fidelity as lf  # noqa: E402
 
-from mri_synth.models import get_spec  # noqa: E402
-from mri_synth.synth import fidelity  # noqa: E402
+from mri_synth.training.models import get_spec  # noqa: E402
+from mri_synth.analysis import fidelity, memorisation  # noqa: E402
 from mri_synth.synth.base import variant_seed  # noqa: E402
 from mri_synth.synth.latent import LatentDiffusionGenerator  # noqa: E402
 from mri_synth.synth.trained import to_model  # noqa: E402
@@ -59,7 +59,7 @@ if args.retrain is not None:
         g.save(args.save)
 sel_seeds = [variant_seed(0, i, 0) for i in selection.ids]
 strengths = [float(s) for s in args.strengths.split(",")]
-adjacent = fidelity.median_adjacent_ssim(subset.images, subset.labels)
+adjacent = memorisation.median_adjacent_ssim(subset.images, subset.labels)
 for w in [float(v) for v in args.guidance.split(",")]:
     g.config = replace(g.config, guidance_scale=w)
     chosen, table = fidelity.select_strength(

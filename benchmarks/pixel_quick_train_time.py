@@ -7,7 +7,8 @@ training time for it; this is that number. Recorded output: results/latent_fidel
 """
 import time, torch
 torch.set_num_threads(1)
-from mri_synth.data import load_data, stratified_sample
+from mri_synth.data.cache import load_data
+from mri_synth.data.sampling import stratified_sample
 from mri_synth.synth.diffusion import DiffusionConfig, DiffusionGenerator
 d = load_data("/work/shared/data/alzheimer_mri"); s = d.train.subset(stratified_sample(d.train.labels, 0.3, 0))
 w, c = time.perf_counter(), time.process_time()

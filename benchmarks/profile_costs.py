@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mri_synth.experiment import ArchitectureStudy  # noqa: E402
+from mri_synth.chapters.training import ArchitectureStudy  # noqa: E402
 from mri_synth.notebooks import PROFILE_DIR, load_profile  # noqa: E402
-from mri_synth.study import CONTROL_ARMS  # noqa: E402
+from mri_synth.study.trials import CONTROL_ARMS  # noqa: E402
 from mri_synth.synth import registry  # noqa: E402
 
 STUDY_NOTEBOOKS = {"04_train_cnn": "cnn", "05_train_resnet18": "resnet18", "06_train_vit": "vit"}
@@ -57,8 +57,8 @@ def pool_counts(data_source: str) -> dict[str, int]:
     """Pool images per class: the bundled sample's own (it is small), else the thesis split's."""
     if data_source != "sample":
         return POOL
-    from mri_synth.constants import CLASS_NAMES
-    from mri_synth.data import load_data
+    from mri_synth.data.types import CLASS_NAMES
+    from mri_synth.data.cache import load_data
 
     counts = load_data("sample", subjects=False).train.labels.bincount(minlength=len(CLASS_NAMES)).tolist()
     return {c: n - round(0.15 * n) for c, n in zip(CLASS_NAMES, counts)}

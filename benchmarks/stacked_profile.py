@@ -38,10 +38,12 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mri_synth import models  # noqa: E402
-from mri_synth.augment import POLICIES, make_augment  # noqa: E402
-from mri_synth.stacked import _batches, stacked_loss  # noqa: E402
-from mri_synth.train import BatchStream, _autocast, default_bf16  # noqa: E402
+from mri_synth.training import models  # noqa: E402
+from mri_synth.training.augment import POLICIES, make_augment  # noqa: E402
+from mri_synth.training.stacked import _batches, stacked_loss  # noqa: E402
+from mri_synth.training.evaluation import autocast  # noqa: E402
+from mri_synth.training.fit import BatchStream  # noqa: E402
+from mri_synth.training.settings import default_bf16  # noqa: E402
 from stacked_throughput import cnn_setup  # noqa: E402
 from train_throughput import SHARED, _write  # noqa: E402
 
@@ -116,7 +118,7 @@ def time_stack(stack: Stack, forward, steps: int, bf16: bool) -> dict[str, float
         x, y = stack.batches()
         _sync(stack.device)
         t1 = time.perf_counter()
-        with _autocast(stack.device, bf16):
+        with autocast(stack.device, bf16):
             loss = forward(x, y)
         stack.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -145,7 +147,7 @@ def time_one_model(spec, images, labels, batch: int, steps: int, device: torch.d
         start = time.perf_counter()
         index = stream.next()[0].to(device)
         x = spec.prepare(x_all[index]).contiguous(memory_format=torch.channels_last)
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             loss = F.cross_entropy(net(x).float(), y_all[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -163,7 +165,7 @@ def profile_table(stack: Stack, forward, bf16: bool, rows: int) -> str:
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(3):
             x, y = stack.batches()
-            with _autocast(stack.device, bf16):
+            with autocast(stack.device, bf16):
                 loss = forward(x, y)
             stack.optimizer.zero_grad(set_to_none=True)
             loss.backward()

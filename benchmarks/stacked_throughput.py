@@ -26,11 +26,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mri_synth import heap, models  # noqa: E402
-from mri_synth.augment import POLICIES  # noqa: E402
-from mri_synth.data import load_data  # noqa: E402
-from mri_synth.stacked import StackedTrial, fit_stacked, trial_config  # noqa: E402
-from mri_synth.train import TrainConfig, default_bf16, fit  # noqa: E402
+from mri_synth.training import heap, models  # noqa: E402
+from mri_synth.training.augment import POLICIES  # noqa: E402
+from mri_synth.data.cache import load_data  # noqa: E402
+from mri_synth.training.stacked import StackedTrial, fit_stacked, trial_config  # noqa: E402
+from mri_synth.training.settings import TrainConfig, default_bf16
+from mri_synth.training.fit import fit  # noqa: E402
 from train_throughput import SHARED, _write, cpu_name  # noqa: E402
 
 SMALLEST, LARGEST = 1536, 5120  # slices: 30% and 100% of the thesis's train split

@@ -37,10 +37,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mri_synth import heap, models  # noqa: E402
-from mri_synth.augment import POLICIES, make_augment  # noqa: E402
-from mri_synth.data import load_data  # noqa: E402
-from mri_synth.train import TrainConfig, fit  # noqa: E402
+from mri_synth.training import heap, models  # noqa: E402
+from mri_synth.training.augment import POLICIES, make_augment  # noqa: E402
+from mri_synth.data.cache import load_data  # noqa: E402
+from mri_synth.training.settings import TrainConfig
+from mri_synth.training.fit import fit  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "alzheimer_mri"
 

@@ -19,21 +19,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import heap
+from mri_synth.training import heap
 
 
 def _notebooks(args: argparse.Namespace) -> None:
-    from .notebooks import run_batch
+    from mri_synth.notebooks import run_batch
 
     runs = run_batch(args.profile, run_dir=args.run_dir, only=args.only, log_output=args.log_output)
     print(f"ran {len(runs)} notebook(s) in {sum(r.seconds for r in runs):.0f} s; outputs in {runs[-1].output.parent}")
 
 
 def _data(args: argparse.Namespace) -> None:
-    from .data import load_data
-    from .explore import class_count_table
+    from mri_synth.data.cache import load_data
+    from mri_synth.chapters.exploration import class_count_table
 
-    from .audit import leakage_audit
+    from mri_synth.data.audit import leakage_audit
 
     data = load_data(args.source)
     print(f"{data.source} (fingerprint {data.fingerprint})")
@@ -44,8 +44,8 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace) -> None:
-    from .experiment import ArchitectureStudy, run_architecture
-    from .stats import summarize
+    from mri_synth.chapters.training import ArchitectureStudy, run_architecture
+    from mri_synth.analysis.stats import summarize
 
     config = ArchitectureStudy(arch=args.arch, data_source=args.data or "", real_fractions=args.fractions,
                                arms=args.arms, n_seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs,
@@ -71,12 +71,12 @@ def _study(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from .data import load_data
-    from .study import StudyContext
-    from .tuning import tune_baseline
+    from mri_synth.data.cache import load_data
+    from mri_synth.study.trials import StudyContext
+    from mri_synth.study.tuning import tune_baseline
 
     context = StudyContext(data=load_data(args.data or None), device=args.device, cpu_threads=args.cpu_threads)
-    from . import paths
+    from mri_synth import paths
 
     results = Path(_absolute(args.results)) if args.results else paths.results_dir() / "tuning"
     for split in args.split:
@@ -88,10 +88,10 @@ def _tune(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from .data import load_data
-    from .synth.generation import GenerationConfig, fill_bank
+    from mri_synth.data.cache import load_data
+    from mri_synth.chapters.generation import GenerationConfig, fill_bank
 
-    from .synth import registry
+    from mri_synth.synth import registry
 
     config = GenerationConfig(data_source=args.data or "", generator=args.generator, real_fraction=args.fraction,
                               n_variants=args.variants, seed=args.seed, diffusion_preset=args.diffusion_preset,
@@ -102,7 +102,7 @@ def _generate(args: argparse.Namespace) -> None:
     if args.dry_run:
         if not registry.get(config.generator).paid:
             raise ValueError(f"--dry-run prices a paid generator; {config.generator} costs nothing: drop --dry-run")
-        from .synth.generation import real_sample
+        from mri_synth.chapters.generation import real_sample
 
         sources = real_sample(data, config)
         generator = registry.build(config.generator, config.generator_settings())
@@ -116,8 +116,8 @@ def _generate(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .experiment import load_all_results
-    from .stats import compare_to_reference, summarize, thesis_comparison
+    from mri_synth.chapters.training import load_all_results
+    from mri_synth.analysis.stats import compare_to_reference, summarize, thesis_comparison
 
     results, _ = load_all_results(_absolute(args.results))
     with pd.option_context("display.width", 200, "display.max_columns", 30):
@@ -140,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--log-output", action="store_true", help="stream cell outputs while running")
     nb.set_defaults(func=_notebooks)
 
-    from .augment import POLICIES
-    from .experiment import ArchitectureStudy
-    from .synth import registry
+    from mri_synth.training.augment import POLICIES
+    from mri_synth.chapters.training import ArchitectureStudy
+    from mri_synth.synth import registry
     defaults = ArchitectureStudy.__dataclass_fields__  # one set of defaults: the notebooks' configs
     default = {name: f.default for name, f in defaults.items()}
     arms = ", ".join([*POLICIES, "repeat", *registry.names()][1:])
@@ -234,10 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _findings(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from . import findings
-    from .experiment import ArchitectureStudy
-    from .notebooks import load_profile
-    from .runner import load_results
+    from mri_synth.analysis import findings
+    from mri_synth.chapters.training import ArchitectureStudy
+    from mri_synth.notebooks import load_profile
+    from mri_synth.study.runner import load_results
 
     profile = load_profile(args.profile)
     notebooks = profile.get("notebooks") or {}
@@ -253,7 +253,7 @@ def _findings(args: argparse.Namespace) -> None:
     thesis_dir = (_absolute(args.thesis_budget) if args.thesis_budget
                   else (notebooks.get("07_results") or {}).get("thesis_budget_dir"))
     if thesis_dir:  # the thesis-comparable rows (the profile's folder unless --thesis-budget names one)
-        from .paths import project_path
+        from mri_synth.paths import project_path
 
         folder_tb = project_path(thesis_dir)
         folder_tb = folder_tb / "cnn" if (folder_tb / "cnn").is_dir() else folder_tb

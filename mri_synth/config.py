@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from . import paths
+from mri_synth import paths
 
 C = TypeVar("C", bound="NotebookConfig")
 
@@ -90,6 +90,6 @@ class NotebookConfig:
 
     def load_data(self):
         """The notebook's data source, decoded once (``data.load_data``)."""
-        from .data import load_data
+        from mri_synth.data.cache import load_data
 
         return load_data(self.data_source)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from mri_synth.augment import POLICIES, PolicyAugment, apply_op, make_augment
+from mri_synth.training.augment import POLICIES, PolicyAugment, apply_op, make_augment
 
 RANDOM_POLICIES = [p for p in POLICIES if p != "none"]
 

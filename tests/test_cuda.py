@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from mri_synth import runner as R
-from mri_synth import study as S
-from mri_synth.models import tiny_model
-from mri_synth.stacked import StackedTrial, fit_stacked, trial_config
-from mri_synth.train import TrainConfig, fit
+from mri_synth.study import runner as R
+from mri_synth.study import trials as S
+from mri_synth.training.models import tiny_model
+from mri_synth.training.stacked import StackedTrial, fit_stacked, trial_config
+from mri_synth.training.settings import TrainConfig
+from mri_synth.training.fit import fit
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine: "

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mri_synth import data as D
+from mri_synth import paths
+from mri_synth.data import cache, sampling, sources, types
 
 THESIS_TRAIN = [724, 49, 2566, 1781]
 THESIS_TEST = [172, 15, 634, 459]
@@ -40,34 +41,34 @@ def test_hub_folder_matches_the_thesis_counts(real_data):
 
 @pytest.mark.filterwarnings("ignore::mri_synth.subjects.SubjectsWarning")  # scattered slices are not whole people
 def test_image_folder_written_from_real_images_loads_identically(real_data, tmp_path, tmp_cache):
-    idx = D.stratified_sample(real_data.train.labels, 0.02, seed=1)
+    idx = sampling.stratified_sample(real_data.train.labels, 0.02, seed=1)
     part = real_data.train.subset(idx)
     root = tmp_path / "kaggle"
-    D.export_image_folder(part, root / "train")
-    D.export_image_folder(real_data.test.subset(torch.arange(40)), root / "test")
-    loaded = D.load_data(root)
+    sources.export_image_folder(part, root / "train")
+    sources.export_image_folder(real_data.test.subset(torch.arange(40)), root / "test")
+    loaded = cache.load_data(root)
     assert loaded.train.class_counts() == part.class_counts()
     # PNG is lossless: the same pixels come back, in the order of the (sorted) files
     order = {i: n for n, i in enumerate(loaded.train.ids)}
     for k in range(len(part)):
         stem = part.ids[k].replace("/", "_")
-        j = order[f"train/{D.CLASS_NAMES[part.labels[k]]}/{stem}.png"]
+        j = order[f"train/{types.CLASS_NAMES[part.labels[k]]}/{stem}.png"]
         assert torch.equal(loaded.train.images[j], part.images[k])
         assert loaded.train.labels[j] == part.labels[k]
 
 
 @pytest.mark.filterwarnings("ignore::mri_synth.subjects.SubjectsWarning")  # scattered slices are not whole people
 def test_image_folder_without_split_levels_and_spelling_variants(real_data, tmp_path, tmp_cache):
-    part = real_data.train.subset(D.stratified_sample(real_data.train.labels, 0.03, seed=0))
-    D.export_image_folder(part, tmp_path / "flat", suffix=".jpg")
+    part = real_data.train.subset(sampling.stratified_sample(real_data.train.labels, 0.03, seed=0))
+    sources.export_image_folder(part, tmp_path / "flat", suffix=".jpg")
     for old, new in [("Non_Demented", "NonDemented"), ("Very_Mild_Demented", "Very Mild Demented")]:
         (tmp_path / "flat" / old).rename(tmp_path / "flat" / new)
-    loaded = D.load_data(tmp_path / "flat")
+    loaded = cache.load_data(tmp_path / "flat")
     counts = [a + b for a, b in zip(loaded.train.class_counts(), loaded.test.class_counts())]
     assert counts == part.class_counts()
     # the held-out share is the documented 20% of each class, and never overlaps the train split
     assert not set(loaded.train.ids) & set(loaded.test.ids)
-    assert loaded.test.class_counts() == [max(1, int(c * D.HOLDOUT_FRACTION + 0.5)) for c in part.class_counts()]
+    assert loaded.test.class_counts() == [max(1, int(c * sources.HOLDOUT_FRACTION + 0.5)) for c in part.class_counts()]
 
 
 SAMPLE_TRAIN = [47, 49, 75, 52]  # 9 whole people (Mild 2, Moderate 2, Non 3, Very mild 2); slices keep their split
@@ -83,7 +84,7 @@ def test_bundled_sample(sample_data):
 def test_sample_people_recovered_from_pixels_are_the_people_it_was_drawn_as(sample_data):
     import pandas as pd
 
-    stored = pd.read_csv(D.paths.SAMPLE_DIR / "people.csv").set_index("id")
+    stored = pd.read_csv(paths.SAMPLE_DIR / "people.csv").set_index("id")
     for split in (sample_data.train, sample_data.test):
         assert split.groups is not None and split.groups.dtype == torch.int64
     ids = list(sample_data.train.ids + sample_data.test.ids)
@@ -95,14 +96,14 @@ def test_sample_people_recovered_from_pixels_are_the_people_it_was_drawn_as(samp
     assert (sample_data.subjects.positions == stored.loc[ids, "slice"].to_numpy()).all()  # the same chain order
     # whole people, and, as in the source's split by slice, every one of them in both splits
     assert set(sample_data.train.groups.tolist()) == set(sample_data.test.groups.tolist())
-    people_per_class = np.bincount(sample_data.subjects.group_labels, minlength=D.NUM_CLASSES).tolist()
+    people_per_class = np.bincount(sample_data.subjects.group_labels, minlength=types.NUM_CLASSES).tolist()
     assert people_per_class == [2, 2, 3, 2]
 
 
 def test_sample_people_are_the_real_datas_people(sample_data, real_data):
     import pandas as pd
 
-    stored = pd.read_csv(D.paths.SAMPLE_DIR / "people.csv")
+    stored = pd.read_csv(paths.SAMPLE_DIR / "people.csv")
     real_ids = real_data.train.ids + real_data.test.ids
     real_groups = real_data.subjects.groups
     row = {i: k for k, i in enumerate(real_ids)}
@@ -113,17 +114,17 @@ def test_sample_people_are_the_real_datas_people(sample_data, real_data):
 
 def test_split_groups_travel_with_subsets_and_are_checked():
     images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
-    split = D.Split(images, torch.tensor([0, 1, 2, 3]), ("a", "b", "c", "d"), torch.tensor([7, 7, 9, 9]))
+    split = types.Split(images, torch.tensor([0, 1, 2, 3]), ("a", "b", "c", "d"), torch.tensor([7, 7, 9, 9]))
     assert split.subset([2, 0]).groups.tolist() == [9, 7]
-    assert D.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd")).subset([1]).groups is None
+    assert types.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd")).subset([1]).groups is None
     with pytest.raises(ValueError, match=r"groups must be int64 \[N\] with N = 4"):
-        D.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd"), torch.tensor([1, 2]))
+        types.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd"), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="one person id per image"):
-        D.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd"), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+        types.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd"), torch.tensor([1.0, 2.0, 3.0, 4.0]))
 
 
 def test_load_data_can_skip_the_people(tmp_cache):
-    data = D.load_data("sample", subjects=False)
+    data = cache.load_data("sample", subjects=False)
     assert data.train.groups is None and data.subjects is None
 
 
@@ -135,16 +136,16 @@ def test_sample_images_are_the_real_rows_they_are_named_after(sample_data, real_
 
 def test_env_var_redirects_the_default_source(monkeypatch, real_data_path):
     monkeypatch.setenv("MRI_SYNTH_DATA", "sample")
-    assert D.load_data().train.class_counts() == SAMPLE_TRAIN
+    assert cache.load_data().train.class_counts() == SAMPLE_TRAIN
     monkeypatch.setenv("MRI_SYNTH_DATA", str(real_data_path))
-    assert len(D.load_data().train) == 5120
+    assert len(cache.load_data().train) == 5120
 
 
 # ------------------------------------------------------------------------------------------------ cache
 
 
 def test_second_load_comes_from_the_cache(tmp_cache, monkeypatch):
-    first = D.load_data("sample")
+    first = cache.load_data("sample")
     files = list((tmp_cache / "data").glob("*.pt"))
     assert len(files) == 1 and first.fingerprint in files[0].name
 
@@ -152,32 +153,32 @@ def test_second_load_comes_from_the_cache(tmp_cache, monkeypatch):
         raise AssertionError("decoded again instead of reading the cache")
 
     monkeypatch.setattr(D, "_load_image_folder", no_decoding)
-    second = D.load_data("sample")
+    second = cache.load_data("sample")
     assert torch.equal(first.train.images, second.train.images) and first.test.ids == second.test.ids
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not a torch file"])
 def test_an_unreadable_cache_is_rebuilt_with_a_warning_naming_it(tmp_cache, damage):
-    first = D.load_data("sample")
+    first = cache.load_data("sample")
     [cache_file] = (tmp_cache / "data").glob("*.pt")
     whole = cache_file.read_bytes()
     cache_file.write_bytes(whole[: len(whole) // 2] if damage == "truncated" else b"garbage")
     with pytest.warns(UserWarning, match=f"data cache {cache_file}.*cannot be read.*rebuilding"):
-        second = D.load_data("sample")
+        second = cache.load_data("sample")
     assert torch.equal(first.train.images, second.train.images) and first.train.ids == second.train.ids
     assert cache_file.read_bytes() == whole  # rebuilt: the next load reads it without a word
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert D.load_data("sample").test.ids == first.test.ids
+        assert cache.load_data("sample").test.ids == first.test.ids
 
 
 def test_cache_key_changes_when_the_source_changes(real_data, tmp_path, tmp_cache):
     root = tmp_path / "imgs"
-    D.export_image_folder(real_data.train.subset(D.stratified_sample(real_data.train.labels, 0.01, 0)), root)
-    before = D.source_fingerprint(root)
+    sources.export_image_folder(real_data.train.subset(sampling.stratified_sample(real_data.train.labels, 0.01, 0)), root)
+    before = sources.source_fingerprint(root)
     extra = real_data.train.subset([0])
-    D.export_image_folder(extra, root)  # one more image in an existing class
-    assert D.source_fingerprint(root) != before
+    sources.export_image_folder(extra, root)  # one more image in an existing class
+    assert sources.source_fingerprint(root) != before
 
 
 def test_fingerprint_follows_content_not_file_times(real_data_path, tmp_path):
@@ -186,22 +187,22 @@ def test_fingerprint_follows_content_not_file_times(real_data_path, tmp_path):
     shutil.copytree(real_data_path, copy)
     for f in copy.rglob("*.parquet"):
         os.utime(f, (1_000_000_000, 1_000_000_000))
-    assert D.source_fingerprint(copy) == D.source_fingerprint(real_data_path)
+    assert sources.source_fingerprint(copy) == sources.source_fingerprint(real_data_path)
     shard = sorted(copy.rglob("test-*.parquet"))[0]
     shard.write_bytes(shard.read_bytes()[:-1] + b"\0")  # same size, one byte changed
-    assert D.source_fingerprint(copy) != D.source_fingerprint(real_data_path)
+    assert sources.source_fingerprint(copy) != sources.source_fingerprint(real_data_path)
 
 
 def test_hub_folder_without_datasets_reads_the_same_rows(real_data, real_data_path, tmp_cache, monkeypatch):
     # the GPU machines have pyarrow but not datasets: the local hub-layout folder must read identically
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets now raises ImportError
-    conv = D._Converter()
-    train, test = D._load_hub(Path(real_data_path), conv)
+    conv = sources.Converter()
+    train, test = sources.load_hub(Path(real_data_path), conv)
     assert train.ids == real_data.train.ids and test.ids == real_data.test.ids
     assert torch.equal(train.labels, real_data.train.labels) and torch.equal(test.labels, real_data.test.labels)
     assert torch.equal(train.images, real_data.train.images) and torch.equal(test.images, real_data.test.images)
-    with pytest.raises(D.DataSourceError, match="needs the datasets package"):
-        D._load_hub("Falah/Alzheimer_MRI", conv)
+    with pytest.raises(types.DataSourceError, match="needs the datasets package"):
+        sources.load_hub("Falah/Alzheimer_MRI", conv)
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -210,7 +211,7 @@ def test_hub_folder_without_datasets_reads_the_same_rows(real_data, real_data_pa
 @pytest.mark.parametrize("fraction", [0.05, 0.3, 0.8, 1.0])
 def test_stratified_sample_is_proportional_and_covers_every_class(real_data, fraction):
     labels = real_data.train.labels
-    idx = D.stratified_sample(labels, fraction, seed=3)
+    idx = sampling.stratified_sample(labels, fraction, seed=3)
     counts = torch.bincount(labels[idx], minlength=4).tolist()
     for got, full in zip(counts, THESIS_TRAIN):
         assert got >= 1
@@ -220,17 +221,17 @@ def test_stratified_sample_is_proportional_and_covers_every_class(real_data, fra
 
 def test_stratified_sample_keeps_a_rare_class():
     labels = torch.tensor([0] * 500 + [1] * 2)
-    assert torch.bincount(labels[D.stratified_sample(labels, 0.01, 0)]).tolist() == [5, 1]
+    assert torch.bincount(labels[sampling.stratified_sample(labels, 0.01, 0)]).tolist() == [5, 1]
 
 
 def test_stratified_sample_is_deterministic_nested_and_seed_dependent(real_data):
     labels = real_data.train.labels
-    a = D.stratified_sample(labels, 0.3, seed=7)
-    assert torch.equal(a, D.stratified_sample(labels, 0.3, seed=7))
-    assert not torch.equal(a, D.stratified_sample(labels, 0.3, seed=8))
+    a = sampling.stratified_sample(labels, 0.3, seed=7)
+    assert torch.equal(a, sampling.stratified_sample(labels, 0.3, seed=7))
+    assert not torch.equal(a, sampling.stratified_sample(labels, 0.3, seed=8))
     previous = set()
     for fraction in (0.1, 0.3, 0.4, 0.6, 0.8, 1.0):
-        current = set(D.stratified_sample(labels, fraction, seed=7).tolist())
+        current = set(sampling.stratified_sample(labels, fraction, seed=7).tolist())
         assert previous <= current
         previous = current
     assert len(previous) == len(labels)
@@ -239,15 +240,15 @@ def test_stratified_sample_is_deterministic_nested_and_seed_dependent(real_data)
 @pytest.mark.parametrize("fraction", [0, -0.1, 1.5, "0.3", True])
 def test_fraction_outside_range_is_refused(fraction):
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
-        D.stratified_sample(torch.tensor([0, 1, 2, 3]), fraction, seed=0)
+        sampling.stratified_sample(torch.tensor([0, 1, 2, 3]), fraction, seed=0)
 
 
 # ------------------------------------------------------------------------------------------------ bad input
 
 
 def test_missing_path(tmp_path):
-    with pytest.raises(D.DataSourceError, match="does not exist.*MRI_SYNTH_DATA"):
-        D.load_data(tmp_path / "nowhere")
+    with pytest.raises(types.DataSourceError, match="does not exist.*MRI_SYNTH_DATA"):
+        cache.load_data(tmp_path / "nowhere")
 
 
 def _folder(tmp_path, classes):
@@ -263,57 +264,57 @@ def test_a_download_wrapper_folder_is_looked_through_with_a_message(tmp_path, tm
     download = tmp_path / "download"
     wrapper = download / "Alzheimer_s Dataset"
     for split in ("train", "test"):
-        _folder(wrapper / split, D.CLASS_NAMES)
+        _folder(wrapper / split, types.CLASS_NAMES)
     (download / "README.txt").write_text("from kaggle")
     (download / "__MACOSX" / "Alzheimer_s Dataset").mkdir(parents=True)  # what a zip made on a Mac adds
     with pytest.warns(UserWarning, match="holds only the folder 'Alzheimer_s Dataset'.*reading the dataset from"):
-        loaded = D.load_data(download)
+        loaded = cache.load_data(download)
     assert loaded.source == str(wrapper.resolve())
     assert loaded.train.class_counts() == [1, 1, 1, 1] and loaded.test.ids[0] == "test/Mild_Demented/a.png"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the dataset's own folder needs no looking through
-        assert D.load_data(wrapper, subjects=False).fingerprint == loaded.fingerprint
+        assert cache.load_data(wrapper, subjects=False).fingerprint == loaded.fingerprint
 
 
 def test_a_folder_with_images_or_a_single_class_is_no_wrapper(tmp_path):
     one_class = _folder(tmp_path / "one", ["Non_Demented"])
-    with pytest.raises(D.DataSourceError, match="no folder for Mild_Demented"):
-        D.load_data(one_class, cache=False)
-    beside = _folder(tmp_path / "beside" / "inner", D.CLASS_NAMES).parent
+    with pytest.raises(types.DataSourceError, match="no folder for Mild_Demented"):
+        cache.load_data(one_class, cache=False)
+    beside = _folder(tmp_path / "beside" / "inner", types.CLASS_NAMES).parent
     Image.fromarray(np.zeros((128, 128), dtype=np.uint8)).save(beside / "stray.png")
-    with pytest.raises(D.DataSourceError, match="unknown class folder 'inner'"):
-        D.load_data(beside, cache=False)
+    with pytest.raises(types.DataSourceError, match="unknown class folder 'inner'"):
+        cache.load_data(beside, cache=False)
 
 
 def test_unknown_class_folder_lists_the_expected_names(tmp_path):
-    root = _folder(tmp_path / "x", list(D.CLASS_NAMES) + ["Severe_Demented"])
-    with pytest.raises(D.DataSourceError, match="Severe_Demented.*Mild_Demented, Moderate_Demented"):
-        D.load_data(root, cache=False)
+    root = _folder(tmp_path / "x", list(types.CLASS_NAMES) + ["Severe_Demented"])
+    with pytest.raises(types.DataSourceError, match="Severe_Demented.*Mild_Demented, Moderate_Demented"):
+        cache.load_data(root, cache=False)
 
 
 def test_class_folder_without_images(tmp_path):
-    root = _folder(tmp_path / "x", D.CLASS_NAMES)
+    root = _folder(tmp_path / "x", types.CLASS_NAMES)
     (root / "Moderate_Demented" / "a.png").unlink()
-    with pytest.raises(D.DataSourceError, match="Moderate_Demented has no images"):
-        D.load_data(root, cache=False)
+    with pytest.raises(types.DataSourceError, match="Moderate_Demented has no images"):
+        cache.load_data(root, cache=False)
 
 
 def test_corrupt_image_is_named(tmp_path):
-    root = _folder(tmp_path / "x", D.CLASS_NAMES)
+    root = _folder(tmp_path / "x", types.CLASS_NAMES)
     (root / "Non_Demented" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    with pytest.raises(D.DataSourceError, match=r"broken\.jpg.*replace or remove"):
-        D.load_data(root, cache=False)
+    with pytest.raises(types.DataSourceError, match=r"broken\.jpg.*replace or remove"):
+        cache.load_data(root, cache=False)
 
 
 def test_rgb_and_other_sizes_are_converted_and_reported_once(tmp_path):
-    root = _folder(tmp_path / "x", D.CLASS_NAMES)
+    root = _folder(tmp_path / "x", types.CLASS_NAMES)
     rgb = np.zeros((256, 200, 3), dtype=np.uint8)
     rgb[..., 0] = 255  # pure red: luma 0.299 * 255 = 76
     for k in range(3):
         Image.fromarray(rgb).save(root / "Mild_Demented" / f"rgb{k}.png")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loaded = D.load_data(root, cache=False)
+        loaded = cache.load_data(root, cache=False)
     messages = [str(w.message) for w in caught if "converted" in str(w.message)]
     assert len(messages) == 1
     assert "3 image(s) to grayscale" in messages[0] and "3 image(s) resized from 200x256" in messages[0]

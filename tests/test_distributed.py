@@ -14,7 +14,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]' (CI installs it)")
 
-from mri_synth import cli, distributed as D, runner as R, study as S  # noqa: E402
+from mri_synth import cli
+from mri_synth.study import distributed as D, runner as R, trials as S  # noqa: E402
 
 ARGS = ["study", "--data", "sample", "--arch", "cnn", "--fractions", "1.0", "0.3", "--arms", "none", "repeat",
         "diffusion@0.3", "--seeds", "2", "--epochs", "1", "--equal-steps", "--batch-size", "32", "--input-size", "32",
@@ -120,7 +121,7 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch):
 
 
 def test_small_generators_share_a_gpu_and_real_size_ones_get_a_whole_one():
-    from mri_synth.distributed import generator_gpus
+    from mri_synth.study.distributed import generator_gpus
 
     assert generator_gpus("latent-cpu") == generator_gpus("quick") == generator_gpus("latent-toy") == 0.125
     assert generator_gpus("latent-gpu") == generator_gpus("gpu") == generator_gpus("gpu:strength=0.6") == 1.0

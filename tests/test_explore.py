@@ -1,6 +1,6 @@
 """Exploration tables on the real data reproduce the thesis's Table 2.1 and the imbalance it lived with."""
 
-from mri_synth import explore as E
+from mri_synth.chapters import exploration as E
 
 
 def test_class_count_table_is_table_2_1(real_data):

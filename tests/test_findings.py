@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mri_synth import cli, findings
-from mri_synth import study as S
+from mri_synth import cli
+from mri_synth.analysis import findings
+from mri_synth.study import trials as S
 from mri_synth.paths import PROJECT_ROOT
 
 ARMS = {"100% real": dict(real_fraction=1.0), "30% real": dict(real_fraction=0.3),

@@ -5,10 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from mri_synth.data import CLASS_NAMES, MRIData
-from mri_synth.gradcam import CamExplainer
-from mri_synth.gradcam_study import (GradCamConfig, choose_sources, real_vs_synthetic_panels, save_agreement,
-                                     save_panels, synthetic_variations, trained_classifier)
+from mri_synth.data.types import CLASS_NAMES, MRIData
+from mri_synth.training.gradcam import CamExplainer
+from mri_synth.chapters.gradcam import GradCamConfig, choose_sources, real_vs_synthetic_panels, save_agreement, save_panels, synthetic_variations, trained_classifier
 from mri_synth.synth import SourceResult, SyntheticBank, fingerprint_of
 
 
@@ -110,7 +109,7 @@ def test_variations_from_bank_panels_and_agreement_file(small_data, tmp_path):
     assert any(torch.equal(variations.images[i], mirrored) for i, s in enumerate(variations.source_ids) if s == first)
 
     torch.manual_seed(0)
-    from mri_synth.models import create_model
+    from mri_synth.training.models import create_model
     model = create_model("cnn", pretrained=False, spec=config.spec)
     with CamExplainer(model, config.spec) as explainer:
         panels = real_vs_synthetic_panels(explainer, small_data.train, variations, "Moderate_Demented",

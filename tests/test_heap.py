@@ -12,9 +12,11 @@ import sys
 import pytest
 import torch
 
-from mri_synth import cli, heap
-from mri_synth.models import tiny_model
-from mri_synth.train import TrainConfig, fit
+from mri_synth import cli
+from mri_synth.training import heap
+from mri_synth.training.models import tiny_model
+from mri_synth.training.settings import TrainConfig
+from mri_synth.training.fit import fit
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 

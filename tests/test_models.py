@@ -15,8 +15,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from safetensors.torch import save_file
 
-from mri_synth import models
-from mri_synth.models import PretrainedWeightsError, create_model, get_spec, tiny_model
+from mri_synth.training import models
+from mri_synth.training.models import PretrainedWeightsError, create_model, get_spec, tiny_model
 
 ARCHS = ["cnn", "resnet18", "vit"]
 
@@ -26,13 +26,13 @@ def _images(n: int = 3, size: int = 128) -> torch.Tensor:
 
 
 def test_models_know_the_class_count_without_the_data_loader():
-    # constants is a leaf: the registry reads the class count there, and data re-exports the same objects
-    code = ("import sys, mri_synth.models, mri_synth.constants as c; "
-            "print('mri_synth.data' in sys.modules, c.NUM_CLASSES, c.IMAGE_SIZE, len(c.CLASS_NAMES))")
+    # data.types is a leaf: the registry reads the class count there without loading the decode cache or sources
+    code = ("import sys, mri_synth.training.models, mri_synth.data.types as c; "
+            "print('mri_synth.data.cache' in sys.modules, c.NUM_CLASSES, c.IMAGE_SIZE, len(c.CLASS_NAMES))")
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "4", "128", "4"]
-    from mri_synth import constants, data
-    assert data.CLASS_NAMES is constants.CLASS_NAMES and data.NUM_CLASSES == constants.NUM_CLASSES == 4
+    from mri_synth.data import types as constants
+    assert constants.NUM_CLASSES == len(constants.CLASS_NAMES) == 4
     assert create_model("cnn", pretrained=False)(torch.zeros(1, 1, 128, 128)).shape == (1, constants.NUM_CLASSES)
 
 

@@ -70,7 +70,7 @@ def test_each_profile_builds_notebook_02s_generator_from_its_own_preset(tmp_path
     # steps) are the pixel quick preset's overrides; a profile naming another preset must reset them (0), or the
     # latent presets fail (no image_size) and the pixel gpu preset silently shrinks to 32 px and 120 steps
     from mri_synth.synth import registry
-    from mri_synth.synth.generation import GenerationConfig
+    from mri_synth.chapters.generation import GenerationConfig
 
     nb = N.NOTEBOOK_DIR / "02_synthetic_generation.ipynb"
     defaults = {k: eval(v["default"]) for k, v in papermill.inspect_notebook(str(nb)).items()}

@@ -10,7 +10,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from mri_synth import plots
+from mri_synth.analysis import plots
 
 ARMS = [  # policy, real_fraction, synthetic, synthetic_fraction, augment
     ("100% real", 1.0, "none", 0.0, "none"),
@@ -178,7 +178,7 @@ def test_real_vs_synthetic_figure_shows_slices_above_their_cam_overlays():
 
 
 def test_agreement_plot_has_a_panel_per_metric_with_both_pair_kinds():
-    from mri_synth.gradcam import PAIR_KINDS
+    from mri_synth.training.gradcam import PAIR_KINDS
 
     rows = [{"pair_kind": kind, "class_name": name, "metric": metric, "value": 0.5 + 0.1 * k}
             for kind in PAIR_KINDS for name in CLASSES[1:3] for metric in ("correlation", "top20_overlap")

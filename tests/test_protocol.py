@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from mri_synth import intervals, protocol, readouts
+from mri_synth.analysis import intervals
+from mri_synth.study import protocol
+from mri_synth.training import readouts
 
 
 def _people(counts=(3, 2, 12, 8), slices=4):
@@ -122,7 +124,7 @@ def test_significance_warning_says_how_many_repeats():
 
 
 def test_paired_contrasts_by_hand_with_holm_and_the_warning():
-    from mri_synth.contrasts import paired_contrasts, parse_contrast
+    from mri_synth.analysis.contrasts import paired_contrasts, parse_contrast
 
     rows = []
     for split, metric, base in [("slice", "test_loss", 1.0), ("subject", "dementia_auc_person", 0.7)]:

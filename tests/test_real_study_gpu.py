@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mri_synth.experiment import ArchitectureStudy, _precision
-from mri_synth.study import TrialSpec
+from mri_synth.chapters.training import ArchitectureStudy, _precision
+from mri_synth.study.trials import TrialSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,14 +7,16 @@ from typing import Any, Sequence
 import pytest
 import torch
 
-from mri_synth import augment, cli, study
+from mri_synth.training import augment
+from mri_synth import cli
+from mri_synth.study import trials as study
 from mri_synth.config import NotebookConfig
-from mri_synth.protocol import evaluation
-from mri_synth.experiment import ArchitectureStudy
+from mri_synth.study.protocol import evaluation
+from mri_synth.chapters.training import ArchitectureStudy
 from mri_synth.synth import registry
 from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of
-from mri_synth.synth.generation import GenerationConfig, fill_bank
-from mri_synth.train import TrainConfig
+from mri_synth.chapters.generation import GenerationConfig, fill_bank
+from mri_synth.training.settings import TrainConfig
 
 
 class FlipGenerator:
@@ -156,7 +158,7 @@ def test_defaults_agree_across_layers():
 
 
 def test_latent_presets_are_the_diffusion_arm_through_the_one_path(sample_data, tmp_path):
-    from mri_synth.study import StudyContext, TrialSpec, training_set
+    from mri_synth.study.trials import StudyContext, TrialSpec, training_set
     from mri_synth.synth.latent import LatentDiffusionGenerator
 
     settings = registry.GeneratorSettings(diffusion_preset="latent-toy")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mri_synth import stats
+from mri_synth.analysis import stats
 
 
 def _rows(arch: str, policy: str, seeds, values, metric: str = "test_loss", **spec) -> list[dict]:

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from mri_synth import runner as R
-from mri_synth import study as S
-from mri_synth.data import CLASS_NAMES, stratified_sample
+from mri_synth.study import runner as R
+from mri_synth.study import trials as S
+from mri_synth.data.types import CLASS_NAMES
+from mri_synth.data.sampling import stratified_sample
 from mri_synth.synth import registry
 
 
@@ -262,7 +263,7 @@ def test_subject_trials_never_train_or_validate_on_a_test_person(sample_data, tm
 
 
 def test_the_baseline_is_tuned_on_validation_only(context, tmp_path):
-    from mri_synth.tuning import tune_baseline
+    from mri_synth.study.tuning import tune_baseline
 
     table = tune_baseline(context, tmp_path, lrs=(1e-3, 1e-2), weight_decays=(0.0,), epochs=(1,), batch_size=32,
                           progress=False)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mri_synth import subjects as S
-from mri_synth.data import MRIData, Split
+from mri_synth.data import subjects as S
+from mri_synth.data.types import MRIData, Split
 
 REAL_PEOPLE_PER_CLASS = [28, 2, 100, 70]  # Mild, Moderate, Non, Very mild: OASIS-1's CDR 1, 2, 0 and 0.5 counts
 

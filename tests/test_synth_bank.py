@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mri_synth.data import CLASS_NAMES
+from mri_synth.data.types import CLASS_NAMES
 from mri_synth.synth import FolderGenerator, SourceResult, SyntheticBank, fingerprint_of, variant_seed
 from mri_synth.synth.base import from_image_bytes, to_png
 

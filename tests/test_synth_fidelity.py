@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mri_synth.data import CLASS_NAMES
-from mri_synth.synth import FolderGenerator, SyntheticBank, fidelity, figures
+from mri_synth.data.types import CLASS_NAMES
+from mri_synth.synth import FolderGenerator, SyntheticBank
+from mri_synth.analysis import fidelity, memorisation, synthetic_figures as figures
 from mri_synth.synth.base import to_png
-from mri_synth.synth.generation import GenerationConfig, cost_so_far, real_sample
+from mri_synth.chapters.generation import GenerationConfig, cost_so_far, real_sample
 
 
 def real_set(n: int = 8):
@@ -22,7 +23,7 @@ def test_nearest_real_finds_a_copy_and_keeps_the_real_baseline_honest():
     images, _, ids = real_set()
     copy = images[[2]]
     noisy = (images[[5]].int() + 3).clamp(0, 255).to(torch.uint8)
-    table = fidelity.nearest_real(torch.cat([copy, noisy]), [ids[2], ids[1]], images, ids)
+    table = memorisation.nearest_real(torch.cat([copy, noisy]), [ids[2], ids[1]], images, ids)
     syn = table[table.kind == "synthetic"].reset_index()
     assert syn.loc[0, "distance"] == pytest.approx(0, abs=1e-3) and syn.loc[0, "nearest_is_source"]
     assert syn.loc[1, "nearest_id"] == ids[5] and not syn.loc[1, "nearest_is_source"]
@@ -127,23 +128,23 @@ def ssim_of_constants(a: float, b: float) -> float:
 
 
 def test_similarity_is_ssim_and_copy_check_compares_with_the_adjacent_slice():
-    assert fidelity.similarity(constant(100), constant(50)).item() == pytest.approx(ssim_of_constants(100, 50), abs=SSIM_TOL)
+    assert memorisation.similarity(constant(100), constant(50)).item() == pytest.approx(ssim_of_constants(100, 50), abs=SSIM_TOL)
     sources, labels = constant(100, 110, 200, 50, 55), torch.tensor([0, 0, 0, 1, 1])
     ids = ["a", "b", "c", "d", "e"]
-    assert fidelity.adjacent_index(sources, labels).tolist() == [1, 0, 1, 4, 3]  # nearest of its own class
-    table = fidelity.copy_check(constant(100, 160, 52), ["a", "a", "d"], sources, labels, ids)
+    assert memorisation.adjacent_index(sources, labels).tolist() == [1, 0, 1, 4, 3]  # nearest of its own class
+    table = memorisation.copy_check(constant(100, 160, 52), ["a", "a", "d"], sources, labels, ids)
     assert table.to_source.tolist() == pytest.approx([1.0, ssim_of_constants(160, 100), ssim_of_constants(52, 50)],
                                                      abs=SSIM_TOL)
     assert table.adjacent.tolist() == pytest.approx([ssim_of_constants(100, 110)] * 2 + [ssim_of_constants(50, 55)],
                                                     abs=SSIM_TOL)
     assert table["copy"].tolist() == [True, False, True]
     with pytest.raises(ValueError, match="sources not among source_ids"):
-        fidelity.copy_check(constant(1), ["z"], sources, labels, ids)
+        memorisation.copy_check(constant(1), ["z"], sources, labels, ids)
 
 
 @pytest.fixture(scope="module")
 def tiny_features():
-    from mri_synth.models import tiny_model
+    from mri_synth.training.models import tiny_model
 
     model, spec = tiny_model("cnn")
     return fidelity.PenultimateFeatures(model, spec)
@@ -178,7 +179,7 @@ def test_median_adjacent_ssim_is_the_copy_checks_floor():
     sources, labels = constant(100, 110, 200, 50, 55), torch.tensor([0, 0, 0, 1, 1])
     pairs = [ssim_of_constants(100, 110), ssim_of_constants(110, 100), ssim_of_constants(200, 110),
              ssim_of_constants(50, 55), ssim_of_constants(55, 50)]  # adjacent index [1, 0, 1, 4, 3]
-    assert fidelity.median_adjacent_ssim(sources, labels) == pytest.approx(float(np.median(pairs)), abs=SSIM_TOL)
+    assert memorisation.median_adjacent_ssim(sources, labels) == pytest.approx(float(np.median(pairs)), abs=SSIM_TOL)
 
 
 def test_select_strength_compares_with_the_given_adjacent_floor(tiny_features):
@@ -191,7 +192,7 @@ def test_select_strength_compares_with_the_given_adjacent_floor(tiny_features):
     assert table.passes.tolist() == [False, True] and chosen == 0.5  # the copies fail the copy test
     _, own = fidelity.select_strength(vary.__getitem__, [0.2], tiny_features, images, labels, images, labels, ids,
                                       **kwargs)
-    assert own["median adjacent SSIM"].iloc[0] == pytest.approx(fidelity.median_adjacent_ssim(images, labels))
+    assert own["median adjacent SSIM"].iloc[0] == pytest.approx(memorisation.median_adjacent_ssim(images, labels))
     # no strength reaches the label fidelity: the lowest-FD one that is no copy (0.5), though the copies' FD is 0
     chosen, table = fidelity.select_strength(vary.__getitem__, [0.2, 0.5], tiny_features, images, labels, images,
                                              labels, ids, adjacent_ssim=0.7, min_label_fidelity=1.1, seed=0)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mri_synth.data import stratified_sample
+from mri_synth.data.sampling import stratified_sample
 from mri_synth.synth import SyntheticBank
 from mri_synth.synth.latent import PRESETS, LatentDiffusionConfig, LatentDiffusionGenerator
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mri_synth import runner as R
-from mri_synth import study as S
-from mri_synth import trial_groups as G
+from mri_synth.study import runner as R
+from mri_synth.study import trials as S
+from mri_synth.study import trial_groups as G
 
 TINY = dict(epochs=1, equal_steps=True, batch_size=32, input_size=32)
 COUNTED = ("accuracy", "balanced_accuracy", "macro_f1", "steps", "best_step", "train_images", "real_images",
@@ -50,7 +50,7 @@ def test_plan_groups_stacks_trials_that_share_a_step_and_leaves_the_rest_alone(c
 
 
 def test_a_group_that_cannot_share_a_step_is_refused(context):
-    from mri_synth.stacked import StackingError
+    from mri_synth.training.stacked import StackingError
 
     with pytest.raises(StackingError, match="cannot share a step"):
         G.run_trial_group([S.TrialSpec(real_fraction=0.3, **TINY), S.TrialSpec(real_fraction=0.3, lr=1e-4, **TINY)],

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mri_synth.constants import IMAGE_SIZE
+from mri_synth.data.types import IMAGE_SIZE
 
 STATUSES = ("ok", "refused", "error", "missing")
 """What a generator may report for one source: made images, declined (content policy or another 4xx), failed

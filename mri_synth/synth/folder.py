@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 import torch
 
-from mri_synth.data import CLASS_NAMES, class_id
+from mri_synth.data.types import CLASS_NAMES, class_id
 from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of, from_image_bytes
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")

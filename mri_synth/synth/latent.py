@@ -36,8 +36,7 @@ from tqdm.auto import tqdm
 
 from mri_synth.synth.base import IMAGE_SIZE, check_sources, ids_key, variant_seed
 from mri_synth.synth.diffusion import NUM_CLASSES, DiffusionGenerator
-from mri_synth.synth.trained import (atomic_folder, cache_folder, check_sdedit_settings, pick_preset, seeded_noise,
-                                     to_model, to_uint8)
+from mri_synth.synth.trained import atomic_folder, cache_folder, check_sdedit_settings, pick_preset, seeded_noise, to_model, to_uint8
 
 PRESETS = ("toy", "cpu", "gpu")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")

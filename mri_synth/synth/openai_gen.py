@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from mri_synth.synth.base import GenerationError, SourceResult, check_sources, fingerprint_of, from_image_bytes, \
-    to_png
+from mri_synth.synth.base import GenerationError, SourceResult, check_sources, fingerprint_of, from_image_bytes, to_png
 
 if TYPE_CHECKING:
     import openai

@@ -27,7 +27,7 @@ import torch
 from mri_synth import paths
 
 if TYPE_CHECKING:  # the data layer is only needed for type hints here
-    from mri_synth.data import Split
+    from mri_synth.data.types import Split
     from mri_synth.synth.bank import SyntheticBank
     from mri_synth.synth.base import Generator
 

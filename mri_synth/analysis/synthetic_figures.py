@@ -1,0 +1,80 @@
+"""Figures of synthetic images: real/synthetic pairs (the thesis's Figure 2.2) and the fidelity checks.
+
+Each function takes tensors or the tidy tables of :mod:`mri_synth.synth.fidelity` and returns a matplotlib
+figure; saving (PNG and PDF) is ``mri_synth.plots.save_figure``'s, the image grid is ``mri_synth.plots``'.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+
+from mri_synth.data.types import CLASS_NAMES
+from mri_synth.analysis.plots import PANEL_SIZE, image_grid, new_figure
+
+
+def real_synthetic_pairs(real_images: torch.Tensor, real_labels: torch.Tensor, real_ids: Sequence[str],
+                         synthetic_images: torch.Tensor, synthetic_source_ids: Sequence[str], *, per_class: int = 2,
+                         variants: int = 3) -> Figure:
+    """Rows of a real slice followed by up to ``variants`` of its variations, ``per_class`` rows per class.
+
+    Sources are taken in the order given, first those with the most variations; a class without variations of
+    any of its sources is left out.
+    """
+    by_source: dict[str, list[int]] = {}
+    for i, s in enumerate(synthetic_source_ids):
+        by_source.setdefault(s, []).append(i)
+    tiles, titles = [], []
+    for c, name in enumerate(CLASS_NAMES):
+        members = [i for i, (y, rid) in enumerate(zip(real_labels.tolist(), real_ids)) if y == c and rid in by_source]
+        members.sort(key=lambda i: -len(by_source[real_ids[i]]))
+        for i in members[:per_class]:
+            made = by_source[real_ids[i]][:variants]
+            blank = [torch.zeros_like(real_images[i])] * (variants - len(made))
+            tiles += [real_images[i], *(synthetic_images[j] for j in made), *blank]
+            titles += [f"real {name.replace('_', ' ')}"] + [f"synthetic {k + 1}" for k in range(len(made))] + \
+                [""] * len(blank)
+    if not tiles:
+        raise ValueError("no synthetic image is a variation of any of these real images; pass the real split the "
+                         "variations were made from (its ids must match their source ids)")
+    return image_grid(torch.stack(tiles), titles, ncols=variants + 1)
+
+
+def plot_intensity_histograms(table: pd.DataFrame) -> Figure:
+    """One panel per class: the intensity density of real vs synthetic pixels (from ``intensity_histograms``)."""
+    classes = [c for c in CLASS_NAMES if c in set(table["class"])]
+    fig = new_figure(PANEL_SIZE[0] * 0.8 * len(classes), PANEL_SIZE[1] * 0.8)
+    axes = fig.subplots(1, len(classes), sharey=True, squeeze=False)[0]
+    for ax, name in zip(axes, classes):
+        sns.lineplot(data=table[table["class"] == name], x="intensity", y="density", hue="kind", ax=ax,
+                     hue_order=["real", "synthetic"], legend=ax is axes[-1])
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("pixel intensity (background left out)")
+    return fig
+
+
+def plot_nearest_real(table: pd.DataFrame) -> Figure:
+    """Distance to the nearest real training image: synthetic images vs real ones (from ``nearest_real``)."""
+    fig = new_figure(*PANEL_SIZE)
+    ax = fig.subplots()
+    sns.histplot(data=table, x="distance", hue="kind", hue_order=["real", "synthetic"], stat="density",
+                 common_norm=False, element="step", ax=ax)
+    ax.set_xlabel("pixel RMSE to the nearest real training image (0-255)")
+    ax.set_title("Memorisation check: copies would sit near 0")
+    return fig
+
+
+def plot_classifier_labels(table: pd.DataFrame) -> Figure:
+    """Heatmap of how a real-trained classifier labels synthetic images (from ``classifier_labels``)."""
+    fig = new_figure(PANEL_SIZE[0] * 1.2, PANEL_SIZE[1])
+    ax = fig.subplots()
+    short = [c.replace("_Demented", "") for c in table.columns]
+    sns.heatmap(table.set_axis(short, axis=1).set_axis([c.replace("_Demented", "") for c in table.index]),
+                annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", ax=ax, cbar=False)
+    ax.set_xlabel("labelled as (classifier trained on real images)")
+    ax.set_ylabel("made as")
+    return fig
