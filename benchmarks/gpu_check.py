@@ -38,8 +38,8 @@ import mri_synth.distributed
 from mri_synth import study
 from mri_synth.data import load_data
 data = load_data("sample")
-context = study.StudyContext(data=data, device="cpu", cpu_threads=1)
-outcome = study.run_trial(study.TrialSpec(real_fraction=0.3, epochs=1, batch_size=32, input_size=32), context)
+context = trial.StudyContext(data=data, device="cpu", cpu_threads=1)
+outcome = trial.run_trial(study.TrialSpec(real_fraction=0.3, epochs=1, batch_size=32, input_size=32), context)
 print(f"sample: {len(data.train)} train, {len(data.test)} test; a trial without them: test_loss "
       f"{outcome['metrics']['test_loss']:.4f}")
 print("loaded optional modules:", sorted(m for m in sys.modules if m.split('.')[0] in OPTIONAL_NAMES) or "none")
@@ -158,11 +158,11 @@ def _latent_rates(args: argparse.Namespace, sub) -> list[str]:
 def grid(args: argparse.Namespace) -> list[str]:
     import json
 
-    from mri_synth.study import runner, trials as study
+    from mri_synth.study import runner, trial, trials as study
     from mri_synth.data.cache import load_data
 
     data = load_data("sample" if args.quick else os.environ.get("MRI_SYNTH_DATA") or "sample")
-    context = study.StudyContext(data=data, device=args.device, bank_root=Path(args.report) / "bank",
+    context = trial.StudyContext(data=data, device=args.device, bank_root=Path(args.report) / "bank",
                                  generator_root=Path(args.report) / "generators")
     seeds = range(2) if args.quick else range(8)
     specs = study.study_grid(["cnn"], [1.0, 0.3], ["none", "repeat", "autoaugment@0.3"], seeds, epochs=1,

@@ -30,7 +30,7 @@ from mri_synth.training import heap, models  # noqa: E402
 from mri_synth.training.augment import POLICIES  # noqa: E402
 from mri_synth.data.cache import load_data  # noqa: E402
 from mri_synth.training.stacked import StackedTrial, fit_stacked, trial_config  # noqa: E402
-from mri_synth.training.settings import TrainConfig, default_bf16
+from mri_synth.training.settings import TrainConfig
 from mri_synth.training.fit import fit  # noqa: E402
 from train_throughput import SHARED, _write, cpu_name  # noqa: E402
 
@@ -103,9 +103,9 @@ def main() -> None:
     batch = 16 if args.quick else args.batch_size
     test = data.test.subset(range(min(128, len(data.test))))  # one evaluation per trial; kept small
     config = TrainConfig(max_steps=steps, batch_size=batch, device=args.device, progress=False,
-                         bf16=False if args.fp32 else None)
+                         precision="fp32" if args.fp32 else "auto")
     device = config.resolved_device()
-    bf16 = default_bf16(device) if config.bf16 is None else config.bf16
+    bf16 = config.use_bf16(device)
     heap_kept = heap.retain_freed_memory() if device.type == "cpu" else False  # both sides get it
     say(f"# stacked_throughput  {time.strftime('%Y-%m-%d %H:%M')}  quick={args.quick}")
     say(f"# torch {torch.__version__}, device {device}"

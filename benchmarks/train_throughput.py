@@ -217,7 +217,7 @@ def main() -> None:
         say("\n## engine options, cnn (same run)")
         for bf16 in (False, True):
             for channels_last in (False, True):
-                rate = engine_throughput("cnn", spec, images, labels, steps, 64, bf16=bf16,
+                rate = engine_throughput("cnn", spec, images, labels, steps, 64, precision="bf16" if bf16 else "fp32",
                                          channels_last=channels_last)
                 say(f"bf16={bf16!s:5s} channels_last={channels_last!s:5s}: {rate:8.1f} img/s")
         if heap_kept:  # the engine without it runs in a fresh process (the setting sticks once the heap has grown)

@@ -4,7 +4,7 @@
         --out benchmarks/results/trial_costs_cpu.txt
     .venv/bin/python benchmarks/trial_costs.py --quick      # the bundled sample, tiny budgets (a test runs it)
 
-Times, through the study's own code (``study.run_trial``, ``registry.build``): a CNN trial at equal steps (one
+Times, through the study's own code (``trial.run_trial``, ``registry.build``): a CNN trial at equal steps (one
 epoch of the 100% pool, evaluation included; the profiles' budgets scale it by their epochs), and the diffusion
 generator of one preset trained on a 30% real subset (what one (subset, preset) task of a study costs). Prints
 ``<what>: <seconds> s (<per-unit>)`` lines and records them with the machine and the load average.
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from mri_synth.training import heap
-from mri_synth.study import trials as study  # noqa: E402
+from mri_synth.study import trial, trials as study  # noqa: E402
 from mri_synth.data.cache import load_data  # noqa: E402
 from mri_synth.synth import registry  # noqa: E402
 from mri_synth.synth.registry import GeneratorSettings  # noqa: E402
@@ -48,13 +48,13 @@ def main(argv: list[str] | None = None) -> list[str]:
              f"{torch.__version__}, threads {args.threads}, load before {os.getloadavg()[0]:.1f}",
              f"data: {data.source} ({len(data.train)} train, {len(data.test)} test)"]
     with tempfile.TemporaryDirectory() as tmp:
-        context = study.StudyContext(data=data, bank_root=Path(tmp) / "bank", generator_root=Path(tmp) / "diffusion",
+        context = trial.StudyContext(data=data, bank_root=Path(tmp) / "bank", generator_root=Path(tmp) / "diffusion",
                                      device="cpu", cpu_threads=args.threads,
                                      generators=GeneratorSettings(diffusion_preset=preset))
         for fraction in (1.0, 0.3):
             spec = study.TrialSpec(arch="cnn", real_fraction=fraction, epochs=1, equal_steps=True, seed=0)
             start = time.perf_counter()
-            outcome = study.run_trial(spec, context)
+            outcome = trial.run_trial(spec, context)
             seconds = time.perf_counter() - start
             steps = outcome["metrics"]["steps"]
             lines.append(f"cnn trial, {fraction:.0%} real, equal steps, 1 epoch of the pool ({steps:.0f} steps of "

@@ -19,22 +19,36 @@ import argparse
 import sys
 from pathlib import Path
 
-from mri_synth.training import heap
+from dataclasses import asdict
+
+import pandas as pd
+
+from mri_synth import paths
+from mri_synth.analysis import findings
+from mri_synth.analysis.contrasts import against_reference, paired_contrasts
+from mri_synth.analysis.stats import summarize, thesis_comparison
+from mri_synth.chapters.exploration import class_count_table
+from mri_synth.chapters.generation import GenerationConfig, fill_bank, real_sample
+from mri_synth.chapters.results import load_all_results
+from mri_synth.chapters.training import ArchitectureStudy, run_architecture
+from mri_synth.data.audit import leakage_audit
+from mri_synth.data.cache import load_data
+from mri_synth.notebooks import load_profile, run_batch
+from mri_synth.study.runner import load_results
+from mri_synth.study.trial import StudyContext
+from mri_synth.study.tuning import tune_baseline
+from mri_synth.synth import registry
+from mri_synth.training import heap, settings
+from mri_synth.training.augment import POLICIES
+from mri_synth.training.settings import TrainSettings
 
 
 def _notebooks(args: argparse.Namespace) -> None:
-    from mri_synth.notebooks import run_batch
-
     runs = run_batch(args.profile, run_dir=args.run_dir, only=args.only, log_output=args.log_output)
     print(f"ran {len(runs)} notebook(s) in {sum(r.seconds for r in runs):.0f} s; outputs in {runs[-1].output.parent}")
 
 
 def _data(args: argparse.Namespace) -> None:
-    from mri_synth.data.cache import load_data
-    from mri_synth.chapters.exploration import class_count_table
-
-    from mri_synth.data.audit import leakage_audit
-
     data = load_data(args.source)
     print(f"{data.source} (fingerprint {data.fingerprint})")
     print(class_count_table(data).to_string())
@@ -44,18 +58,13 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace) -> None:
-    from mri_synth.chapters.training import ArchitectureStudy, run_architecture
-    from mri_synth.analysis.stats import summarize
-
     config = ArchitectureStudy(arch=args.arch, data_source=args.data or "", real_fractions=args.fractions,
-                               arms=args.arms, n_seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs,
-                               max_steps=args.max_steps, equal_steps=args.equal_steps, batch_size=args.batch_size,
-                               lr=args.lr, weight_decay=args.weight_decay, splits=args.split,
-                               pretrained=args.pretrained, input_size=args.input_size,
-                               diffusion_preset=args.diffusion_preset, openai_model=args.openai_model,
-                               openai_quality=args.openai_quality, synthetic_folder=_absolute(args.synthetic_folder),
-                               device=args.device, cpu_threads=args.cpu_threads, precision=args.precision,
-                               results_dir=_absolute(args.results))
+                               arms=args.arms, n_seeds=args.seeds, first_seed=args.first_seed, splits=args.split,
+                               pretrained=args.pretrained, diffusion_preset=args.diffusion_preset,
+                               openai_model=args.openai_model, openai_quality=args.openai_quality,
+                               synthetic_folder=_absolute(args.synthetic_folder), device=args.device,
+                               cpu_threads=args.cpu_threads, results_dir=_absolute(args.results),
+                               **asdict(TrainSettings.of(args)))  # --epochs, --lr, ...: the training settings
     print(config.plan().to_string())
     ray = dict(address=args.ray_address or None, num_gpus=args.ray_gpus) if args.ray or args.ray_address else None
     try:
@@ -71,12 +80,7 @@ def _study(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from mri_synth.data.cache import load_data
-    from mri_synth.study.trials import StudyContext
-    from mri_synth.study.tuning import tune_baseline
-
     context = StudyContext(data=load_data(args.data or None), device=args.device, cpu_threads=args.cpu_threads)
-    from mri_synth import paths
 
     results = Path(_absolute(args.results)) if args.results else paths.results_dir() / "tuning"
     for split in args.split:
@@ -88,11 +92,6 @@ def _tune(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from mri_synth.data.cache import load_data
-    from mri_synth.chapters.generation import GenerationConfig, fill_bank
-
-    from mri_synth.synth import registry
-
     config = GenerationConfig(data_source=args.data or "", generator=args.generator, real_fraction=args.fraction,
                               n_variants=args.variants, seed=args.seed, diffusion_preset=args.diffusion_preset,
                               openai_model=args.openai_model, openai_quality=args.openai_quality,
@@ -102,7 +101,6 @@ def _generate(args: argparse.Namespace) -> None:
     if args.dry_run:
         if not registry.get(config.generator).paid:
             raise ValueError(f"--dry-run prices a paid generator; {config.generator} costs nothing: drop --dry-run")
-        from mri_synth.chapters.generation import real_sample
 
         sources = real_sample(data, config)
         generator = registry.build(config.generator, config.generator_settings())
@@ -114,11 +112,6 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from mri_synth.chapters.training import load_all_results
-    from mri_synth.analysis.stats import compare_to_reference, summarize, thesis_comparison
-
     results, _ = load_all_results(_absolute(args.results))
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summarize(results, "test_loss").to_string(), end="\n\n")
@@ -126,7 +119,8 @@ def _report(args: argparse.Namespace) -> None:
             print(thesis_comparison(results).to_string(), end="\n\n")
         at = results[results.real_fraction == args.fraction]
         if args.reference in set(at.policy) and at.policy.nunique() > 1:
-            print(compare_to_reference(at, args.reference, "test_loss").to_string())
+            print(paired_contrasts(at, against_reference(at, args.reference), "test_loss",
+                                   exploratory=True).to_string())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,9 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--log-output", action="store_true", help="stream cell outputs while running")
     nb.set_defaults(func=_notebooks)
 
-    from mri_synth.training.augment import POLICIES
-    from mri_synth.chapters.training import ArchitectureStudy
-    from mri_synth.synth import registry
     defaults = ArchitectureStudy.__dataclass_fields__  # one set of defaults: the notebooks' configs
     default = {name: f.default for name, f in defaults.items()}
     arms = ", ".join([*POLICIES, "repeat", *registry.names()][1:])
@@ -156,19 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seeds", type=int, default=default["n_seeds"], help="repeats per setting")
     st.add_argument("--first-seed", type=int, default=default["first_seed"],
                     help="first repeat index (extend a finished study)")
-    st.add_argument("--epochs", type=int, default=default["epochs"])
-    st.add_argument("--max-steps", type=int, default=default["max_steps"],
-                    help="a budget in optimizer steps instead of epochs")
-    st.add_argument("--equal-steps", action="store_true",
-                    help="every arm trains epochs x ceil(100%% pool / batch size) steps (arms differ in images only)")
     st.add_argument("--split", nargs="+", default=list(default["splits"]), choices=["slice", "subject"],
                     help="evaluations: slice (the source's split, thesis-comparable), subject (people never seen)")
-    st.add_argument("--batch-size", type=int, default=default["batch_size"])
-    st.add_argument("--lr", type=float, default=default["lr"])
-    st.add_argument("--weight-decay", type=float, default=default["weight_decay"])
     st.add_argument("--pretrained", action="store_true", help="start from pretrained weights (timm cache or file)")
-    st.add_argument("--input-size", type=int, default=default["input_size"],
-                    help="model input side; 0 keeps the registry's")
+    settings.add_arguments(st, **{name: default[name] for name in TrainSettings.names()})
     _generator_options(st, default)
     st.add_argument("--results", default=None, help="results folder (default results/); the arch is a sub-folder")
     st.add_argument("--ray", action="store_true", help="run the trials as tasks on a local Ray (pip install -e "
@@ -178,9 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--ray-gpus", type=float, default=None,
                     help="GPU share per trial task (default: 0.125 when the cluster has GPUs, else 0: 8 trials "
                     "share a GPU, 3.0x one at a time on an H100)")
-    st.add_argument("--precision", choices=("auto", "fp32"), default="auto",
-                    help="classifier arithmetic: auto = bf16 autocast on CUDA; fp32 = no autocast, no TF32 (trials on "
-                    "a GPU that pair with trials run on a CPU)")
     st.set_defaults(func=_study)
 
     tu = sub.add_parser("tune", help="choose the 100%% real arm's lr, weight decay and epochs on validation")
@@ -232,13 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _findings(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from mri_synth.analysis import findings
-    from mri_synth.chapters.training import ArchitectureStudy
-    from mri_synth.notebooks import load_profile
-    from mri_synth.study.runner import load_results
-
     profile = load_profile(args.profile)
     notebooks = profile.get("notebooks") or {}
     section = {**(profile.get("common") or {}), **(notebooks.get("04_train_cnn") or {})}
@@ -253,9 +225,8 @@ def _findings(args: argparse.Namespace) -> None:
     thesis_dir = (_absolute(args.thesis_budget) if args.thesis_budget
                   else (notebooks.get("07_results") or {}).get("thesis_budget_dir"))
     if thesis_dir:  # the thesis-comparable rows (the profile's folder unless --thesis-budget names one)
-        from mri_synth.paths import project_path
 
-        folder_tb = project_path(thesis_dir)
+        folder_tb = paths.project_path(thesis_dir)
         folder_tb = folder_tb / "cnn" if (folder_tb / "cnn").is_dir() else folder_tb
         thesis_results = load_results(folder_tb)[0] if folder_tb.is_dir() else pd.DataFrame()
         block += "\n" + findings.thesis_budget_block(thesis_results)

@@ -45,6 +45,15 @@ def numbered_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _NUMBERED.match(p.name))
 
 
+RENAMED = {
+    "diffusion_image_size": "name a diffusion preset instead (diffusion_preset: small is the pixel model at 32 px and "
+                            "120 steps, notebook 02's former defaults; a preset keeps its own size otherwise)",
+    "diffusion_train_steps": "name a diffusion preset instead (diffusion_preset: small is the pixel model at 32 px "
+                             "and 120 steps, notebook 02's former defaults)",
+}
+"""Profile keys that no longer exist, with what replaces them: a profile that still uses one fails naming the way."""
+
+
 def load_profile(name_or_path: str | os.PathLike) -> dict:
     """Read a profile by name (``quick``, ``thesis``) or path; check its shape."""
     path = Path(name_or_path)
@@ -64,6 +73,9 @@ def load_profile(name_or_path: str | os.PathLike) -> dict:
     profile["common"] = profile.get("common") or {}
     profile["notebooks"] = {stem: section or {} for stem, section in (profile.get("notebooks") or {}).items()}
     everywhere = set().union(*declared.values())
+    for key in [*profile["common"], *(k for section in profile["notebooks"].values() for k in section)]:
+        if key in RENAMED:
+            raise ProfileError(f"{path}: parameter {key!r} is gone: {RENAMED[key]}")
     for key in profile["common"]:
         if key not in everywhere:
             raise ProfileError(f"{path}: common parameter {key!r} is declared by no notebook (a typo would run the "

@@ -31,7 +31,7 @@ def test_study_then_report_on_the_sample(capsys, tmp_path):
     assert "30% real + 70% repeat" in out and len(list((tmp_path / "cnn" / "trials").glob("*.json"))) == 4
     assert cli.main(["report", "--results", str(tmp_path)]) == 0
     report = capsys.readouterr().out
-    assert "share_a_better" in report and "30% real + 70% repeat" in report
+    assert "a_better_share" in report and "30% real + 70% repeat" in report
     assert "epochs" not in report.splitlines()[0]  # one grid: nothing to tell apart
     # a second grid (2 epochs) in the same folder is reported beside the first, never pooled with it
     assert cli.main([a if a != "1" else "2" for a in args]) == 0  # --epochs 2

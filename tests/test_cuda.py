@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mri_synth.study import runner as R
-from mri_synth.study import trials as S
+from mri_synth.study import trial, trials as S
 from mri_synth.training.models import tiny_model
 from mri_synth.training.stacked import StackedTrial, fit_stacked, trial_config
 from mri_synth.training.settings import TrainConfig
@@ -46,7 +46,7 @@ def test_stacked_models_match_their_lone_runs_on_cuda(sample_data):
     train = sample_data.train
     trials = [StackedTrial(train.images[a:b], train.labels[a:b], seed=s, augment=p)
               for s, (a, b, p) in enumerate([(0, 40, "autoaugment"), (40, 96, "basic"), (96, 168, "none")])]
-    config = TrainConfig(max_steps=8, batch_size=16, device="cuda", bf16=False, progress=False)
+    config = TrainConfig(max_steps=8, batch_size=16, device="cuda", precision="fp32", progress=False)
     kwargs = dict(spec=spec, pretrained=False, validation=(validation.images, validation.labels))
     stacked = fit_stacked("cnn", trials, test.images, test.labels, config, **kwargs)
     for trial, many in zip(trials, stacked):
@@ -57,10 +57,10 @@ def test_stacked_models_match_their_lone_runs_on_cuda(sample_data):
 
 
 def test_the_runner_stacks_on_cuda_by_default(sample_data, tmp_path):
-    context = S.StudyContext(data=sample_data, device="cuda", bf16=False, bank_root=tmp_path / "bank",
+    context = trial.StudyContext(data=sample_data, device="cuda", bank_root=tmp_path / "bank",
                              generator_root=tmp_path / "generators")
     specs = S.study_grid(["cnn"], [1.0, 0.3], ["none", "repeat"], range(2), epochs=1, equal_steps=True,
-                         batch_size=32, input_size=32)
+                         batch_size=32, input_size=32, precision="fp32")
     stacked, _ = R.run_study(specs, context, tmp_path / "stacked", progress=False)
     alone, _ = R.run_study(specs, context, tmp_path / "alone", progress=False, stack=False)
     stored = json.loads((tmp_path / "stacked" / "trials" / f"{specs[0].key}.json").read_text())

@@ -15,7 +15,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]' (CI installs it)")
 
 from mri_synth import cli
-from mri_synth.study import distributed as D, runner as R, trials as S  # noqa: E402
+from mri_synth.study import distributed as D, runner as R, trial, trials as S  # noqa: E402
 
 ARGS = ["study", "--data", "sample", "--arch", "cnn", "--fractions", "1.0", "0.3", "--arms", "none", "repeat",
         "diffusion@0.3", "--seeds", "2", "--epochs", "1", "--equal-steps", "--batch-size", "32", "--input-size", "32",
@@ -32,7 +32,7 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def context(sample_data, tmp_path_factory):
-    return S.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"),
+    return trial.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"),
                           generator_root=tmp_path_factory.mktemp("generators"), device="cpu", cpu_threads=1)
 
 

@@ -123,31 +123,6 @@ def test_significance_warning_says_how_many_repeats():
     assert "after Holm over 4 contrasts" in intervals.significance_warning(7, family_size=4)
 
 
-def test_paired_contrasts_by_hand_with_holm_and_the_warning():
-    from mri_synth.analysis.contrasts import paired_contrasts, parse_contrast
-
-    rows = []
-    for split, metric, base in [("slice", "test_loss", 1.0), ("subject", "dementia_auc_person", 0.7)]:
-        for seed in range(6):
-            for policy, shift in [("30% real", 0.0), ("30% real + 70% diffusion", 0.01 * (seed + 1)),
-                                  ("30% real + autoaugment", -0.02)]:
-                rows.append({"split": split, "arch": "cnn", "policy": policy, "seed": seed, "metric": metric,
-                             "value": base + shift, "epochs": 10})
-    table = paired_contrasts(pd.DataFrame(rows), ["30% real + 70% diffusion vs 30% real",
-                                                  "30% real + autoaugment vs 30% real"])
-    diffusion = table[(table.split == "slice") & (table.a == "30% real + 70% diffusion")].iloc[0]
-    assert diffusion.metric == "test_loss" and diffusion.n_pairs == 6
-    assert diffusion.mean_diff == pytest.approx(0.035) and diffusion.median_diff == pytest.approx(0.035)
-    assert diffusion.a_better_share == 0.0  # a higher loss is worse
-    assert diffusion.p_value == pytest.approx(2 / 64)  # all six one way: the exact test's smallest p
-    assert diffusion.p_holm == pytest.approx(min(1, 2 * 2 / 64))  # two contrasts in the family
-    assert "run at least" in diffusion.warning  # 6 repeats cannot reach 0.05 after Holm over 2
-    subject = table[(table.split == "subject") & (table.a == "30% real + 70% diffusion")].iloc[0]
-    assert subject.metric == "dementia_auc_person" and subject.a_better_share == 1.0  # a higher AUC is better
-    with pytest.raises(ValueError, match="written 'A vs B'"):
-        parse_contrast("diffusion against none")
-
-
 def test_subject_mode_on_the_real_data_keeps_people_apart_for_every_fold_seed_and_fraction(real_data):
     import torch
 

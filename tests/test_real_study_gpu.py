@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mri_synth.chapters.training import ArchitectureStudy, _precision
+from mri_synth.chapters.training import ArchitectureStudy
+from mri_synth.training.settings import precision_scope as _precision
 from mri_synth.study.trials import TrialSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,5 +54,5 @@ def test_precision_fp32_turns_tf32_off_inside_the_run_only():
 
 
 def test_unknown_precision_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32'\)"):
+    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32', 'bf16'\)"):
         ArchitectureStudy(precision="fp16")

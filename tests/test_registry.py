@@ -158,7 +158,8 @@ def test_defaults_agree_across_layers():
 
 
 def test_latent_presets_are_the_diffusion_arm_through_the_one_path(sample_data, tmp_path):
-    from mri_synth.study.trials import StudyContext, TrialSpec, training_set
+    from mri_synth.study.trials import TrialSpec
+    from mri_synth.study.trial import StudyContext, training_set
     from mri_synth.synth.latent import LatentDiffusionGenerator
 
     settings = registry.GeneratorSettings(diffusion_preset="latent-toy")

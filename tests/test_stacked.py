@@ -32,7 +32,7 @@ from mri_synth.training.fit import fit
 EXACT = ["epoch", "step", "accuracy", "balanced_accuracy", "macro_f1", "recall_Mild_Demented",
          "recall_Moderate_Demented", "recall_Non_Demented", "recall_Very_Mild_Demented"]
 CLOSE = ["train_loss", "test_loss", "ece"]
-FP32 = dict(bf16=False, progress=False)
+FP32 = dict(precision="fp32", progress=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

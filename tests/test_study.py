@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mri_synth.study import runner as R
-from mri_synth.study import trials as S
+from mri_synth.study import trial, trials as S
 from mri_synth.data.types import CLASS_NAMES
 from mri_synth.data.sampling import stratified_sample
 from mri_synth.synth import registry
@@ -16,7 +16,7 @@ from mri_synth.synth import registry
 
 @pytest.fixture(scope="module")
 def context(sample_data, tmp_path_factory):
-    return S.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"),
+    return trial.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"),
                           generator_root=tmp_path_factory.mktemp("generators"))
 
 
@@ -78,44 +78,44 @@ def test_grid_pairs_arms_and_skips_empty_fills():
 def test_synthetic_amount_per_class_follows_the_full_set():
     counts = [724, 49, 2566, 1781]
     spec = S.TrialSpec(real_fraction=0.3, synthetic="repeat", synthetic_fraction=0.7)
-    assert S.synthetic_per_class(spec, counts) == [507, 34, 1796, 1247]
+    assert trial.synthetic_per_class(spec, counts) == [507, 34, 1796, 1247]
     only = replace(spec, synthetic_classes=("Mild_Demented", "Moderate_Demented"))
-    assert S.synthetic_per_class(only, counts) == [507, 34, 0, 0]
+    assert trial.synthetic_per_class(only, counts) == [507, 34, 0, 0]
 
 
 def test_control_arm_repeats_only_the_trials_own_images(context):
     spec = S.TrialSpec(real_fraction=0.3, synthetic="repeat", synthetic_fraction=0.7, seed=2)
-    ts = S.training_set(spec, context)
+    ts = trial.training_set(spec, context)
     full = context.evaluation(spec).pool  # the training slices left after the validation carve
     assert set(ts.synthetic_sources) <= set(ts.real_ids)
     # the real part is the stratified sample (half rounds up: 30% of 75 is 23, where Python's round gives 22)
     assert len(ts.labels) == len(stratified_sample(full.labels, 0.3, 2)) + sum(
-        S.synthetic_per_class(spec, full.class_counts()))
+        trial.synthetic_per_class(spec, full.class_counts()))
     assert ts.labels.bincount(minlength=4).tolist() == [
         r + s for r, s in zip(torch.bincount(full.labels[stratified_sample(full.labels, 0.3, 2)], minlength=4).tolist(),
-                              S.synthetic_per_class(spec, full.class_counts()))]
+                              trial.synthetic_per_class(spec, full.class_counts()))]
 
 
 def test_every_policy_of_a_repeat_shares_the_real_subset(context):
     base = S.TrialSpec(real_fraction=0.3, seed=1)
-    plain = S.training_set(base, context)
-    control = S.training_set(replace(base, synthetic="repeat", synthetic_fraction=0.7), context)
-    augmented = S.training_set(replace(base, augment="autoaugment"), context)
+    plain = trial.training_set(base, context)
+    control = trial.training_set(replace(base, synthetic="repeat", synthetic_fraction=0.7), context)
+    augmented = trial.training_set(replace(base, augment="autoaugment"), context)
     assert plain.real_ids == control.real_ids == augmented.real_ids
-    assert plain.real_ids != S.training_set(replace(base, seed=2), context).real_ids
+    assert plain.real_ids != trial.training_set(replace(base, seed=2), context).real_ids
 
 
 def test_diffusion_draw_uses_only_variants_of_the_trials_own_sources(context):
     spec = S.TrialSpec(real_fraction=0.3, synthetic="diffusion", synthetic_fraction=0.2, seed=0, generator="toy",
                        synthetic_classes=("Moderate_Demented", "Mild_Demented"))
-    ts = S.training_set(spec, context)
+    ts = trial.training_set(spec, context)
     assert ts.synthetic_sources and set(ts.synthetic_sources) <= set(ts.real_ids)
     n_real = len(ts.real_ids)
     added = ts.labels[n_real:]
     assert set(added.tolist()) <= {CLASS_NAMES.index("Mild_Demented"), CLASS_NAMES.index("Moderate_Demented")}
     assert ts.images.shape[1:] == (1, 128, 128) and ts.images.dtype == torch.uint8
     # another repeat has another real subset, hence a generator trained on other images and other sources
-    other = S.training_set(replace(spec, seed=1), context)
+    other = trial.training_set(replace(spec, seed=1), context)
     assert other.generator_fingerprint != ts.generator_fingerprint
     assert set(other.synthetic_sources) <= set(other.real_ids)
 
@@ -123,7 +123,7 @@ def test_diffusion_draw_uses_only_variants_of_the_trials_own_sources(context):
 def test_paid_generator_is_only_read_from_the_bank_with_a_clear_error(context):
     spec = S.TrialSpec(real_fraction=0.3, synthetic="openai", synthetic_fraction=0.7)
     with pytest.raises(ValueError, match="fill it first"):
-        S.training_set(spec, context)
+        trial.training_set(spec, context)
 
 
 # ------------------------------------------------------------------------------------------------ the runner
@@ -144,7 +144,7 @@ def test_resume_after_a_kill_gives_the_same_table(context, tmp_path, monkeypatch
     straight, _ = R.run_study(specs, context, tmp_path / "straight", progress=False)
 
     calls = {"n": 0}
-    real_run_trial = S.run_trial
+    real_run_trial = trial.run_trial
 
     def dies_on_the_third(spec, ctx):
         calls["n"] += 1
@@ -176,7 +176,7 @@ def test_results_carry_spec_provenance_and_every_metric(context, tmp_path):
     row = results.iloc[0]
     assert row.policy == "30% real + 70% repeat" and row.generator_kind == "control" and row.budget == "epochs"
     images = results.set_index("metric").value
-    assert images["synthetic_images"] == sum(S.synthetic_per_class(spec, context.evaluation(spec).pool.class_counts()))
+    assert images["synthetic_images"] == sum(trial.synthetic_per_class(spec, context.evaluation(spec).pool.class_counts()))
     stored = R.load_predictions(tmp_path, spec.key)  # per-image test probabilities, at both checkpoints
     assert stored["proba_best"].shape == (len(context.data.test), 4) and list(stored["test_ids"]) == list(
         context.data.test.ids)
@@ -193,7 +193,7 @@ def test_step_budget_gives_every_arm_the_same_number_of_steps(context, tmp_path)
 
 def test_results_from_other_data_are_not_mixed(context, tmp_path, real_data):
     R.run_study([S.TrialSpec(real_fraction=0.3, **TINY)], context, tmp_path, progress=False)
-    other = S.StudyContext(data=real_data, bank_root=context.bank_root)
+    other = trial.StudyContext(data=real_data, bank_root=context.bank_root)
     with pytest.raises(ValueError, match="choose another results folder"):
         R.run_study([S.TrialSpec(real_fraction=0.3, **TINY)], other, tmp_path, progress=False)
 
@@ -208,7 +208,7 @@ def test_changing_the_diffusion_preset_reruns_only_diffusion_trials(context, tmp
     toy = grid("toy")
     R.run_study(toy, context, tmp_path, progress=False)
     ran = []
-    real_run_trial = S.run_trial
+    real_run_trial = trial.run_trial
     monkeypatch.setattr(S, "run_trial", lambda spec, ctx: ran.append(spec) or real_run_trial(spec, ctx))
     tiny = [replace(s, generator="toy:train_steps=3") if s.synthetic == "diffusion" else s for s in toy]
     results, _ = R.run_study(tiny, context, tmp_path, progress=False)
@@ -248,17 +248,17 @@ def test_equal_steps_give_arms_of_every_size_the_same_number_of_updates(context,
 
 
 def test_subject_trials_never_train_or_validate_on_a_test_person(sample_data, tmp_path_factory):
-    context = S.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"))
+    context = trial.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"))
     spec = S.TrialSpec(split="subject", seed=3, **TINY)
     ev = context.evaluation(spec)
-    ts = S.training_set(spec, context)
+    ts = trial.training_set(spec, context)
     person = dict(zip(ev.pool.ids + ev.validation.ids + ev.test.ids,
                       torch.cat([ev.pool.groups, ev.validation.groups, ev.test.groups]).tolist()))
     trained, validated, tested = ({person[i] for i in ids} for i in [0] for ids in
                                   (ts.real_ids, ev.validation.ids, ev.test.ids))
     assert tested and not (tested & trained) and not (tested & validated) and not (validated & trained)
-    assert spec.fold == 3 and S.selection_criterion(spec) == "val_dementia_auc"
-    metrics = S.run_trial(spec, context)["metrics"]
+    assert spec.fold == 3 and trial.selection_criterion(spec) == "val_dementia_auc"
+    metrics = trial.run_trial(spec, context)["metrics"]
     assert metrics["people"] == len(tested) and 0 <= metrics["person_accuracy"] <= 1
 
 

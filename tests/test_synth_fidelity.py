@@ -64,9 +64,7 @@ def test_pairs_figure_has_a_row_per_source_and_names_a_mismatch():
 @pytest.mark.parametrize("bad, match", [
     (dict(generator="dalle"), "unknown generator 'dalle'"),
     (dict(real_fraction=1.5), "real_fraction"),
-    (dict(diffusion_preset="quick", diffusion_image_size=48), "power of two"),
-    # the pixel presets' resolution is no latent preset's setting (the default is latent-cpu)
-    (dict(diffusion_image_size=32), "'cpu' has no setting image_size"),
+    (dict(diffusion_strength=1.5), "strength"),
     (dict(diffusion_preset="huge"), "diffusion preset must be one of"),
 ])
 def test_generation_config_rejects_bad_values(bad, match):

@@ -13,18 +13,18 @@ import pandas as pd
 import pytest
 
 from mri_synth.study import runner as R
-from mri_synth.study import trials as S
+from mri_synth.study import trial, trials as S
 from mri_synth.study import trial_groups as G
 
-TINY = dict(epochs=1, equal_steps=True, batch_size=32, input_size=32)
+TINY = dict(epochs=1, equal_steps=True, batch_size=32, input_size=32, precision="fp32")  # paths compared in fp32
 COUNTED = ("accuracy", "balanced_accuracy", "macro_f1", "steps", "best_step", "train_images", "real_images",
            "synthetic_images")
 
 
 @pytest.fixture(scope="module")
 def context(sample_data, tmp_path_factory):
-    return S.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"),
-                          generator_root=tmp_path_factory.mktemp("generators"), device="cpu", cpu_threads=1, bf16=False)
+    return trial.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"),
+                          generator_root=tmp_path_factory.mktemp("generators"), device="cpu", cpu_threads=1)
 
 
 def _grid():
@@ -61,7 +61,7 @@ def test_grouped_runner_table_equals_the_one_at_a_time_table(context, tmp_path, 
     specs = _grid()
     alone, alone_history = R.run_study(specs, context, tmp_path / "alone", progress=False)
     ran_alone = []
-    real_run_trial = S.run_trial
+    real_run_trial = trial.run_trial
     monkeypatch.setattr(S, "run_trial", lambda spec, ctx: ran_alone.append(spec) or real_run_trial(spec, ctx))
     grouped, grouped_history = R.run_study(specs, context, tmp_path / "grouped", progress=False, stack=True,
                                            max_stack=8)

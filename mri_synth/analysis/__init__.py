@@ -1,7 +1,7 @@
 """The analysis: statistics, intervals, the declared contrasts, findings and report, figures, and the fidelity of
 synthetic images.
 
-    stats              summaries, paired comparisons, the thesis's numbers
+    stats              summaries with intervals, Holm, the thesis's numbers
     intervals          order-statistic, BCa and two-level intervals
     contrasts          the one function that compares arms (declared, or exploratory with its own correction)
     findings           the README's generated findings block and its check

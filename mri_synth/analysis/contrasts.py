@@ -8,8 +8,13 @@ each contrast, within each evaluation (``split``) and grid, :func:`paired_contra
 - the median paired difference with its order-statistic interval and the coverage it reaches;
 - where per-image test losses are given (``runner.per_image_losses``), a two-level bootstrap interval of the mean
   per-image loss difference, resampling repeats and test people (both sources of variation);
-- the exact Wilcoxon signed-rank p-value, Holm-adjusted over the declared family, and a warning where the number
-  of repeats cannot reach the stated level at all.
+- the exact Wilcoxon signed-rank p-value, Holm-adjusted over the family, and a warning where the number of
+  repeats cannot reach the stated level at all.
+
+It is the package's one function that compares arms. The *declared* family is the profile's ``contrasts``, fixed
+before the run; any other reading (a policy against a reference, :func:`against_reference`; the README's
+Mild+Moderate arm against 30% real) is passed in a call of its own with ``exploratory=True``: labelled so, and
+Holm-corrected over that call's contrasts only.
 
 The primary readout of each evaluation is :data:`PRIMARY`: the thesis's four-way loss in ``slice`` mode, the
 per-person dementia AUC in ``subject`` mode. Summaries of single arms are ``stats``'; figures ``plots``'.
@@ -24,7 +29,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from mri_synth.analysis.intervals import bca_mean_interval, median_interval, significance_warning, two_level_interval
-from mri_synth.analysis.stats import holm_adjust, is_lower_better, metric_rows, setting_columns
+from mri_synth.analysis.stats import holm_adjust, is_lower_better, metric_rows, require_columns, setting_columns
 
 PRIMARY = {"slice": "test_loss", "subject": "dementia_auc_person"}
 """The readout each evaluation leads with."""
@@ -39,24 +44,65 @@ def parse_contrast(text: str) -> tuple[str, str]:
     return a.strip(), b.strip()
 
 
+def against_reference(results: pd.DataFrame, reference: str, policies: Sequence[str] | None = None) -> list[str]:
+    """The contrasts ``"P vs reference"`` for every other policy of ``results`` (sorted), or for ``policies``.
+
+    Pass them to :func:`paired_contrasts` with ``exploratory=True``: they are not the declared family.
+
+    Raises:
+        ValueError: the reference or a named policy has no rows (the message lists the table's policies), or the
+            table holds no policy besides the reference.
+    """
+    require_columns(results, ["policy"])
+    available = sorted(results["policy"].astype(str).unique())
+    absent = [p for p in [reference, *(policies or [])] if p not in available]
+    if absent:
+        raise ValueError(f"no rows of policy {absent} in the results; the table's policies are {available}")
+    chosen = list(policies) if policies is not None else [p for p in available if p != reference]
+    if reference in chosen or not chosen:
+        raise ValueError(f"nothing to compare with the reference {reference!r}: name other policies, of {available}")
+    return [f"{p} vs {reference}" for p in chosen]
+
+
 def paired_contrasts(results: pd.DataFrame, family: Sequence[str], metric: str | None = None, *,
-                     per_image: pd.DataFrame | None = None, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+                     per_image: pd.DataFrame | None = None, alpha: float = 0.05, seed: int = 0,
+                     exploratory: bool = False) -> pd.DataFrame:
     """Every contrast of ``family`` in every evaluation and grid of ``results``, Holm-adjusted over the family.
 
+    Declared contrasts are the profile's family, fixed before the run. Any other reading (a policy against a
+    reference, the README's Mild+Moderate arm against 30% real, ...) is run as its own call with
+    ``exploratory=True``: its rows are labelled ``"exploratory"`` and Holm corrects over that call's contrasts
+    only (within each evaluation and architecture), never pooled with the declared family's.
+
+    A contrast is skipped in an evaluation or grid where either arm has no rows or the arms share no seed (a
+    findings block lists it as not run); when no contrast remains at all, a ValueError names the policies that
+    have no rows and the table's policies.
+
     Args:
-        results: the runner's long results table.
-        family: contrasts ``"A vs B"`` declared before the run (the profile's ``contrasts``).
+        results: the runner's long results table (``policy``, ``seed``, ``arch``, ``metric``, ``value``; without
+            ``split`` it is read as the ``slice`` evaluation).
+        family: contrasts ``"A vs B"``; declared before the run (the profile's ``contrasts``) unless
+            ``exploratory``.
         metric: the readout; default each evaluation's :data:`PRIMARY`.
         per_image: per-image test losses (``runner.per_image_losses``) for the two-level interval; optional.
         alpha: the level the warning checks.
+        seed: seed of the bootstrap resampling.
+        exploratory: label the rows ``"exploratory"`` instead of ``"declared"``.
 
     Returns:
-        One row per (evaluation/grid, contrast): ``split``, ``a``, ``b``, ``metric``, ``n_pairs``, ``mean_diff``,
-        ``mean_lo``, ``mean_hi`` (BCa), ``median_diff``, ``median_lo``, ``median_hi``, ``median_coverage``,
-        ``p_value``, ``p_holm``, ``a_better_share``, ``image_diff``, ``image_lo``, ``image_hi`` (two-level; NaN
-        without ``per_image``), ``warning``.
+        One row per (evaluation/grid, contrast): ``split``, ``a``, ``b``, ``family`` (``"declared"`` or
+        ``"exploratory"``), ``metric``, ``n_pairs``, ``mean_diff``, ``mean_lo``, ``mean_hi`` (BCa),
+        ``median_diff``, ``median_lo``, ``median_hi``, ``median_coverage``, ``p_value``, ``p_holm``,
+        ``a_better_share``, ``image_diff``, ``image_lo``, ``image_hi`` (two-level; NaN without ``per_image``),
+        ``warning``.
+
+    Raises:
+        ValueError: a missing column or metric, a contrast not written ``"A vs B"``, an arm with several rows per
+            seed within one grid, or no contrast with both arms paired.
     """
+    require_columns(results, ["policy", "seed", "arch"])
     pairs = [parse_contrast(c) for c in family]
+    label = "exploratory" if exploratory else "declared"
     records = []
     for split, part in results.groupby("split", sort=True) if "split" in results else [("slice", results)]:
         readout = metric or PRIMARY[split]
@@ -64,23 +110,43 @@ def paired_contrasts(results: pd.DataFrame, family: Sequence[str], metric: str |
         setting = setting_columns(rows, ["arch"], exclude=("generator",))
         for key, group in rows.groupby(setting, sort=True):
             key = key if isinstance(key, tuple) else (key,)
+            where = {"split": split, **dict(zip(setting, key))}
             for a, b in pairs:
-                values = {p: group[group.policy == p].set_index("seed")["value"] for p in (a, b)}
-                if values[a].empty or values[b].empty:
-                    continue
+                values = {p: _arm(group, p, where) for p in (a, b)}
                 paired = pd.concat(values, axis=1, join="inner").dropna()
+                if paired.empty:  # an arm not run in this evaluation/grid, or no shared seed
+                    continue
                 diff = (paired[a] - paired[b]).to_numpy()
-                records.append({"split": split, **dict(zip(setting, key)), "a": a, "b": b, "metric": readout,
+                records.append({**where, "a": a, "b": b, "family": label, "metric": readout,
                                 **_describe(diff, is_lower_better(readout), seed),
                                 **_image_level(per_image, split, key, setting, a, b, seed)})
     table = pd.DataFrame.from_records(records)
     if table.empty:
-        raise ValueError(f"no contrast of {list(family)} has both arms in the results: check the policy labels "
-                         f"against {sorted(results.policy.unique())}")
+        policies = sorted(results.policy.astype(str).unique())
+        absent = sorted({p for pair in pairs for p in pair} - set(policies))
+        reason = (f"policy {absent} has no rows at all" if absent
+                  else "no evaluation and grid holds both arms of one with a shared seed (run both with the same "
+                       "seeds)")
+        raise ValueError(f"no contrast of {list(family)} has both arms in the results: {reason}; check the policy "
+                         f"labels against {policies}")
     table["p_holm"] = table.groupby([c for c in table.columns if c in ("split", "arch")])["p_value"].transform(
         lambda p: holm_adjust(p.to_numpy()))
     table["warning"] = [significance_warning(n, alpha, len(pairs)) for n in table.n_pairs]
     return table
+
+
+def _arm(group: pd.DataFrame, policy: str, where: dict) -> pd.Series:
+    """One arm's values by seed within one evaluation and grid; an error naming the columns that tell apart
+    several rows of one seed (they would be mis-paired)."""
+    rows = group[group.policy == policy]
+    doubled = rows[rows.duplicated("seed", keep=False)]
+    if len(doubled):
+        differ = [c for c in rows.columns if c not in ("seed", "value", "policy")
+                  and doubled.groupby("seed")[c].nunique(dropna=False).max() > 1]
+        raise ValueError(f"policy {policy!r} has several rows per seed at {where} (they differ in "
+                         f"{differ or 'no column: the same trial is in the table twice'}); give those arms distinct "
+                         "policy labels or filter the table to one of them first")
+    return rows.set_index("seed")["value"].astype(float)
 
 
 def _describe(diff: np.ndarray, lower_is_better: bool, seed: int) -> dict[str, float]:

@@ -103,7 +103,7 @@ def _legend_on_last(ax, axes: np.ndarray) -> None:
         ax.get_legend().remove()
 
 
-def asas_array(images) -> np.ndarray:
+def as_array(images) -> np.ndarray:
     """A tensor (any device) or array as a NumPy array."""
     return np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
 

@@ -1,18 +1,18 @@
-"""Statistics of a study: per-setting summaries with bootstrap intervals and paired comparisons of policies.
+"""Statistics of a study: per-setting summaries with bootstrap intervals, Holm's adjustment, the thesis's medians.
 
 Reads the study runner's tidy results table (one row per trial x metric, with the runner's column names) and
 never trains or loads anything itself. It provides
 
 * :func:`summarize`: per setting (group-by columns) the median and the mean of a metric, each with a
   bootstrap confidence interval;
-* :func:`compare_policies`: two policies paired repeat by repeat (repeat r of every policy uses the same real
-  subset), the paired differences with bootstrap intervals, a Wilcoxon signed-rank test and the share of
-  repeats in which one policy beats the other;
-* :func:`compare_to_reference`: that comparison for every policy against one reference, with Holm-adjusted
-  p-values, as one tidy table;
-* :func:`thesis_comparison`: the thesis's CNN medians beside ours.
+* :func:`holm_adjust`: Holm's step-down adjustment of a family's p-values;
+* :func:`thesis_comparison`: the thesis's CNN medians beside ours;
+* the helpers the analysis shares: :func:`is_lower_better`, :func:`metric_rows`, :func:`require_columns`,
+  :func:`setting_columns`, :func:`with_method`.
 
-Figures are left to :mod:`mri_synth.plots`; running trials and writing the table to :mod:`mri_synth.study`.
+Comparisons of arms (paired by repeat, declared or exploratory, Holm-adjusted) are
+:func:`mri_synth.analysis.contrasts.paired_contrasts`'s, the package's one such function. Figures are left to
+:mod:`mri_synth.plots`; running trials and writing the table to :mod:`mri_synth.study`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ _NOT_GENERATIVE = ("none", "repeat")
 
 
 GRID_COLUMNS = ("split", "protocol", "budget", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "input_size",
-                "pretrained", "generator")
+                "precision", "pretrained", "generator")
 """Spec columns that make a grid: trials that differ in any of them are never pooled into one summary or pair."""
 
 
@@ -70,15 +70,11 @@ def setting_columns(rows: pd.DataFrame, by: Sequence[str], *, exclude: Sequence[
     return by + extra
 
 
-class UnpairedError(ValueError):
-    """Two policies share no repeat to pair (e.g. one was run for another architecture or other seeds)."""
-
-
 def is_lower_better(metric: str) -> bool:
     """Whether a smaller value of ``metric`` is better (loss, ECE, time) or worse (accuracy, recall, F1).
 
     Raises:
-        ValueError: for a metric this module does not know; pass ``lower_is_better=`` explicitly then.
+        ValueError: for a metric this module does not know; add it to :data:`LOWER_IS_BETTER` then.
     """
     metric = metric.removesuffix("_last")  # the same metric at the last step instead of the chosen checkpoint
     if metric in LOWER_IS_BETTER:
@@ -87,7 +83,7 @@ def is_lower_better(metric: str) -> bool:
         return False
     raise ValueError(
         f"unknown metric {metric!r}: cannot tell whether lower is better; "
-        "pass lower_is_better=True or False to the comparison"
+        "add it to mri_synth.analysis.stats.LOWER_IS_BETTER (True where lower is better)"
     )
 
 
@@ -209,109 +205,6 @@ def summarize(
     return pd.DataFrame.from_records(records)
 
 
-def _paired_values(
-    rows: pd.DataFrame, policy: str, within: list[str], pair_on: list[str]
-) -> pd.Series:
-    chosen = rows[rows["policy"] == policy]
-    if chosen.empty:
-        available = sorted(rows["policy"].astype(str).unique())
-        raise ValueError(f"no rows of policy {policy!r}; the table's policies are {available}")
-    index = within + pair_on
-    duplicated = chosen[chosen.duplicated(index, keep=False)]
-    if not duplicated.empty:
-        varying = [c for c in chosen.columns
-                   if c not in index + ["value"] and duplicated.groupby(index)[c].nunique().max() > 1]
-        raise ValueError(
-            f"policy {policy!r} has several rows per {index} (they differ in {varying}); add those columns to "
-            "within= or filter the table to one setting first"
-        )
-    return chosen.set_index(index)["value"].astype(float)
-
-
-def compare_policies(
-    results: pd.DataFrame,
-    a: str,
-    b: str,
-    metric: str = "test_loss",
-    *,
-    within: Sequence[str] | None = None,
-    pair_on: Sequence[str] | None = None,
-    lower_is_better: bool | None = None,
-    confidence: float = 0.95,
-    n_resamples: int = 2000,
-    min_pairs: int = 2,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Paired comparison of policy ``a`` against policy ``b`` on ``metric``, per group of ``within``.
-
-    Rows of ``a`` and ``b`` are paired by ``pair_on`` (the repeat index: repeat r of every policy trains on the
-    same real subset), so the differences ``a - b`` remove the variation between real subsets.
-
-    Args:
-        results: the runner's long results table.
-        a: the policy under test (e.g. ``"30% real + 70% diffusion"``).
-        b: the policy it is compared with (e.g. ``"30% real"``).
-        metric: which metric to compare.
-        within: columns compared separately; default (arch,). Add real_fraction when policy labels repeat
-            across fractions.
-        pair_on: columns that pair a row of ``a`` with a row of ``b``; default (seed,).
-        lower_is_better: direction of "better"; default from :func:`is_lower_better`.
-        confidence: coverage of the bootstrap intervals of the median and mean difference.
-        n_resamples: bootstrap resamples per interval.
-        min_pairs: fewest pairs a group may have.
-        seed: seed of the bootstrap resampling.
-
-    Returns:
-        One row per ``within`` group: ``a``, ``b``, ``metric``, ``n_pairs``, ``median_a``, ``median_b``,
-        ``median_diff`` (the median of the paired differences a - b) with ``median_diff_lo/hi``, ``mean_diff``
-        with ``mean_diff_lo/hi``, ``wilcoxon_statistic``, ``p_value`` (two-sided Wilcoxon signed-rank; NaN when
-        every difference is zero), ``share_a_better``, ``share_ties``, ``lower_is_better``.
-
-    Raises:
-        ValueError: missing columns, metric or policy; duplicate rows per pair; no or too few paired repeats.
-    """
-    within = list(within) if within is not None else ["arch"]
-    pair_on = list(pair_on) if pair_on is not None else ["seed"]
-    lower = is_lower_better(metric) if lower_is_better is None else lower_is_better
-    rows = metric_rows(results, metric)
-    require_columns(rows, ["policy", *within, *pair_on])
-    values_a = _paired_values(rows, a, within, pair_on)
-    values_b = _paired_values(rows, b, within, pair_on)
-    paired = pd.concat({"a": values_a, "b": values_b}, axis=1, join="inner")
-    if paired.empty:
-        raise UnpairedError(
-            f"no paired repeats: {a!r} and {b!r} share no {within + pair_on} values; run both policies with the "
-            "same seeds, or change within=/pair_on="
-        )
-    records = []
-    groups = paired.groupby(level=within, sort=True) if within else [((), paired)]
-    for key, group in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        if len(group) < min_pairs:
-            raise ValueError(
-                f"only {len(group)} paired repeat(s) of {a!r} vs {b!r} at {dict(zip(within, key))}; "
-                f"need at least {min_pairs}: run more seeds of both policies"
-            )
-        diff = (group["a"] - group["b"]).to_numpy()
-        a_better = diff < 0 if lower else diff > 0
-        if np.all(diff == 0):
-            # Every pair tied: the signed-rank test has no non-zero difference to rank, so it is undefined.
-            statistic, p_value = float("nan"), float("nan")
-        else:
-            test = sps.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
-            statistic, p_value = float(test.statistic), float(test.pvalue)
-        records.append({
-            **dict(zip(within, key)),
-            "a": a, "b": b, "metric": metric, "n_pairs": len(diff),
-            "median_a": float(group["a"].median()), "median_b": float(group["b"].median()),
-            **_centres(diff, "_diff", confidence=confidence, n_resamples=n_resamples, seed=seed),
-            "wilcoxon_statistic": statistic, "p_value": p_value,
-            "share_a_better": float(np.mean(a_better)), "share_ties": float(np.mean(diff == 0)),
-            "lower_is_better": lower,
-        })
-    return pd.DataFrame.from_records(records)
-
-
 def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjustment of p-values for multiple comparisons (NaN entries stay NaN)."""
     p = np.asarray(p_values, dtype=float)
@@ -322,53 +215,6 @@ def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
     steps = (m - np.arange(m)) * p[order]
     adjusted[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
     return adjusted
-
-
-def compare_to_reference(
-    results: pd.DataFrame,
-    reference: str,
-    metric: str = "test_loss",
-    *,
-    policies: Sequence[str] | None = None,
-    within: Sequence[str] | None = None,
-    **options,
-) -> pd.DataFrame:
-    """Every policy paired against ``reference``: one tidy table with Holm-adjusted p-values per group.
-
-    Args:
-        results: the runner's long results table.
-        reference: the policy every other one is compared with (e.g. ``"30% real"``).
-        metric: which metric to compare.
-        policies: which policies to compare; default every other policy in the table (sorted), skipping any
-            that share no repeats with the reference within a group.
-        within: as in :func:`compare_policies`; grid columns that vary in the table (epochs, budget, ...) are
-            added, so two grids are compared separately.
-        **options: passed to :func:`compare_policies` (pair_on, lower_is_better, confidence, ...).
-
-    Returns:
-        The rows of :func:`compare_policies` for each policy, plus ``p_holm``: the p-values adjusted for the
-        number of policies compared within each group.
-    """
-    within = list(within) if within is not None else ["arch"]
-    rows = metric_rows(results, metric)
-    require_columns(rows, ["policy"])
-    # grids (epochs, budgets, ...) are compared separately; the generator differs between arms by design
-    within = setting_columns(rows, within, exclude=("generator",))
-    chosen = policies if policies is not None else sorted(set(rows["policy"].astype(str)) - {reference})
-    tables = []
-    for policy in chosen:
-        try:
-            tables.append(compare_policies(rows, policy, reference, metric, within=within, **options))
-        except UnpairedError:
-            # Only the default "every policy" may skip an arm that was never paired (e.g. another arch's).
-            if policies is not None:
-                raise
-    if not tables:
-        raise ValueError(f"no policy shares paired repeats with the reference {reference!r}")
-    table = pd.concat(tables, ignore_index=True)
-    group_keys = table[within].astype(str).agg("|".join, axis=1) if within else pd.Series(0, index=table.index)
-    table["p_holm"] = table.groupby(group_keys)["p_value"].transform(lambda p: holm_adjust(p.to_numpy()))
-    return table
 
 
 def thesis_comparison(

@@ -13,7 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mri_synth.analysis.plots import image_grid, plot_nearest_train_similarity, plot_person_slices, save_figure
 from mri_synth.config import NotebookConfig
+from mri_synth.data.audit import leakage_audit
+from mri_synth.data.cache import load_data
 from mri_synth.data.types import CLASS_NAMES, MRIData, Split
 
 THESIS_TABLE_2_1 = {"train": [724, 49, 2566, 1781], "test": [172, 15, 634, 459]}
@@ -75,8 +78,6 @@ def intensity_stats(split: Split, background_level: int = 10) -> pd.DataFrame:
 
 def example_slices(split: Split, per_class: int = 4, seed: int = 0) -> plt.Figure:
     """A grid of example slices, one row per class (the thesis's Figure 2.1)."""
-    from mri_synth.analysis.plots import image_grid
-
     gen = torch.Generator().manual_seed(seed)
     picks, titles = [], []
     for c, name in enumerate(CLASS_NAMES):
@@ -115,3 +116,8 @@ class ExplorationConfig(NotebookConfig):
         super().__post_init__()
         if not 1 <= self.examples_per_class <= 12:
             raise ValueError(f"examples_per_class must be an int in 1..12, got {self.examples_per_class!r}")
+
+
+__all__ = ["ExplorationConfig", "class_count_table", "example_slices", "imbalance_summary", "intensity_histograms",
+           "intensity_stats", "leakage_audit", "load_data", "plot_nearest_train_similarity", "plot_person_slices",
+           "save_figure"]

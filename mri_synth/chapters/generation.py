@@ -20,8 +20,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mri_synth.training.classifier import ClassifierRecipe
+from mri_synth import paths
+from mri_synth.analysis import fidelity, memorisation, synthetic_figures as figures
+from mri_synth.analysis.plots import save_figure
 from mri_synth.config import NotebookConfig
+from mri_synth.data.cache import load_data
+from mri_synth.training.classifier import ClassifierRecipe, real_classifier
+from mri_synth.training.evaluation import predict_proba
 from mri_synth.data.types import MRIData, Split, check_fraction
 from mri_synth.data.sampling import stratified_sample
 from mri_synth.synth import registry
@@ -37,9 +42,7 @@ class GenerationConfig(NotebookConfig):
     real_fraction: float = 0.3  # share of the real training slices that get variations
     n_variants: int = 3  # variations per real slice
     diffusion_preset: str = registry.DEFAULT_DIFFUSION_PRESET
-    diffusion_image_size: int = 0  # overrides of the preset; 0 keeps the preset's
-    diffusion_train_steps: int = 0
-    diffusion_strength: float = 0.0
+    diffusion_strength: float = 0.0  # SDEdit strength over the preset's; 0 keeps the preset's
     openai_model: str = ""  # empty: the OpenAI generator's default model
     openai_quality: str = "low"
     synthetic_folder: str = ""  # the folder generator's images
@@ -61,9 +64,7 @@ class GenerationConfig(NotebookConfig):
 
     def generator_settings(self) -> registry.GeneratorSettings:
         """The registry's settings these parameters name (the preset with the notebook's overrides)."""
-        overrides = tuple((k, v) for k, v in (("image_size", self.diffusion_image_size),
-                                              ("train_steps", self.diffusion_train_steps),
-                                              ("strength", self.diffusion_strength)) if v)
+        overrides = (("strength", self.diffusion_strength),) if self.diffusion_strength else ()
         return registry.settings_from({**{k: getattr(self, k) for k in self.parameter_names()},
                                        "diffusion_overrides": overrides})
 
@@ -137,3 +138,19 @@ def save_table(table: pd.DataFrame, name: str, config: GenerationConfig) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     return path
+
+
+RECORDED_FIDELITY = "benchmarks/results/latent_fidelity_report.csv"
+"""The latent presets' fidelity on two real 30% subsets, recorded by ``benchmarks/latent_fidelity.py``."""
+
+
+def recorded_fidelity() -> pd.DataFrame:
+    """The recorded fidelity of each preset (``RECORDED_FIDELITY``): one row per metric, a column per preset and the
+    real-vs-real floor."""
+    recorded = pd.read_csv(paths.project_path(RECORDED_FIDELITY))
+    return recorded.pivot_table(index="metric", columns="preset", values="value", sort=False).join(
+        recorded.drop_duplicates("metric").set_index("metric")["floor"]).round(3)
+
+
+__all__ = ["GenerationConfig", "cost_so_far", "fidelity", "figures", "fill_bank", "load_data", "memorisation",
+           "openai_preview", "predict_proba", "real_classifier", "recorded_fidelity", "save_figure", "save_table"]

@@ -18,7 +18,7 @@ CAMs and agreement metrics are :mod:`mri_synth.gradcam`'s, the figures :mod:`mri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from typing import Sequence
@@ -30,24 +30,26 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from mri_synth.analysis.plots import as_array, boxplot, new_figure
+from mri_synth.analysis.plots import as_array, boxplot, new_figure, save_figure
 from mri_synth.config import NotebookConfig
+from mri_synth.data.cache import load_data
 from mri_synth.data.types import CLASS_NAMES, MRIData, Split
 from mri_synth.synth import registry
+from mri_synth.synth.bank import SyntheticBank
 from mri_synth.training.classifier import ClassifierRecipe, real_classifier
-from mri_synth.training.gradcam import PAIR_KINDS, CamExplainer, cam_method, overlay_cam, resolve_class
+from mri_synth.training.gradcam import (PAIR_KINDS, CamExplainer, agreement_table, cam_method, overlay_cam, resolve_class,
+                                        summarize_agreement)
 from mri_synth.training.models import ModelSpec, get_spec
+from mri_synth.training.settings import TrainSettings
 
 
 @dataclass(frozen=True)
-class GradCamConfig(NotebookConfig):
-    """Settings of notebook 03 (see its parameters cell for why each default)."""
+class GradCamConfig(NotebookConfig, TrainSettings):
+    """Settings of notebook 03 (see its parameters cell for why each default). The classifier's training settings
+    (epochs, batch_size, input_size, ...) are ``TrainSettings``' fields."""
 
     model_name: str = "cnn"  # the thesis explained its basic CNN
     pretrained: bool = False
-    input_size: int = 0  # 0: the registry's size
-    epochs: int = 5
-    batch_size: int = 64
     cam_method: str = "gradcam"
     explained_class: str = "Moderate_Demented"
     panel_classes: str = "Moderate_Demented,Non_Demented"
@@ -61,12 +63,11 @@ class GradCamConfig(NotebookConfig):
     bank_dir: str = ""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("input_size", "epochs", "batch_size", "panel_sources_per_class", "variations_per_source",
-                     "agreement_sources_per_class"):
-            if getattr(self, name) < (0 if name == "input_size" else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'input_size' else 'positive'} int, "
-                                 f"got {getattr(self, name)!r}")
+        NotebookConfig.__post_init__(self)  # types, as every notebook's parameters
+        TrainSettings.__post_init__(self)  # the settings' ranges
+        for name in ("panel_sources_per_class", "variations_per_source", "agreement_sources_per_class"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         get_spec(self.model_name)  # raises with the list of known names
         cam_method(self.cam_method)
         for name in [self.explained_class, *self.classes, *([self.agreement_class] if self.agreement_class else [])]:
@@ -86,9 +87,8 @@ class GradCamConfig(NotebookConfig):
     @property
     def recipe(self) -> ClassifierRecipe:
         """How the classifier whose CAMs are shown is trained."""
-        return ClassifierRecipe(model_name=self.model_name, epochs=self.epochs, batch_size=self.batch_size,
-                                input_size=self.input_size, pretrained=self.pretrained, seed=self.seed,
-                                device=self.device)
+        return ClassifierRecipe(model_name=self.model_name, pretrained=self.pretrained, seed=self.seed,
+                                device=self.device, **asdict(self.training))
 
     @property
     def classes(self) -> list[str]:
@@ -143,8 +143,6 @@ def synthetic_variations(config: GradCamConfig, data: MRIData, sources: torch.Te
     from its cache) on the real training split and fills the bank for these sources; with it, the bank must
     already hold that generator's variations of them (e.g. OpenAI variations made in notebook 02).
     """
-    from mri_synth.synth import SyntheticBank
-
     chosen = data.train.subset(sources)
     bank = SyntheticBank(config.bank_dir or None)
     n = config.variations_per_source * len(chosen)
@@ -197,8 +195,6 @@ def real_vs_synthetic_panels(explainer: CamExplainer, real: Split, variations: V
 
 def save_panels(panels: dict[str, Figure], figures_dir: str | Path) -> list[str]:
     """Save every panel as PNG and PDF under its name; returns the PNG file names."""
-    from mri_synth.analysis.plots import save_figure
-
     return [save_figure(fig, name, figures_dir)[0].name for name, fig in panels.items()]
 
 
@@ -272,3 +268,8 @@ def plot_agreement(table: pd.DataFrame) -> Figure:
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     return fig
+
+
+__all__ = ["CamExplainer", "GradCamConfig", "agreement_table", "choose_sources", "load_data", "plot_agreement",
+           "real_vs_synthetic_figure", "real_vs_synthetic_panels", "save_agreement", "save_figure", "save_panels",
+           "summarize_agreement", "synthetic_variations", "trained_classifier"]

@@ -40,13 +40,13 @@ def load_data(source: str | os.PathLike | None = None, *, cache: bool = True, su
         DataSourceError: the source is missing, unreachable, or holds unreadable images or unknown classes.
     """
     kind, location = resolve(source)
-    fingerprint = fingerprint(kind, location)
+    digest = fingerprint(kind, location)
     description = str(location)
-    cache_file = paths.cache_dir() / "data" / f"{kind}-{fingerprint}-v{_DECODE_VERSION}.pt"
+    cache_file = paths.cache_dir() / "data" / f"{kind}-{digest}-v{_DECODE_VERSION}.pt"
     if cache and cache_file.is_file():
         splits = _read_cache(cache_file)
         if splits is not None:
-            return _people(MRIData(splits[0], splits[1], description, fingerprint), subjects, cache)
+            return _people(MRIData(splits[0], splits[1], description, digest), subjects, cache)
     conv = Converter()
     train, test = load_image_folder(Path(location), conv) if kind == "image_folder" else load_hub(location, conv)
     conv.report(description)
@@ -57,7 +57,7 @@ def load_data(source: str | os.PathLike | None = None, *, cache: bool = True, su
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         torch.save(blob, tmp)
         tmp.replace(cache_file)  # atomic: a killed load never leaves half a cache file
-    return _people(MRIData(train, test, description, fingerprint), subjects, cache)
+    return _people(MRIData(train, test, description, digest), subjects, cache)
 
 
 def _people(data: MRIData, recover: bool, cache: bool) -> MRIData:

@@ -25,8 +25,9 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mri_synth.study import runner, trials as study
-from mri_synth.study.trials import StudyContext, TrialSpec
+from mri_synth.study import runner, trial, trials as study
+from mri_synth.study.trials import TrialSpec
+from mri_synth.study.trial import StudyContext
 from mri_synth.synth import registry
 from mri_synth.study.trial_groups import plan_groups, run_trial_group
 
@@ -63,7 +64,7 @@ def train_group(specs: Sequence[TrialSpec], context: StudyContext) -> Outcomes:
             return run_trial_group(specs, context)
         except StackingError:
             pass  # trained one at a time below, as the sequential runner falls back
-    return [study.run_trial(spec, context) for spec in specs]
+    return [trial.run_trial(spec, context) for spec in specs]
 
 
 def _task(train: TrainGroup, specs: Sequence[TrialSpec], context: StudyContext, *after: Any) -> Outcomes:
@@ -93,7 +94,7 @@ def prepare_generator(specs: Sequence[TrialSpec], context: StudyContext) -> str:
 
         torch.set_num_threads(context.cpu_threads)
     for spec in dict.fromkeys(replace(s, arch="cnn", augment="none") for s in specs):  # one per distinct draw
-        fingerprint = study.training_set(spec, context).generator_fingerprint
+        fingerprint = trial.training_set(spec, context).generator_fingerprint
     return fingerprint
 
 

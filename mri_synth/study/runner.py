@@ -25,10 +25,11 @@ import torch
 from tqdm.auto import tqdm
 
 from mri_synth import paths
-from mri_synth.study import trials as study
+from mri_synth.study import trial, trials as study
 from mri_synth.data.types import MRIData
 from mri_synth.training.stacked import StackingError
-from mri_synth.study.trials import StudyContext, TrialSpec
+from mri_synth.study.trials import TrialSpec
+from mri_synth.study.trial import StudyContext
 from mri_synth.training.settings import TrainConfig
 from mri_synth.study.trial_groups import plan_groups, run_trial_group
 
@@ -176,8 +177,8 @@ def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: st
             outcomes = None
         if outcomes is None:
             for spec in group:
-                # study.run_trial looked up at call time: tests may wrap it
-                write_trial(trials_dir, spec, study.run_trial(spec, context), prov)
+                # trial.run_trial looked up at call time: tests may wrap it
+                write_trial(trials_dir, spec, trial.run_trial(spec, context), prov)
                 bar.update(1)
             continue
         for spec, outcome in zip(group, outcomes):

@@ -6,7 +6,7 @@ start (pretrained or not), with the same batch size, learning rate and weight de
 validation and test slices (one split and fold: the checkpoint criterion follows the split). Their training sets,
 seeds and augmentation policies may all differ. :func:`plan_groups` cuts a list of pending specs into such groups
 (of at most ``max_models``) and singles; :func:`run_trial_group` trains one group and returns each trial's outcome
-in the form ``study.run_trial`` returns it (both call ``study.trial_outcome``).
+in the form ``trial.run_trial`` returns it (both call ``trial.trial_outcome``).
 
 Stacking pays on CUDA only (the recorded CPU benchmark: 0.3x of one at a time), so ``runner.run_study`` groups on
 CUDA and trains one at a time on the CPU unless told otherwise. Epoch budgets (the thesis's) are left to run one at
@@ -18,8 +18,9 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from mri_synth.study import trials as study
-from mri_synth.study.trials import StudyContext, TrialSpec
+from mri_synth.study import trial, trials as study
+from mri_synth.study.trials import TrialSpec
+from mri_synth.study.trial import StudyContext
 
 DEFAULT_MAX_MODELS = 32
 """Models per stack of the basic CNN: the GPU target of issue 13 (K = 32 at least 10x one at a time)."""
@@ -34,7 +35,7 @@ def group_key(spec: TrialSpec, context: StudyContext) -> tuple | None:
     """What trials must share to train in one stack; ``None`` for a trial that cannot (an epoch budget)."""
     if spec.budget == "epochs":
         return None
-    steps = study.step_budget(spec, len(context.evaluation(spec).pool))
+    steps = trial.step_budget(spec, len(context.evaluation(spec).pool))
     return (spec.arch, spec.input_size, spec.pretrained, steps, spec.batch_size, spec.lr, spec.weight_decay,
             spec.split, spec.fold, spec.protocol)
 
@@ -61,13 +62,13 @@ def plan_groups(specs: Sequence[TrialSpec], context: StudyContext,
 def run_trial_group(specs: Sequence[TrialSpec], context: StudyContext) -> list[dict[str, Any]]:
     """Train ``specs`` (one group of :func:`plan_groups`) in one stack; one outcome per spec, as ``run_trial``'s.
 
-    A single spec runs through ``study.run_trial``. Each trial's ``train_time_s`` is its share of the stack's time.
+    A single spec runs through ``trial.run_trial``. Each trial's ``train_time_s`` is its share of the stack's time.
 
     Raises:
         stacked.StackingError: the specs cannot share a step (a caller falls back to one at a time).
     """
     if len(specs) == 1:
-        return [study.run_trial(specs[0], context)]
+        return [trial.run_trial(specs[0], context)]
     from mri_synth.training.stacked import StackedTrial, StackingError, fit_stacked
 
     keys = {group_key(spec, context) for spec in specs}
@@ -77,14 +78,14 @@ def run_trial_group(specs: Sequence[TrialSpec], context: StudyContext) -> list[d
     start = time.perf_counter()
     first = specs[0]
     ev = context.evaluation(first)
-    sets = [study.training_set(spec, context) for spec in specs]
+    sets = [trial.training_set(spec, context) for spec in specs]
     trials = [StackedTrial(s.images, s.labels, seed=spec.seed, augment=spec.augment) for s, spec in zip(sets, specs)]
-    results = fit_stacked(first.arch, trials, ev.test.images, ev.test.labels, study.train_config(first, context),
-                          spec=study.model_spec(first), pretrained=first.pretrained,
+    results = fit_stacked(first.arch, trials, ev.test.images, ev.test.labels, trial.train_config(first, context),
+                          spec=trial.model_spec(first), pretrained=first.pretrained,
                           validation=(ev.validation.images, ev.validation.labels),
-                          selection=study.selection_criterion(first))
+                          selection=trial.selection_criterion(first))
     share = (time.perf_counter() - start) / len(specs)
-    return [study.trial_outcome(spec, context, s, result, share) for spec, s, result in zip(specs, sets, results)]
+    return [trial.trial_outcome(spec, context, s, result, share) for spec, s, result in zip(specs, sets, results)]
 
 
 __all__ = ["DEFAULT_MAX_MODELS", "STACK_LIMITS", "group_key", "plan_groups", "run_trial_group"]

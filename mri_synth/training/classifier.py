@@ -23,17 +23,17 @@ from torch import nn
 
 from mri_synth import paths
 from mri_synth.data.types import MRIData
+from mri_synth.training.fit import fit
 from mri_synth.training.models import ModelSpec, create_model, get_spec
+from mri_synth.training.settings import TrainConfig, TrainSettings
 
 
 @dataclass(frozen=True)
-class ClassifierRecipe:
-    """How the reference classifier is trained (all of it enters the cache key)."""
+class ClassifierRecipe(TrainSettings):
+    """How the reference classifier is trained: the training settings (``TrainSettings``'), the model, its seed.
+    All of it but the device enters the cache key."""
 
     model_name: str = "cnn"  # a model registry name
-    epochs: int = 5
-    batch_size: int = 64
-    input_size: int = 0  # 0: the registry's size
     pretrained: bool = False  # ImageNet weights (resnet18/vit; must be cached when offline)
     seed: int = 0
     device: str = "auto"  # where it trains; the returned model is on the CPU
@@ -69,17 +69,13 @@ def real_classifier(data: MRIData, recipe: ClassifierRecipe = ClassifierRecipe()
     Returns:
         ``(model on the CPU in eval mode, its spec, its per-epoch history)``.
     """
-    from mri_synth.training.settings import TrainConfig
-    from mri_synth.training.fit import fit
-
     spec = recipe.spec
     folder = _cache_folder(recipe, data)
     model = create_model(recipe.model_name, pretrained=False, spec=spec)
     history = _load(folder, model)
     if history is not None:
         return model.eval(), spec, history
-    config = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed, device=recipe.device,
-                         progress=progress)
+    config = TrainConfig(**asdict(recipe.training), seed=recipe.seed, device=recipe.device, progress=progress)
     result = fit(recipe.model_name, data.train.images, data.train.labels, data.test.images, data.test.labels,
                  config, spec=spec, pretrained=recipe.pretrained)
     # plain float32 contiguous weights: the CAM hooks and the cache do not depend on how training ran

@@ -52,7 +52,7 @@ class TrainSettings:
     """
 
     epochs: int = 10  # the thesis's budget
-    max_steps: int | None = None  # None: the budget is epochs
+    max_steps: int | None = None  # None (or 0): the budget is epochs
     equal_steps: bool = False  # False: the thesis's epochs of each arm's own set
     batch_size: int = 64  # fills a CPU's caches; the thesis did not say
     lr: float = 1e-3  # Adam's default, and the thesis's
@@ -62,6 +62,8 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
+        if self.max_steps == 0 and not isinstance(self.max_steps, bool):  # a notebook's literal for "no step budget"
+            object.__setattr__(self, "max_steps", None)
         _positive_int(owner, "epochs", self.epochs)
         _positive_int(owner, "max_steps", self.max_steps, allow_none=True)
         _positive_int(owner, "batch_size", self.batch_size)

@@ -1,0 +1,69 @@
+"""Notebook 07: every architecture's finished trials, both evaluations beside the thesis's numbers.
+
+:class:`ResultsConfig` holds the notebook's parameters (the declared family of contrasts among them);
+:func:`load_all_results` reads every architecture's trials; :func:`exploratory_contrasts` compares every arm with a
+reference arm as an exploratory family (its own Holm correction, labelled so), beside the declared family that
+``paired_contrasts`` reports; :func:`thesis_budget_results` reads the thesis-budget rows' folder. Statistics and
+figures are ``analysis``'; this module hands the notebook what it shows (``__all__``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mri_synth import paths
+from mri_synth.analysis.contrasts import against_reference, paired_contrasts
+from mri_synth.analysis.findings import thesis_budget_block
+from mri_synth.analysis.plots import plot_loss_distribution, plot_per_class_recall, plot_policies_at_fraction, save_figure
+from mri_synth.analysis.report import by_evaluation, evaluation_summary, plot_two_evaluations
+from mri_synth.analysis.stats import thesis_comparison
+from mri_synth.config import NotebookConfig
+from mri_synth.data.types import CLASS_NAMES
+from mri_synth.study.runner import load_results, per_image_losses
+
+
+@dataclass(frozen=True)
+class ResultsConfig(NotebookConfig):
+    """Notebook 07: every architecture's finished trials, compared with a reference arm."""
+
+    reference: str = "30% real"  # the arm every other arm at the same fraction is compared with, pair-wise
+    real_fraction: float = 0.3  # the fraction of the thesis's headline comparison
+    contrasts: tuple[str, ...] = (  # the family Holm corrects over, declared before the run: "A vs B"
+        "30% real + 70% diffusion vs 30% real", "30% real + 70% diffusion vs 30% real + autoaugment",
+        "30% real + 70% diffusion vs 100% real")
+    alpha: float = 0.05  # the level the repeats are checked against
+    # the thesis-comparable rows (the thesis's epoch budget, slice split) when recorded in a folder of their own
+    thesis_budget_dir: str = ""
+
+
+def load_all_results(results_dir: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Results and history of every architecture run into a results folder."""
+    root = paths.chosen_dir(results_dir, paths.results_dir, ensure=False)
+    if not any(root.rglob("trials/*.json")):
+        raise FileNotFoundError(f"no trial results under {root}: run notebooks 04-06 (or mri-synth notebooks) first")
+    return load_results(root)
+
+
+def exploratory_contrasts(results: pd.DataFrame, config: ResultsConfig) -> pd.DataFrame:
+    """Every arm at ``config.real_fraction`` against ``config.reference`` in the slice evaluation's loss: an
+    exploratory family (not declared before the run), Holm-corrected on its own and labelled ``exploratory``."""
+    at = results[results.real_fraction == config.real_fraction]
+    return paired_contrasts(at, against_reference(at, config.reference), "test_loss", alpha=config.alpha,
+                            exploratory=True)
+
+
+def thesis_budget_results(config: ResultsConfig) -> pd.DataFrame | None:
+    """The thesis-budget rows (``config.thesis_budget_dir``, its ``cnn`` folder): ``None`` when none is named,
+    an empty table when the folder holds no trials yet."""
+    if not config.thesis_budget_dir:
+        return None
+    folder = paths.project_path(config.thesis_budget_dir) / "cnn"
+    return load_results(folder)[0] if folder.is_dir() else pd.DataFrame()
+
+
+__all__ = ["CLASS_NAMES", "ResultsConfig", "by_evaluation", "evaluation_summary", "exploratory_contrasts",
+           "load_all_results", "paired_contrasts", "per_image_losses", "plot_loss_distribution",
+           "plot_per_class_recall", "plot_policies_at_fraction", "plot_two_evaluations", "save_figure",
+           "thesis_budget_block", "thesis_budget_results", "thesis_comparison"]
