@@ -11,7 +11,7 @@ PROFILE ?= quick
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study test setup lab clean-cache refresh-notebooks
+.PHONY: study test lint setup lab clean-cache refresh-notebooks
 
 setup: $(STAMP)
 
@@ -35,10 +35,16 @@ test: $(STAMP)
 		$(BIN)/python -m pytest tests notebooks $(RECORDED) --nbval --nbval-current-env $(PYTEST_ARGS); \
 		status=$$?; rm -rf $$tmp; exit $$status
 
-# Kernels keep freed memory in their heaps, as the notebook batch's do (mri_synth/heap.py: faster CPU training).
+# pyflakes, pycodestyle and import order over the whole tree (pyproject.toml's [tool.ruff]); CI runs it before the tests
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# JupyterLab (the `lab` extra) at the project root: notebooks/, the recorded real-data notebooks and figures/ in reach.
+# Kernels keep freed memory in their heaps, as the notebook batch's do (mri_synth/training/heap.py: faster CPU training).
 lab: $(STAMP)
-	GLIBC_TUNABLES="$$($(BIN)/python -c 'import os; from mri_synth import heap; print(heap.tunables(existing=os.environ.get("GLIBC_TUNABLES", "")))')" \
-		$(BIN)/jupyter lab notebooks/
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[lab]'
+	GLIBC_TUNABLES="$$($(BIN)/python -c 'import os; from mri_synth.training import heap; print(heap.tunables(existing=os.environ.get("GLIBC_TUNABLES", "")))')" \
+		$(BIN)/jupyter lab --notebook-dir=.
 
 clean-cache:
 	rm -rf .cache runs

@@ -10,13 +10,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import time, sys
-from mri_synth.data import load_data  # torch's import is not part of a load
+from mri_synth.data.cache import load_data  # torch's import is not part of a load
 t = time.perf_counter()
 d = load_data(sys.argv[1])
 print(f"{time.perf_counter() - t:.3f} {len(d.train)} {len(d.test)}")

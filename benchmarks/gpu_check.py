@@ -33,13 +33,13 @@ sys.meta_path.insert(0, Blocked())
 """
 
 IMPORTS = BLOCKER + """
-import mri_synth.cli, mri_synth.experiment, mri_synth.runner, mri_synth.stacked, mri_synth.trial_groups
-import mri_synth.distributed
-from mri_synth import study
-from mri_synth.data import load_data
+import mri_synth.cli, mri_synth.chapters.training, mri_synth.study.runner, mri_synth.training.stacked
+import mri_synth.study.trial_groups, mri_synth.study.distributed
+from mri_synth.study import trial, trials
+from mri_synth.data.cache import load_data
 data = load_data("sample")
 context = trial.StudyContext(data=data, device="cpu", cpu_threads=1)
-outcome = trial.run_trial(study.TrialSpec(real_fraction=0.3, epochs=1, batch_size=32, input_size=32), context)
+outcome = trial.run_trial(trials.TrialSpec(real_fraction=0.3, epochs=1, batch_size=32, input_size=32), context)
 print(f"sample: {len(data.train)} train, {len(data.test)} test; a trial without them: test_loss "
       f"{outcome['metrics']['test_loss']:.4f}")
 print("loaded optional modules:", sorted(m for m in sys.modules if m.split('.')[0] in OPTIONAL_NAMES) or "none")
@@ -78,9 +78,9 @@ def imports(args: argparse.Namespace) -> list[str]:
 def _rate(arch: str, size: int, batch: int, steps: int, device: str, data, compile: bool = False) -> str:
     import torch
 
+    from mri_synth.training.fit import fit
     from mri_synth.training.models import get_spec, tiny_model
     from mri_synth.training.settings import TrainConfig
-    from mri_synth.training.fit import fit
 
     spec = tiny_model(arch)[1] if size < 64 else get_spec(arch).with_input_size(size)
     config = TrainConfig(max_steps=steps, batch_size=batch, device=device, progress=False, compile=compile)
@@ -158,8 +158,9 @@ def _latent_rates(args: argparse.Namespace, sub) -> list[str]:
 def grid(args: argparse.Namespace) -> list[str]:
     import json
 
-    from mri_synth.study import runner, trial, trials as study
     from mri_synth.data.cache import load_data
+    from mri_synth.study import runner, trial
+    from mri_synth.study import trials as study
 
     data = load_data("sample" if args.quick else os.environ.get("MRI_SYNTH_DATA") or "sample")
     context = trial.StudyContext(data=data, device=args.device, bank_root=Path(args.report) / "bank",
@@ -227,8 +228,8 @@ def worker(args: argparse.Namespace) -> list[str]:
 
     import torch
 
-    from mri_synth.training.stacked import trial_config
     from mri_synth.training.fit import fit
+    from mri_synth.training.stacked import trial_config
 
     trials, config, spec, test = _trials(args)
     mine = trials[args.rank::args.procs]

@@ -6,16 +6,15 @@ then, with --strengths, variations at strengths below the selection grid's.
 Same splits, feature CNN and reference as benchmarks/latent_fidelity.py (seed 0). If reconstructions already sit
 far from the floor, the autoencoder limits fidelity; if they sit near it, the latent UNet does.
 """
+import latent_fidelity as lf
 import torch
 
 from mri_synth import paths
-from mri_synth.data.cache import load_data
 from mri_synth.analysis import fidelity
+from mri_synth.data.cache import load_data
 from mri_synth.synth.latent import LatentDiffusionGenerator
-from mri_synth.training.settings import TrainConfig
 from mri_synth.training.fit import fit
-
-import latent_fidelity as lf
+from mri_synth.training.settings import TrainConfig
 
 torch.set_num_threads(1)
 data = load_data(str(lf.ROOT.parent / "shared" / "data" / "alzheimer_mri"))
@@ -31,7 +30,9 @@ features = fidelity.PenultimateFeatures(result.model, result.spec)
 g = LatentDiffusionGenerator.load(next((paths.cache_dir() / "latent").iterdir()), device="cpu", cpu_threads=1)
 recon = g.reconstruct(subset.images)
 import sys
+
 from mri_synth.synth.base import variant_seed
+
 print(fidelity.fidelity_report(features, reference.images, reference.labels, recon, subset.labels, subset.ids,
                                subset.images, subset.labels, subset.ids, seed=0).to_string(), flush=True)
 for s in [float(v) for v in sys.argv[1:]]:

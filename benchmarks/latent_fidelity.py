@@ -26,16 +26,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from mri_synth.analysis import fidelity, memorisation
+from mri_synth.analysis.plots import save_figure
+from mri_synth.analysis.synthetic_figures import real_synthetic_pairs
 from mri_synth.data.cache import load_data
 from mri_synth.data.sampling import stratified_sample
-from mri_synth.analysis.plots import save_figure
-from mri_synth.analysis import fidelity, memorisation
 from mri_synth.synth.base import variant_seed
 from mri_synth.synth.diffusion import DiffusionConfig, DiffusionGenerator
-from mri_synth.analysis.synthetic_figures import real_synthetic_pairs
 from mri_synth.synth.latent import LatentDiffusionConfig, LatentDiffusionGenerator
-from mri_synth.training.settings import TrainConfig
 from mri_synth.training.fit import fit
+from mri_synth.training.settings import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

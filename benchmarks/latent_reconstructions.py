@@ -8,13 +8,17 @@ results/latent_cpu_reconstructions.png.
 """
 import torch; torch.set_num_threads(1)
 from pathlib import Path
+
+import torch.nn.functional as F
+from torchmetrics.functional.image import peak_signal_noise_ratio as psnr
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
 from mri_synth import paths
-from torchmetrics.functional.image import structural_similarity_index_measure as ssim, peak_signal_noise_ratio as psnr
+from mri_synth.analysis.plots import image_grid, save_figure
 from mri_synth.data.cache import load_data
 from mri_synth.data.sampling import stratified_sample
 from mri_synth.synth.latent import LatentDiffusionGenerator
-from mri_synth.analysis.plots import image_grid, save_figure
-import torch.nn.functional as F
+
 d = load_data("/work/shared/data/alzheimer_mri"); idx = stratified_sample(d.train.labels, 0.3, 0)
 held = torch.ones(len(d.train), dtype=torch.bool); held[idx] = False
 h = torch.nonzero(held).flatten()[::40][:96]

@@ -20,11 +20,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latent_fidelity as lf  # noqa: E402
 
-from mri_synth.training.models import get_spec  # noqa: E402
 from mri_synth.analysis import fidelity, memorisation  # noqa: E402
 from mri_synth.synth.base import variant_seed  # noqa: E402
 from mri_synth.synth.latent import LatentDiffusionGenerator  # noqa: E402
 from mri_synth.synth.trained import to_model  # noqa: E402
+from mri_synth.training.models import get_spec  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--source", default="/work/shared/data/alzheimer_mri")

@@ -57,8 +57,8 @@ def pool_counts(data_source: str) -> dict[str, int]:
     """Pool images per class: the bundled sample's own (it is small), else the thesis split's."""
     if data_source != "sample":
         return POOL
-    from mri_synth.data.types import CLASS_NAMES
     from mri_synth.data.cache import load_data
+    from mri_synth.data.types import CLASS_NAMES
 
     counts = load_data("sample", subjects=False).train.labels.bincount(minlength=len(CLASS_NAMES)).tolist()
     return {c: n - round(0.15 * n) for c, n in zip(CLASS_NAMES, counts)}

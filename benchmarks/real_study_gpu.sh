@@ -61,7 +61,7 @@ find "$RESULTS" "$TB_RESULTS" -name '*.json' 2>/dev/null | sort > "$BEFORE"
 
 start=$SECONDS
 # decode the data and recover its people once, so the processes read the cache instead of 20 decodes at once
-$PY -c "from mri_synth.data import load_data; d = load_data('$DATA'); print(d.source, d.fingerprint, len(d.train.ids))" \
+$PY -c "from mri_synth.data.cache import load_data; d = load_data('$DATA'); print(d.source, d.fingerprint, len(d.train.ids))" \
     >> "$SUMMARY" 2>&1 || { echo "data: failed" >> "$SUMMARY"; cat "$SUMMARY"; exit 1; }
 echo "data ready in $((SECONDS - start)) s" >> "$SUMMARY"
 

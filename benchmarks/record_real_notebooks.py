@@ -25,8 +25,8 @@ import papermill
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mri_synth.training import heap  # noqa: E402
 from mri_synth.notebooks import NOTEBOOK_DIR, load_profile, notebook_parameters  # noqa: E402
+from mri_synth.training import heap  # noqa: E402
 
 OUT = ROOT / "benchmarks/results/real"
 CHECKED = ("evaluation_summary(", "paired_contrasts(", "thesis_comparison(",

@@ -6,7 +6,7 @@ same 32 one at a time, against a target of 10x: 91 ms per stacked step of 32 x 6
 script measures, for one K, the stacked step split into its parts (the K batches gathered and augmented, forward
 and backward, the optimizer) under variants of the step, each timed over the same batches:
 
-* ``as fit_stacked``: what ``mri_synth.stacked.fit_stacked`` runs (vmap over the stacked weights; bf16 autocast on
+* ``as fit_stacked``: what ``mri_synth.training.stacked.fit_stacked`` runs (vmap over the stacked weights; bf16 autocast on
   CUDA; cuDNN's heuristic algorithm choice);
 * ``cudnn.benchmark``: cuDNN times its algorithms for the (constant) shapes first; vmap turns each convolution into
   one grouped convolution of K groups, a shape its heuristics may serve badly;
@@ -38,14 +38,15 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stacked_throughput import cnn_setup  # noqa: E402
+from train_throughput import SHARED, _write  # noqa: E402
+
 from mri_synth.training import models  # noqa: E402
 from mri_synth.training.augment import POLICIES, make_augment  # noqa: E402
-from mri_synth.training.stacked import _batches, stacked_loss  # noqa: E402
 from mri_synth.training.evaluation import autocast  # noqa: E402
 from mri_synth.training.fit import BatchStream  # noqa: E402
 from mri_synth.training.settings import default_bf16  # noqa: E402
-from stacked_throughput import cnn_setup  # noqa: E402
-from train_throughput import SHARED, _write  # noqa: E402
+from mri_synth.training.stacked import _batches, stacked_loss  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -1,4 +1,4 @@
-"""K trials trained stacked (mri_synth.stacked.fit_stacked) against the same K trials one at a time (train.fit).
+"""K trials trained stacked (mri_synth.training.stacked.fit_stacked) against the same K trials one at a time (train.fit).
 
 Each trial has its own training set (sizes spread from 1,536 to 5,120 slices, as the study's real fractions
 are), its own seed and its own augmentation draws; every trial takes the same number of steps (an equal-step
@@ -26,13 +26,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from train_throughput import SHARED, _write, cpu_name  # noqa: E402
+
+from mri_synth.data.cache import load_data  # noqa: E402
 from mri_synth.training import heap, models  # noqa: E402
 from mri_synth.training.augment import POLICIES  # noqa: E402
-from mri_synth.data.cache import load_data  # noqa: E402
-from mri_synth.training.stacked import StackedTrial, fit_stacked, trial_config  # noqa: E402
-from mri_synth.training.settings import TrainConfig
 from mri_synth.training.fit import fit  # noqa: E402
-from train_throughput import SHARED, _write, cpu_name  # noqa: E402
+from mri_synth.training.settings import TrainConfig
+from mri_synth.training.stacked import StackedTrial, fit_stacked, trial_config  # noqa: E402
 
 SMALLEST, LARGEST = 1536, 5120  # slices: 30% and 100% of the thesis's train split
 

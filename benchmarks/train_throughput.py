@@ -1,11 +1,11 @@
-"""Training throughput of mri_synth.train.fit against a naive reference loop, per architecture.
+"""Training throughput of mri_synth.training.fit.fit against a naive reference loop, per architecture.
 
 The naive reference is the kind of loop thesis code uses: a DataLoader over PIL images with per-sample torchvision
 transforms (resize, ToTensor, Normalize; a 3-channel copy for the pretrained models), fp32, eager, the textbook
 layer order (conv -> ReLU -> pool) and torch's default Adam. The two sides alternate for a few rounds on the same
 images, so their ratio holds even on a busy machine. The naive loop runs in a fresh process with the C library's
 default allocator, as thesis code does; the engine runs here with freed memory kept in the heap, as the study's
-entry points (the CLI, the notebook batch) run it on the CPU (``mri_synth.heap``; this script is an entry point too
+entry points (the CLI, the notebook batch) run it on the CPU (``mri_synth.training.heap``; this script is an entry point too
 and switches it on; the setting is process-wide and sticks once the heap has grown, hence the second process). For the CNN the naive loop is also timed here, with the heap kept, to show what the engine gains beyond
 that setting. Then: the CPU options of the engine (bf16 autocast,
 channels-last), the per-batch cost of every augmentation policy, and one full 10-epoch CNN training on the full
@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,11 +37,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mri_synth.data.cache import load_data  # noqa: E402
 from mri_synth.training import heap, models  # noqa: E402
 from mri_synth.training.augment import POLICIES, make_augment  # noqa: E402
-from mri_synth.data.cache import load_data  # noqa: E402
-from mri_synth.training.settings import TrainConfig
 from mri_synth.training.fit import fit  # noqa: E402
+from mri_synth.training.settings import TrainConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "alzheimer_mri"
 
@@ -169,7 +169,7 @@ def main() -> None:
 
     data = load_data(args.source)
     device = TrainConfig().resolved_device()
-    # An entry point keeps freed memory in the heap on the CPU (mri_synth.heap; fit() leaves the allocator alone):
+    # An entry point keeps freed memory in the heap on the CPU (mri_synth.training.heap; fit() leaves the allocator alone):
     # switched on here for the whole process, as the CLI and the notebook batch do, so the naive loop timed here gets
     # it too and that ratio is the engine's own. The options part measures it on and off.
     heap_kept = heap.retain_freed_memory() if device.type == "cpu" else False

@@ -24,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from mri_synth.training import heap
-from mri_synth.study import trial, trials as study  # noqa: E402
 from mri_synth.data.cache import load_data  # noqa: E402
+from mri_synth.study import trial  # noqa: E402
+from mri_synth.study import trials as study
 from mri_synth.synth import registry  # noqa: E402
 from mri_synth.synth.registry import GeneratorSettings  # noqa: E402
+from mri_synth.training import heap
 
 
 def main(argv: list[str] | None = None) -> list[str]:

@@ -2,7 +2,7 @@
 
     python data/make_sample.py /path/to/alzheimer_mri      # the hub-layout folder, or any source load_data reads
 
-People are recovered from the pixels (``mri_synth.subjects``: the full dataset is 200 people x 32 slices) and drawn
+People are recovered from the pixels (``mri_synth.data.subjects``: the full dataset is 200 people x 32 slices) and drawn
 with a fixed seed, a fixed number per class; each slice keeps the train/test split the source gave it, so the sample
 is as leaky as the source's split and person splits can be cut from it. Images are written losslessly as PNG, named
 by their split and row in the source, and ``people.csv`` records each file's person (the full dataset's group id)
@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mri_synth.data import CLASS_NAMES, export_image_folder, load_data
+from mri_synth.data.cache import load_data
+from mri_synth.data.sources import export_image_folder
+from mri_synth.data.types import CLASS_NAMES
 
 PEOPLE = (2, 2, 3, 2)  # people per class: Mild, Moderate (both of the dataset's two), Non, Very mild
 SEED = 2024

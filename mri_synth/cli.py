@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
 from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 
@@ -260,7 +259,7 @@ def _generator_options(parser: argparse.ArgumentParser, default: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    heap.retain_freed_memory()  # an entry point chooses the process-wide allocator setting (mri_synth.heap)
+    heap.retain_freed_memory()  # an entry point chooses the process-wide allocator setting (mri_synth.training.heap)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:  # our errors name the problem and the fix: show them plainly

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from mri_synth import paths
+from mri_synth.data.cache import load_data
+from mri_synth.data.types import MRIData
 
 C = TypeVar("C", bound="NotebookConfig")
 
@@ -88,8 +90,6 @@ class NotebookConfig:
         """The results folder (made if missing)."""
         return paths.chosen_dir(self.results_dir, paths.results_dir)
 
-    def load_data(self):
+    def load_data(self) -> MRIData:
         """The notebook's data source, decoded once (``data.load_data``)."""
-        from mri_synth.data.cache import load_data
-
         return load_data(self.data_source)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from mri_synth.training import heap
 from mri_synth import paths
+from mri_synth.training import heap
 
 NOTEBOOK_DIR = paths.PROJECT_ROOT / "notebooks"
 PROFILE_DIR = paths.PROJECT_ROOT / "profiles"

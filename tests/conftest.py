@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from mri_synth import paths
-from mri_synth.data.types import MRIData, Split
 from mri_synth.data.cache import load_data
+from mri_synth.data.types import MRIData, Split
 
 SHARED_DATA = paths.PROJECT_ROOT.parent / "shared" / "data" / "alzheimer_mri"
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from mri_synth.data import audit as A
-from mri_synth.data.types import MRIData, Split
 from mri_synth.data.cache import load_data
 from mri_synth.data.subjects import with_subjects
+from mri_synth.data.types import MRIData, Split
 
 
 def test_real_data_audit_every_person_in_both_splits_and_1nn_near_perfect(real_data):

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from mri_synth.study import runner as R
-from mri_synth.study import trial, trials as S
-from mri_synth.training.models import tiny_model
-from mri_synth.training.stacked import StackedTrial, fit_stacked, trial_config
-from mri_synth.training.settings import TrainConfig
+from mri_synth.study import trial
+from mri_synth.study import trials as S
 from mri_synth.training.fit import fit
+from mri_synth.training.models import tiny_model
+from mri_synth.training.settings import TrainConfig
+from mri_synth.training.stacked import StackedTrial, fit_stacked, trial_config
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine: "
@@ -49,8 +50,8 @@ def test_stacked_models_match_their_lone_runs_on_cuda(sample_data):
     config = TrainConfig(max_steps=8, batch_size=16, device="cuda", precision="fp32", progress=False)
     kwargs = dict(spec=spec, pretrained=False, validation=(validation.images, validation.labels))
     stacked = fit_stacked("cnn", trials, test.images, test.labels, config, **kwargs)
-    for trial, many in zip(trials, stacked):
-        one = fit("cnn", trial.train_images, trial.train_labels, test.images, test.labels, trial_config(config, trial),
+    for alone, many in zip(trials, stacked):
+        one = fit("cnn", alone.train_images, alone.train_labels, test.images, test.labels, trial_config(config, alone),
                   **kwargs)
         assert many.history["step"].tolist() == one.history["step"].tolist() and many.best_step == one.best_step
         np.testing.assert_allclose(many.history["test_loss"], one.history["test_loss"], atol=1e-4)

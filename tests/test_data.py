@@ -39,7 +39,7 @@ def test_hub_folder_matches_the_thesis_counts(real_data):
     assert real_data.train.images.float().std() > 20
 
 
-@pytest.mark.filterwarnings("ignore::mri_synth.subjects.SubjectsWarning")  # scattered slices are not whole people
+@pytest.mark.filterwarnings("ignore::mri_synth.data.subjects.SubjectsWarning")  # scattered slices are not whole people
 def test_image_folder_written_from_real_images_loads_identically(real_data, tmp_path, tmp_cache):
     idx = sampling.stratified_sample(real_data.train.labels, 0.02, seed=1)
     part = real_data.train.subset(idx)
@@ -57,7 +57,7 @@ def test_image_folder_written_from_real_images_loads_identically(real_data, tmp_
         assert loaded.train.labels[j] == part.labels[k]
 
 
-@pytest.mark.filterwarnings("ignore::mri_synth.subjects.SubjectsWarning")  # scattered slices are not whole people
+@pytest.mark.filterwarnings("ignore::mri_synth.data.subjects.SubjectsWarning")  # scattered slices are not whole people
 def test_image_folder_without_split_levels_and_spelling_variants(real_data, tmp_path, tmp_cache):
     part = real_data.train.subset(sampling.stratified_sample(real_data.train.labels, 0.03, seed=0))
     sources.export_image_folder(part, tmp_path / "flat", suffix=".jpg")
@@ -152,7 +152,7 @@ def test_second_load_comes_from_the_cache(tmp_cache, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(D, "_load_image_folder", no_decoding)
+    monkeypatch.setattr(cache, "load_image_folder", no_decoding)
     second = cache.load_data("sample")
     assert torch.equal(first.train.images, second.train.images) and first.test.ids == second.test.ids
 
@@ -326,7 +326,7 @@ def test_rgb_and_other_sizes_are_converted_and_reported_once(tmp_path):
 def test_hub_unreachable_with_nothing_cached_says_how_to_use_a_local_copy(tmp_path):
     # a fresh process, so the hub libraries read the offline switch at import time
     code = (
-        "from mri_synth.data import load_data, DataSourceError\n"
+        "from mri_synth.data.cache import load_data\nfrom mri_synth.data.types import DataSourceError\n"
         "try:\n    load_data('Falah/Alzheimer_MRI', cache=False)\n"
         "except DataSourceError as e:\n    print('ERR', e)\n"
     )

@@ -6,8 +6,8 @@ import pytest
 
 from mri_synth import cli
 from mri_synth.analysis import findings
-from mri_synth.study import trials as S
 from mri_synth.paths import PROJECT_ROOT
+from mri_synth.study import trials as S
 
 ARMS = {"100% real": dict(real_fraction=1.0), "30% real": dict(real_fraction=0.3),
         "30% real + 70% repeat": dict(real_fraction=0.3, synthetic="repeat", synthetic_fraction=0.7)}

@@ -1,4 +1,4 @@
-"""Tests of mri_synth.gradcam: CAM shape and range per architecture, hooks released, agreement metrics, and a CAM
+"""Tests of mri_synth.training.gradcam: CAM shape and range per architecture, hooks released, agreement metrics, and a CAM
 that finds the corner a model was trained to look at."""
 
 import gc
@@ -9,7 +9,19 @@ import pytest
 import torch
 
 from mri_synth.data.types import CLASS_NAMES
-from mri_synth.training.gradcam import CAM_METHODS, PAIR_KINDS, CamExplainer, agreement_table, cam_correlation, cam_method, class_activation_maps, overlay_cam, resolve_class, summarize_agreement, top_region_overlap
+from mri_synth.training.gradcam import (
+    CAM_METHODS,
+    PAIR_KINDS,
+    CamExplainer,
+    agreement_table,
+    cam_correlation,
+    cam_method,
+    class_activation_maps,
+    overlay_cam,
+    resolve_class,
+    summarize_agreement,
+    top_region_overlap,
+)
 from mri_synth.training.models import create_model, get_spec
 
 # Small inputs keep the CPU cost down: ViT-B/16 at 32 px is a 2x2 token grid, ResNet-18 at 64 px a 2x2 map.

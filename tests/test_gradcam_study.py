@@ -1,14 +1,25 @@
-"""Tests of mri_synth.gradcam_study: notebook 03's config, classifier cache, sources, variations through the bank,
+"""Tests of mri_synth.chapters.gradcam: notebook 03's config, classifier cache, sources, variations through the bank,
 and the real-vs-synthetic panels."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from mri_synth.chapters.gradcam import (
+    GradCamConfig,
+    choose_sources,
+    plot_agreement,
+    real_vs_synthetic_figure,
+    real_vs_synthetic_panels,
+    save_agreement,
+    save_panels,
+    synthetic_variations,
+    trained_classifier,
+)
 from mri_synth.data.types import CLASS_NAMES, MRIData
-from mri_synth.training.gradcam import CamExplainer
-from mri_synth.chapters.gradcam import GradCamConfig, choose_sources, real_vs_synthetic_panels, save_agreement, save_panels, synthetic_variations, trained_classifier
 from mri_synth.synth import SourceResult, SyntheticBank, fingerprint_of
+from mri_synth.training.gradcam import PAIR_KINDS, CamExplainer
 
 
 class MirrorGenerator:
@@ -125,3 +136,32 @@ def test_variations_from_bank_panels_and_agreement_file(small_data, tmp_path):
     written = pd.read_csv(path)
     assert written.loc[0, "generator_fingerprint"] == generator.fingerprint
     assert written.loc[0, "data_fingerprint"] == small_data.fingerprint
+
+
+def test_real_vs_synthetic_figure_shows_slices_above_their_cam_overlays():
+    gen = torch.Generator().manual_seed(3)
+    image = torch.randint(0, 256, (1, 32, 32), dtype=torch.uint8, generator=gen)
+    variations = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8, generator=gen)
+    cam = torch.zeros(32, 32)
+    cam[:8, :8] = 1.0
+    fig = real_vs_synthetic_figure(image, cam, variations, torch.stack([cam, cam]), title="t")
+    assert len(fig.axes) == 6 and [ax.get_title() for ax in fig.axes[:3]] == ["real", "synthetic 1", "synthetic 2"]
+    np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), variations[0, 0].numpy())
+    overlay = fig.axes[3].images[0].get_array()  # the real slice's overlay: hot (red) in the mapped corner
+    assert overlay.shape == (32, 32, 3) and overlay[:8, :8, 0].mean() > overlay[:8, :8, 2].mean()
+    with pytest.raises(ValueError, match="3 columns"):
+        real_vs_synthetic_figure(image, cam, variations, torch.stack([cam, cam]), captions=["a"])
+    with pytest.raises(ValueError, match="2 variations but 1 CAMs"):
+        real_vs_synthetic_figure(image, cam, variations, cam[None])
+
+
+def test_agreement_plot_has_a_panel_per_metric_with_both_pair_kinds():
+    rows = [{"pair_kind": kind, "class_name": name, "metric": metric, "value": 0.5 + 0.1 * k}
+            for kind in PAIR_KINDS for name in CLASS_NAMES[1:3] for metric in ("correlation", "top20_overlap")
+            for k in range(3)]
+    fig = plot_agreement(pd.DataFrame(rows))
+    assert [ax.get_title() for ax in fig.axes] == ["correlation", "top20_overlap"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(CLASS_NAMES[1:3])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == list(PAIR_KINDS)
+    with pytest.raises(ValueError, match="empty"):
+        plot_agreement(pd.DataFrame(columns=["metric", "value"]))

@@ -14,9 +14,9 @@ import torch
 
 from mri_synth import cli
 from mri_synth.training import heap
+from mri_synth.training.fit import fit
 from mri_synth.training.models import tiny_model
 from mri_synth.training.settings import TrainConfig
-from mri_synth.training.fit import fit
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -25,7 +25,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 # tensor lands above the freed ones until freed neighbours have merged into a block it fits). Its own process: the setting is process-wide.
 _FAULTS_SCRIPT = """
 import json, resource, statistics, sys, torch
-from mri_synth import heap
+from mri_synth.training import heap
 state = heap.retain_freed_memory(sys.argv[1] == "keep") if sys.argv[1] != "inherited" else None
 faults = []
 for _ in range(19):

@@ -24,9 +24,9 @@ def test_every_notebook_has_a_fully_parsed_parameters_cell():
         assert "figures_dir" in parsed and "data_source" in parsed
 
 
-CONFIGS = {"ExplorationConfig": "mri_synth.explore", "GenerationConfig": "mri_synth.synth.generation",
-           "GradCamConfig": "mri_synth.gradcam_study", "ArchitectureStudy": "mri_synth.experiment",
-           "ResultsConfig": "mri_synth.experiment"}
+CONFIGS = {"ExplorationConfig": "mri_synth.chapters.exploration", "GenerationConfig": "mri_synth.chapters.generation",
+           "GradCamConfig": "mri_synth.chapters.gradcam", "ArchitectureStudy": "mri_synth.chapters.training",
+           "ResultsConfig": "mri_synth.chapters.results"}
 
 
 def _config_class(nb_path):
@@ -69,8 +69,8 @@ def test_each_profile_builds_notebook_02s_generator_from_its_own_preset(tmp_path
     # what notebook 02 runs with: its parameters cell, then what the batch injects. Its defaults (32 px, 120
     # steps) are the pixel quick preset's overrides; a profile naming another preset must reset them (0), or the
     # latent presets fail (no image_size) and the pixel gpu preset silently shrinks to 32 px and 120 steps
-    from mri_synth.synth import registry
     from mri_synth.chapters.generation import GenerationConfig
+    from mri_synth.synth import registry
 
     nb = N.NOTEBOOK_DIR / "02_synthetic_generation.ipynb"
     defaults = {k: eval(v["default"]) for k, v in papermill.inspect_notebook(str(nb)).items()}
@@ -85,7 +85,7 @@ def test_notebooks_as_they_are_and_the_quick_profile_never_train_the_default_lat
     # the registry's default is the 18-CPU-minute latent-cpu preset: nbval, make study and CI must name a fast one
     from mri_synth.synth import registry
 
-    fast = ("toy", "quick", "latent-toy")
+    fast = ("toy", "small", "quick", "latent-toy")
     assert registry.DEFAULT_DIFFUSION_PRESET not in fast
     quick = N.load_profile("quick")
     for nb_path in N.numbered_notebooks():

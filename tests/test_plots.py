@@ -1,4 +1,4 @@
-"""Tests of mri_synth.plots: figures drawn from constructed tables hold the expected panels and data."""
+"""Tests of mri_synth.analysis.plots: figures drawn from constructed tables hold the expected panels and data."""
 
 from __future__ import annotations
 
@@ -158,37 +158,6 @@ def test_save_figure_writes_png_and_pdf(tmp_path, monkeypatch):
     assert plots.save_figure(fig, "grid", "")[0] == tmp_path / "default" / "grid.png"
     with pytest.raises(ValueError, match="bare file name"):
         plots.save_figure(fig, "sub/grid.png", tmp_path)
-
-
-def test_real_vs_synthetic_figure_shows_slices_above_their_cam_overlays():
-    gen = torch.Generator().manual_seed(3)
-    image = torch.randint(0, 256, (1, 32, 32), dtype=torch.uint8, generator=gen)
-    variations = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8, generator=gen)
-    cam = torch.zeros(32, 32)
-    cam[:8, :8] = 1.0
-    fig = plots.real_vs_synthetic_figure(image, cam, variations, torch.stack([cam, cam]), title="t")
-    assert len(fig.axes) == 6 and [ax.get_title() for ax in fig.axes[:3]] == ["real", "synthetic 1", "synthetic 2"]
-    np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), variations[0, 0].numpy())
-    overlay = fig.axes[3].images[0].get_array()  # the real slice's overlay: hot (red) in the mapped corner
-    assert overlay.shape == (32, 32, 3) and overlay[:8, :8, 0].mean() > overlay[:8, :8, 2].mean()
-    with pytest.raises(ValueError, match="3 columns"):
-        plots.real_vs_synthetic_figure(image, cam, variations, torch.stack([cam, cam]), captions=["a"])
-    with pytest.raises(ValueError, match="2 variations but 1 CAMs"):
-        plots.real_vs_synthetic_figure(image, cam, variations, cam[None])
-
-
-def test_agreement_plot_has_a_panel_per_metric_with_both_pair_kinds():
-    from mri_synth.training.gradcam import PAIR_KINDS
-
-    rows = [{"pair_kind": kind, "class_name": name, "metric": metric, "value": 0.5 + 0.1 * k}
-            for kind in PAIR_KINDS for name in CLASSES[1:3] for metric in ("correlation", "top20_overlap")
-            for k in range(3)]
-    fig = plots.plot_agreement(pd.DataFrame(rows))
-    assert [ax.get_title() for ax in fig.axes] == ["correlation", "top20_overlap"]
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(CLASSES[1:3])
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == list(PAIR_KINDS)
-    with pytest.raises(ValueError, match="empty"):
-        plots.plot_agreement(pd.DataFrame(columns=["metric", "value"]))
 
 
 def test_figures_are_released_by_pyplot(results):

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mri_synth.chapters.training import ArchitectureStudy
-from mri_synth.training.settings import precision_scope as _precision
 from mri_synth.study.trials import TrialSpec
+from mri_synth.training.settings import precision_scope as _precision
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,21 +1,20 @@
 """One place per concept: a generator or a policy registered once is an arm everywhere; configs are strict."""
 
 import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import pytest
 import torch
 
-from mri_synth.training import augment
 from mri_synth import cli
-from mri_synth.study import trials as study
-from mri_synth.config import NotebookConfig
-from mri_synth.study.protocol import evaluation
+from mri_synth.chapters.generation import GenerationConfig, fill_bank
 from mri_synth.chapters.training import ArchitectureStudy
+from mri_synth.config import NotebookConfig
+from mri_synth.study import trials as study
+from mri_synth.study.protocol import evaluation
 from mri_synth.synth import registry
 from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of
-from mri_synth.chapters.generation import GenerationConfig, fill_bank
+from mri_synth.training import augment
 from mri_synth.training.settings import TrainConfig
 
 
@@ -130,8 +129,10 @@ def test_config_checks_types_and_names_the_parameter():
         ArchitectureStudy(n_seeds=True)
     with pytest.raises(ValueError, match="real_fractions must be a list"):
         ArchitectureStudy(real_fractions="0.3")
-    config = ArchitectureStudy.from_params({"real_fractions": [1, 0.3], "lr": 1, "unrelated": object()})
-    assert config.real_fractions == (1.0, 0.3) and isinstance(config.lr, float)
+    config = ArchitectureStudy.from_params({"real_fractions": [1, 0.3], "weight_decay": 1, "unrelated": object()})
+    assert config.real_fractions == (1.0, 0.3) and isinstance(config.weight_decay, float)
+    with pytest.raises(ValueError, match=r"lr must be in \(0, 1\), got 1.0"):  # the settings' own check
+        ArchitectureStudy.from_params({"lr": 1})
 
 
 def test_relative_folders_start_at_the_project_root(tmp_path, monkeypatch):
@@ -158,8 +159,8 @@ def test_defaults_agree_across_layers():
 
 
 def test_latent_presets_are_the_diffusion_arm_through_the_one_path(sample_data, tmp_path):
-    from mri_synth.study.trials import TrialSpec
     from mri_synth.study.trial import StudyContext, training_set
+    from mri_synth.study.trials import TrialSpec
     from mri_synth.synth.latent import LatentDiffusionGenerator
 
     settings = registry.GeneratorSettings(diffusion_preset="latent-toy")
@@ -170,5 +171,5 @@ def test_latent_presets_are_the_diffusion_arm_through_the_one_path(sample_data, 
     assert isinstance(generator, LatentDiffusionGenerator)
     ts = training_set(spec, context)
     assert ts.generator_fingerprint.startswith("latent") and set(ts.synthetic_sources) <= set(ts.real_ids)
-    with pytest.raises(ValueError, match="diffusion presets: toy, quick, gpu, latent-toy, latent-cpu, latent-gpu"):
+    with pytest.raises(ValueError, match="diffusion presets: toy, small, quick, gpu, latent-toy, latent-cpu, latent-gpu"):
         TrialSpec(synthetic="diffusion", synthetic_fraction=0.7, generator="latent-huge")

@@ -22,12 +22,20 @@ import torch
 import torch.nn.functional as F
 from torch.func import stack_module_state
 
-from mri_synth.training.models import tiny_model
 from mri_synth.paths import PROJECT_ROOT
 from mri_synth.training import stacked as stacked_module
-from mri_synth.training.stacked import StackedTrial, StackingError, check_trials, fit_stacked, stacked_loss, trial_config, vmap_chunk
-from mri_synth.training.settings import TrainConfig
 from mri_synth.training.fit import fit
+from mri_synth.training.models import tiny_model
+from mri_synth.training.settings import TrainConfig
+from mri_synth.training.stacked import (
+    StackedTrial,
+    StackingError,
+    check_trials,
+    fit_stacked,
+    stacked_loss,
+    trial_config,
+    vmap_chunk,
+)
 
 EXACT = ["epoch", "step", "accuracy", "balanced_accuracy", "macro_f1", "recall_Mild_Demented",
          "recall_Moderate_Demented", "recall_Non_Demented", "recall_Very_Mild_Demented"]

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from mri_synth.study import runner as R
-from mri_synth.study import trial, trials as S
-from mri_synth.data.types import CLASS_NAMES
 from mri_synth.data.sampling import stratified_sample
+from mri_synth.data.types import CLASS_NAMES
+from mri_synth.study import runner as R
+from mri_synth.study import trial
+from mri_synth.study import trials as S
 from mri_synth.synth import registry
 
 
@@ -152,14 +153,14 @@ def test_resume_after_a_kill_gives_the_same_table(context, tmp_path, monkeypatch
             raise KeyboardInterrupt("killed")
         return real_run_trial(spec, ctx)
 
-    monkeypatch.setattr(S, "run_trial", dies_on_the_third)
+    monkeypatch.setattr(trial, "run_trial", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         R.run_study(specs, context, tmp_path / "resumed", progress=False)
     assert len(list((tmp_path / "resumed" / "trials").glob("*.json"))) == 2
-    monkeypatch.setattr(S, "run_trial", real_run_trial)
+    monkeypatch.setattr(trial, "run_trial", real_run_trial)
 
     ran = []
-    monkeypatch.setattr(S, "run_trial", lambda spec, ctx: ran.append(spec.key) or real_run_trial(spec, ctx))
+    monkeypatch.setattr(trial, "run_trial", lambda spec, ctx: ran.append(spec.key) or real_run_trial(spec, ctx))
     resumed, history = R.run_study(specs, context, tmp_path / "resumed", progress=False)
     assert len(ran) == len(specs) - 2  # the two finished trials were not run again
     pd.testing.assert_frame_equal(_stable(resumed), _stable(straight))
@@ -209,7 +210,7 @@ def test_changing_the_diffusion_preset_reruns_only_diffusion_trials(context, tmp
     R.run_study(toy, context, tmp_path, progress=False)
     ran = []
     real_run_trial = trial.run_trial
-    monkeypatch.setattr(S, "run_trial", lambda spec, ctx: ran.append(spec) or real_run_trial(spec, ctx))
+    monkeypatch.setattr(trial, "run_trial", lambda spec, ctx: ran.append(spec) or real_run_trial(spec, ctx))
     tiny = [replace(s, generator="toy:train_steps=3") if s.synthetic == "diffusion" else s for s in toy]
     results, _ = R.run_study(tiny, context, tmp_path, progress=False)
     assert [s.synthetic for s in ran] == ["diffusion"] and ran[0].generator == "toy:train_steps=3"
@@ -224,14 +225,14 @@ def test_trial_files_of_the_older_key_scheme_are_reused_not_rerun(context, tmp_p
     R.run_study([spec], context, tmp_path, progress=False)
     # rewrite the file as an older version stored it: the diffusion preset in every arm's spec and key
     path = tmp_path / "trials" / f"{spec.key}.json"
-    trial = json.loads(path.read_text())
+    stored = json.loads(path.read_text())
     old_spec = {**asdict(spec), "generator": "toy"}
     old_key = hashlib.sha256(json.dumps(old_spec, sort_keys=True).encode()).hexdigest()[:16]
     path.unlink()
-    (tmp_path / "trials" / f"{old_key}.json").write_text(json.dumps({**trial, "spec": old_spec}))
+    (tmp_path / "trials" / f"{old_key}.json").write_text(json.dumps({**stored, "spec": old_spec}))
     old_results, _ = R.load_results(tmp_path)  # readable as it is: today's key and columns
     assert set(old_results.trial_key) == {spec.key} and set(old_results.generator) == {""}
-    monkeypatch.setattr(S, "run_trial", lambda *a: pytest.fail("a finished trial was run again"))
+    monkeypatch.setattr(trial, "run_trial", lambda *a: pytest.fail("a finished trial was run again"))
     results, _ = R.run_study([spec], context, tmp_path, progress=False)
     assert set(results.trial_key) == {spec.key} and path.exists()
 

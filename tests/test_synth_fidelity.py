@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from mri_synth.analysis import fidelity, memorisation
+from mri_synth.analysis import synthetic_figures as figures
+from mri_synth.chapters.generation import GenerationConfig, cost_so_far, real_sample
 from mri_synth.data.types import CLASS_NAMES
 from mri_synth.synth import FolderGenerator, SyntheticBank
-from mri_synth.analysis import fidelity, memorisation, synthetic_figures as figures
 from mri_synth.synth.base import to_png
-from mri_synth.chapters.generation import GenerationConfig, cost_so_far, real_sample
 
 
 def real_set(n: int = 8):

@@ -115,7 +115,8 @@ def test_target_matches_the_scheduler_definitions(trained):
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
     x0, noise, t = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4), torch.tensor([10, 700])
     a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-    for kind, expected in (("epsilon", noise), ("sample", x0), ("v_prediction", a.sqrt() * noise - (1 - a).sqrt() * x0)):
+    v = a.sqrt() * noise - (1 - a).sqrt() * x0
+    for kind, expected in (("epsilon", noise), ("sample", x0), ("v_prediction", v)):
         model = LatentDiffusionGenerator(LatentDiffusionConfig.toy(prediction_type=kind))
         assert torch.allclose(model._target(scheduler, x0, noise, t), expected, atol=1e-6)
 

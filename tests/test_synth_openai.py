@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_openai_server import FakeOpenAIServer
 from PIL import Image
 
-from fake_openai_server import FakeOpenAIServer
 from mri_synth.synth import GenerationError, OpenAIGenerator, SyntheticBank
 from mri_synth.synth.openai_gen import DEFAULT_PROMPT, price_per_image
 

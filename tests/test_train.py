@@ -14,13 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mri_synth.data.types import CLASS_NAMES
 from mri_synth.data.sampling import stratified_sample
+from mri_synth.data.types import CLASS_NAMES
 from mri_synth.paths import PROJECT_ROOT
-from mri_synth.training.models import get_spec, tiny_model
-from mri_synth.training.fit import BatchStream, fit
-from mri_synth.training.settings import TrainConfig
 from mri_synth.training.evaluation import evaluate, metrics_from_proba, predict_proba
+from mri_synth.training.fit import BatchStream, fit
+from mri_synth.training.models import get_spec, tiny_model
+from mri_synth.training.settings import TrainConfig
 
 ARCHS = ["cnn", "resnet18", "vit"]
 HISTORY_COLUMNS = (["epoch", "step", "train_loss", "test_loss", "accuracy", "balanced_accuracy", "macro_f1"]

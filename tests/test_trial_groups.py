@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from mri_synth.study import runner as R
-from mri_synth.study import trial, trials as S
+from mri_synth.study import trial
 from mri_synth.study import trial_groups as G
+from mri_synth.study import trials as S
 
 TINY = dict(epochs=1, equal_steps=True, batch_size=32, input_size=32, precision="fp32")  # paths compared in fp32
 COUNTED = ("accuracy", "balanced_accuracy", "macro_f1", "steps", "best_step", "train_images", "real_images",
@@ -62,7 +63,7 @@ def test_grouped_runner_table_equals_the_one_at_a_time_table(context, tmp_path, 
     alone, alone_history = R.run_study(specs, context, tmp_path / "alone", progress=False)
     ran_alone = []
     real_run_trial = trial.run_trial
-    monkeypatch.setattr(S, "run_trial", lambda spec, ctx: ran_alone.append(spec) or real_run_trial(spec, ctx))
+    monkeypatch.setattr(trial, "run_trial", lambda spec, ctx: ran_alone.append(spec) or real_run_trial(spec, ctx))
     grouped, grouped_history = R.run_study(specs, context, tmp_path / "grouped", progress=False, stack=True,
                                            max_stack=8)
     assert ran_alone == []  # every trial trained in the stack

@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mri_synth.analysis.memorisation import copy_check, nearest
 from mri_synth.data.types import CLASS_NAMES
-from mri_synth.analysis.memorisation import copy_check, median_adjacent_ssim, nearest, nearest_real
 
 
 def intensity_histograms(real_images: torch.Tensor, real_labels: torch.Tensor, synthetic_images: torch.Tensor,
@@ -55,7 +55,7 @@ def classifier_labels(proba: torch.Tensor, labels: torch.Tensor) -> pd.DataFrame
     """Share of synthetic images of each class (rows) that the classifier assigns to each class (columns).
 
     Args:
-        proba: ``[N, 4]`` class probabilities of the synthetic images (``mri_synth.train.predict_proba``).
+        proba: ``[N, 4]`` class probabilities of the synthetic images (``mri_synth.training.evaluation.predict_proba``).
         labels: ``int64[N]`` the class each synthetic image was made for (its source's class).
     """
     predicted = proba.argmax(1)
@@ -106,7 +106,7 @@ class PenultimateFeatures(nn.Module):
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not linears:
             raise ValueError(f"{type(model).__name__} has no nn.Linear layer to take penultimate features from; "
-                             "pass a classifier whose head is an nn.Linear (any model of mri_synth.models)")
+                             "pass a classifier whose head is an nn.Linear (any model of mri_synth.training.models)")
         self.model, self.spec, self.batch_size = model.eval(), spec, batch_size
         self.head = linears[-1]
         self.num_features = self.head.in_features  # torchmetrics reads it instead of probing with a dummy image

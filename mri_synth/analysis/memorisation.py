@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim

@@ -15,10 +15,10 @@ Figures of the leakage audit (notebook 01): :func:`plot_person_slices` (one reco
 
 Each draws one panel per architecture when the table holds several. :func:`image_grid` shows images
 (notebooks 01-03); :func:`real_vs_synthetic_figure` (the thesis's Grad-CAM panels) and :func:`plot_agreement`
-draw what :mod:`mri_synth.gradcam` computes (notebook 03); :func:`save_figure` writes PNG and PDF. Every
+draw what :mod:`mri_synth.training.gradcam` computes (notebook 03); :func:`save_figure` writes PNG and PDF. Every
 function returns its figure already closed in pyplot: nothing accumulates over a loop, and a notebook cell shows a
 figure exactly once by returning it as its last expression.
-Statistics come from :mod:`mri_synth.stats`; this module only draws.
+Statistics come from :mod:`mri_synth.analysis.stats`; this module only draws.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mri_synth import paths
-from mri_synth.data.types import CLASS_NAMES
 from mri_synth.analysis.stats import metric_rows, require_columns, summarize, with_method
+from mri_synth.data.subjects import person_order
 
 PANEL_SIZE = (5.0, 3.8)
 """Width and height in inches of one panel."""
@@ -199,7 +199,7 @@ def plot_metric_vs_real_fraction(
         results: the runner's long results table.
         metric: the metric on the y axis.
         hue: the column naming the lines; the default ``"method"`` is added with
-            :func:`mri_synth.stats.with_method` (the policy without its real fraction).
+            :func:`mri_synth.analysis.stats.with_method` (the policy without its real fraction).
         confidence: coverage of the interval drawn as bars and band.
     """
     table = with_method(results, name=hue) if hue == "method" and hue not in results else results
@@ -340,12 +340,10 @@ def plot_person_slices(data, person: int, ncols: int = 8) -> Figure:
     """The slices of one recovered person (``subjects``) in chain order, each captioned with its split.
 
     Args:
-        data: an :class:`mri_synth.data.MRIData` (its people recovered by ``load_data``).
+        data: an :class:`mri_synth.data.types.MRIData` (its people recovered by ``load_data``).
         person: the group id, in ``0..n_groups - 1``.
         ncols: slices per row.
     """
-    from mri_synth.data.subjects import person_order
-
     slices, caption = person_order(data, person)
     fig = image_grid(slices.images, [i.split("/")[0] for i in slices.ids], ncols=ncols, panel_inches=1.1)
     fig.suptitle(caption)

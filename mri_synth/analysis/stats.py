@@ -12,7 +12,7 @@ never trains or loads anything itself. It provides
 
 Comparisons of arms (paired by repeat, declared or exploratory, Holm-adjusted) are
 :func:`mri_synth.analysis.contrasts.paired_contrasts`'s, the package's one such function. Figures are left to
-:mod:`mri_synth.plots`; running trials and writing the table to :mod:`mri_synth.study`.
+:mod:`mri_synth.analysis.plots`; running trials and writing the table to :mod:`mri_synth.study`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
-
 
 # Which direction is "better" for each metric the runner writes; recall_<class> is handled by prefix.
 LOWER_IS_BETTER: dict[str, bool] = {
@@ -93,7 +92,7 @@ def require_columns(table: pd.DataFrame, names: Sequence[str], what: str = "resu
     if missing:
         raise ValueError(
             f"the {what} lacks column(s) {missing}; it has {list(table.columns)}. Rename them to the runner's "
-            "column names (mri_synth.study writes them)"
+            "column names (mri_synth.study.runner writes them)"
         )
 
 

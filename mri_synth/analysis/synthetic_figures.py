@@ -1,7 +1,7 @@
 """Figures of synthetic images: real/synthetic pairs (the thesis's Figure 2.2) and the fidelity checks.
 
-Each function takes tensors or the tidy tables of :mod:`mri_synth.synth.fidelity` and returns a matplotlib
-figure; saving (PNG and PDF) is ``mri_synth.plots.save_figure``'s, the image grid is ``mri_synth.plots``'.
+Each function takes tensors or the tidy tables of :mod:`mri_synth.analysis.fidelity` and returns a matplotlib
+figure; saving (PNG and PDF) is ``mri_synth.analysis.plots.save_figure``'s, the image grid is ``mri_synth.analysis.plots``'.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from mri_synth.data.types import CLASS_NAMES
 from mri_synth.analysis.plots import PANEL_SIZE, image_grid, new_figure
+from mri_synth.data.types import CLASS_NAMES
 
 
 def real_synthetic_pairs(real_images: torch.Tensor, real_labels: torch.Tensor, real_ids: Sequence[str],

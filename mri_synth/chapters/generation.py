@@ -7,8 +7,8 @@
   otherwise a dry run that prints the number of calls and the estimated cost.
 - :func:`cost_so_far`: what the bank has spent, per generator.
 
-The classifier that labels synthetic slices is :func:`mri_synth.classifier.real_classifier` (shared with notebook
-03). Generators are :mod:`mri_synth.synth.registry`'s; the figures in :mod:`mri_synth.synth.figures`.
+The classifier that labels synthetic slices is :func:`mri_synth.training.classifier.real_classifier` (shared with notebook
+03). Generators are :mod:`mri_synth.synth.registry`'s; the figures in :mod:`mri_synth.analysis.synthetic_figures`.
 """
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ import pandas as pd
 import torch
 
 from mri_synth import paths
-from mri_synth.analysis import fidelity, memorisation, synthetic_figures as figures
+from mri_synth.analysis import fidelity, memorisation
+from mri_synth.analysis import synthetic_figures as figures
 from mri_synth.analysis.plots import save_figure
 from mri_synth.config import NotebookConfig
 from mri_synth.data.cache import load_data
-from mri_synth.training.classifier import ClassifierRecipe, real_classifier
-from mri_synth.training.evaluation import predict_proba
-from mri_synth.data.types import MRIData, Split, check_fraction
 from mri_synth.data.sampling import stratified_sample
+from mri_synth.data.types import MRIData, Split, check_fraction
 from mri_synth.synth import registry
 from mri_synth.synth.bank import FillSummary, SyntheticBank
 from mri_synth.synth.base import Generator
+from mri_synth.training.classifier import ClassifierRecipe, real_classifier
+from mri_synth.training.evaluation import predict_proba
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ def save_table(table: pd.DataFrame, name: str, config: GenerationConfig) -> Path
 
 RECORDED_FIDELITY = "benchmarks/results/latent_fidelity_report.csv"
 """The latent presets' fidelity on two real 30% subsets, recorded by ``benchmarks/latent_fidelity.py``."""
+RECORDED_STRENGTHS = "benchmarks/results/latent_fidelity_strengths.csv"
+"""The same benchmark's SDEdit strengths tried on validation, with their FD and label fidelity."""
 
 
 def recorded_fidelity() -> pd.DataFrame:
@@ -152,5 +155,10 @@ def recorded_fidelity() -> pd.DataFrame:
         recorded.drop_duplicates("metric").set_index("metric")["floor"]).round(3)
 
 
+def recorded_strengths() -> pd.DataFrame:
+    """The SDEdit strengths the latent preset's strength was chosen from (``RECORDED_STRENGTHS``)."""
+    return pd.read_csv(paths.project_path(RECORDED_STRENGTHS)).round(3)
+
+
 __all__ = ["GenerationConfig", "cost_so_far", "fidelity", "figures", "fill_bank", "load_data", "memorisation",
-           "openai_preview", "predict_proba", "real_classifier", "recorded_fidelity", "save_figure", "save_table"]
+           "openai_preview", "predict_proba", "real_classifier", "recorded_fidelity", "recorded_strengths", "save_figure", "save_table"]

@@ -3,24 +3,23 @@
 The steps of the thesis's chapter 3, each one call:
 
 - :class:`GradCamConfig`: the notebook's parameters, checked on construction;
-- :func:`trained_classifier`: the reference classifier of :mod:`mri_synth.classifier` (trained on the real
+- :func:`trained_classifier`: the reference classifier of :mod:`mri_synth.training.classifier` (trained on the real
   training split once, cached) with this notebook's settings;
 - :func:`choose_sources`: seeded source slices per class from the real training split;
 - :func:`synthetic_variations`: their variations, through the generator registry's one path to the
   :class:`~mri_synth.synth.SyntheticBank` (the local diffusion generator, trained on the real training split, or
   a generator already in the bank, e.g. OpenAI variations made earlier);
 - :func:`real_vs_synthetic_panels`: the Figures 3.1-3.4 panels (:func:`save_panels` writes them); the agreement
-  table itself is :func:`mri_synth.gradcam.agreement_table`; :func:`save_agreement` writes it with its provenance.
+  table itself is :func:`mri_synth.training.gradcam.agreement_table`; :func:`save_agreement` writes it with its provenance.
 
-CAMs and agreement metrics are :mod:`mri_synth.gradcam`'s, the figures :mod:`mri_synth.plots`'s; training is
-:mod:`mri_synth.classifier`'s.
+CAMs and agreement metrics are :mod:`mri_synth.training.gradcam`'s, the figures :mod:`mri_synth.analysis.plots`'s; training is
+:mod:`mri_synth.training.classifier`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
 from typing import Sequence
 
 import numpy as np
@@ -37,8 +36,15 @@ from mri_synth.data.types import CLASS_NAMES, MRIData, Split
 from mri_synth.synth import registry
 from mri_synth.synth.bank import SyntheticBank
 from mri_synth.training.classifier import ClassifierRecipe, real_classifier
-from mri_synth.training.gradcam import (PAIR_KINDS, CamExplainer, agreement_table, cam_method, overlay_cam, resolve_class,
-                                        summarize_agreement)
+from mri_synth.training.gradcam import (
+    PAIR_KINDS,
+    CamExplainer,
+    agreement_table,
+    cam_method,
+    overlay_cam,
+    resolve_class,
+    summarize_agreement,
+)
 from mri_synth.training.models import ModelSpec, get_spec
 from mri_synth.training.settings import TrainSettings
 
@@ -103,7 +109,7 @@ class GradCamConfig(NotebookConfig, TrainSettings):
 
 def trained_classifier(config: GradCamConfig, data: MRIData, *, progress: bool = False
                        ) -> tuple[nn.Module, ModelSpec, pd.DataFrame]:
-    """The reference classifier (:func:`mri_synth.classifier.real_classifier`) with this notebook's recipe.
+    """The reference classifier (:func:`mri_synth.training.classifier.real_classifier`) with this notebook's recipe.
 
     Returns:
         ``(model on the CPU in eval mode, its spec, its history table)``.

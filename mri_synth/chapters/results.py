@@ -16,7 +16,12 @@ import pandas as pd
 from mri_synth import paths
 from mri_synth.analysis.contrasts import against_reference, paired_contrasts
 from mri_synth.analysis.findings import thesis_budget_block
-from mri_synth.analysis.plots import plot_loss_distribution, plot_per_class_recall, plot_policies_at_fraction, save_figure
+from mri_synth.analysis.plots import (
+    plot_loss_distribution,
+    plot_per_class_recall,
+    plot_policies_at_fraction,
+    save_figure,
+)
 from mri_synth.analysis.report import by_evaluation, evaluation_summary, plot_two_evaluations
 from mri_synth.analysis.stats import thesis_comparison
 from mri_synth.config import NotebookConfig

@@ -3,7 +3,7 @@ by pixel.
 
 ``leakage_audit(data)`` is one call that returns three tables:
 
-- ``people``: people (groups recovered by :mod:`mri_synth.subjects`) per class and per split, and how many have
+- ``people``: people (groups recovered by :mod:`mri_synth.data.subjects`) per class and per split, and how many have
   slices in both splits (a split by slice puts every person of the real data in both);
 - ``one_nn``: the accuracy of a raw-pixel 1-nearest-neighbour lookup of each test slice among the train slices
   (cosine of mean-centred pixels), from all of train and from stratified subsets of it, with the share of test
@@ -11,8 +11,8 @@ by pixel.
 - ``nearest``: per test slice, its highest similarity to a train slice of its own class and of any other class.
 
 A lookup that reads no anatomy beats every trained classifier when the test slices' neighbours sit in train: that is
-the number to read first. Figures are drawn by :func:`mri_synth.plots.plot_nearest_train_similarity` and
-:func:`mri_synth.plots.plot_person_slices`; person-disjoint evaluation is left to ``study``.
+the number to read first. Figures are drawn by :func:`mri_synth.analysis.plots.plot_nearest_train_similarity` and
+:func:`mri_synth.analysis.plots.plot_person_slices`; person-disjoint evaluation is left to ``study``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mri_synth.data.types import CLASS_NAMES, MRIData, check_fraction
 from mri_synth.data.sampling import stratified_sample
 from mri_synth.data.subjects import CHUNK, pixel_features, recover_subjects
+from mri_synth.data.types import CLASS_NAMES, MRIData, check_fraction
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,8 +26,6 @@ import dataclasses
 import hashlib
 import os
 import warnings
-from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -25,11 +25,13 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mri_synth.study import runner, trial, trials as study
-from mri_synth.study.trials import TrialSpec
+from mri_synth.study import runner, trial
+from mri_synth.study import trials as study
 from mri_synth.study.trial import StudyContext
-from mri_synth.synth import registry
 from mri_synth.study.trial_groups import plan_groups, run_trial_group
+from mri_synth.study.trials import TrialSpec
+from mri_synth.synth import registry
+from mri_synth.training.stacked import StackingError
 
 Outcomes = list[dict[str, Any]]
 TrainGroup = Callable[[Sequence[TrialSpec], StudyContext], Outcomes]
@@ -57,8 +59,6 @@ def _require_ray():
 
 def train_group(specs: Sequence[TrialSpec], context: StudyContext) -> Outcomes:
     """One task's work: the outcomes of ``specs`` (a stacked group, or one trial), as ``runner.run_study`` makes them."""
-    from mri_synth.training.stacked import StackingError
-
     if len(specs) > 1:
         try:
             return run_trial_group(specs, context)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-if TYPE_CHECKING:
-    from mri_synth.data.types import MRIData, Split
+from mri_synth.data.sampling import stratified_sample
+from mri_synth.data.types import MRIData, Split
 
 SPLIT_MODES = ("slice", "subject")
 VALIDATION_SHARE = 0.15
@@ -81,7 +81,7 @@ def person_labels(labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, n
     mixed = [p for p, c in zip(people, classes) if np.any(labels[groups == p] != c)]
     if mixed:
         raise ValueError(f"{len(mixed)} person id(s) carry slices of several classes (first: {mixed[0]!r}); "
-                         "person ids must name one person each: recover them with mri_synth.subjects")
+                         "person ids must name one person each: recover them with mri_synth.data.subjects")
     return people, classes
 
 
@@ -144,10 +144,6 @@ class Evaluation:
 
     def real_subset(self, fraction: float, seed: int) -> "Split":
         """The trial's real images: ``fraction`` of the pool's slices (``slice``) or people (``subject``) per class."""
-        import torch
-
-        from mri_synth.data.sampling import stratified_sample
-
         if self.mode == "slice":
             return self.pool.subset(stratified_sample(self.pool.labels, fraction, seed=seed))
         index = people_sample(self.pool.labels.numpy(), self.pool.groups.numpy(), fraction, seed)
@@ -161,10 +157,6 @@ def fold_of(mode: str, repeat: int, n_folds: int = N_FOLDS) -> int:
 
 def evaluation(data: "MRIData", mode: str, fold: int = 0) -> Evaluation:
     """The pool, validation and test slices of ``data`` in evaluation ``mode`` (``fold`` in ``subject`` mode)."""
-    import torch
-
-    from mri_synth.data.types import Split
-
     check_mode(mode)
     train, test = data.train, data.test
     groups = None

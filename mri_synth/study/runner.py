@@ -5,7 +5,7 @@
 so a killed study resumes where it stopped and ends with the same table as an uninterrupted one. On CUDA it trains
 trials that share a step as stacks (``trial_groups``). :func:`load_results` reads the tidy long tables back (one row per trial x metric, and per trial
 x evaluation x metric); :func:`migrate_trial_keys` keeps files of older key schemes usable. What a trial does is
-:mod:`mri_synth.study`'s.
+:mod:`mri_synth.study.trials`'s.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from mri_synth import paths
-from mri_synth.study import trial, trials as study
 from mri_synth.data.types import MRIData
-from mri_synth.training.stacked import StackingError
-from mri_synth.study.trials import TrialSpec
+from mri_synth.study import trial
 from mri_synth.study.trial import StudyContext
-from mri_synth.training.settings import TrainConfig
 from mri_synth.study.trial_groups import plan_groups, run_trial_group
+from mri_synth.study.trials import TrialSpec
+from mri_synth.training.settings import TrainConfig
+from mri_synth.training.stacked import StackingError
 
 
 def provenance(data: MRIData) -> dict[str, Any]:

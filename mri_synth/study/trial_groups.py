@@ -18,9 +18,10 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from mri_synth.study import trial, trials as study
-from mri_synth.study.trials import TrialSpec
+from mri_synth.study import trial
 from mri_synth.study.trial import StudyContext
+from mri_synth.study.trials import TrialSpec
+from mri_synth.training.stacked import StackedTrial, StackingError, fit_stacked
 
 DEFAULT_MAX_MODELS = 32
 """Models per stack of the basic CNN: the GPU target of issue 13 (K = 32 at least 10x one at a time)."""
@@ -69,8 +70,6 @@ def run_trial_group(specs: Sequence[TrialSpec], context: StudyContext) -> list[d
     """
     if len(specs) == 1:
         return [trial.run_trial(specs[0], context)]
-    from mri_synth.training.stacked import StackedTrial, StackingError, fit_stacked
-
     keys = {group_key(spec, context) for spec in specs}
     if None in keys or len(keys) > 1:
         raise StackingError("these trials cannot share a step (different budgets, models or evaluations): "

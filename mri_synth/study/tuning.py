@@ -17,8 +17,8 @@ from typing import Sequence
 import pandas as pd
 
 from mri_synth.study.runner import run_study
-from mri_synth.study.trials import TrialSpec
 from mri_synth.study.trial import StudyContext
+from mri_synth.study.trials import TrialSpec
 
 
 def baseline_grid(arch: str, split: str, *, lrs: Sequence[float], weight_decays: Sequence[float],

@@ -26,11 +26,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("DiffusionConfig", "DiffusionGenerator"):
-        from mri_synth.synth import diffusion
+        from mri_synth.synth import diffusion  # lazy: diffusers is slow to import
 
         return getattr(diffusion, name)
     if name in ("LatentDiffusionConfig", "LatentDiffusionGenerator"):
-        from mri_synth.synth import latent
+        from mri_synth.synth import latent  # lazy: diffusers is slow to import
 
         return getattr(latent, name)
     raise AttributeError(f"module 'mri_synth.synth' has no attribute {name!r}")

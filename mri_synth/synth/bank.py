@@ -14,7 +14,7 @@ for a generator that costs money, not sent again unless ``retry_interrupted=True
 (``retry_refused=True`` asks again); failures (nothing paid) are retried.
 
 What the bank leaves to others: how images are made (``mri_synth.synth`` generators), which sources a trial may
-use (``mri_synth.study`` passes exactly its real subset's ids to :meth:`SyntheticBank.sample`).
+use (``mri_synth.study.trial`` passes exactly its real subset's ids to :meth:`SyntheticBank.sample`).
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def check_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
     if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(
             f"{what} must be uint8[N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}], got {images.dtype} {tuple(images.shape)}; "
-            "pass a Split's .images (mri_synth.data.load_data) or convert with (x * 255).round().to(torch.uint8)"
+            "pass a Split's .images (mri_synth.data.cache.load_data) or convert with (x * 255).round().to(torch.uint8)"
         )
     return images
 

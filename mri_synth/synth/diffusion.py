@@ -33,7 +33,16 @@ from tqdm.auto import tqdm
 
 from mri_synth.data.types import IMAGE_SIZE, NUM_CLASSES
 from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of, ids_key, variant_seed
-from mri_synth.synth.trained import atomic_folder, cache_folder, check_sdedit_settings, cpu_threads, pick_preset, seeded_noise, to_model, to_uint8
+from mri_synth.synth.trained import (
+    atomic_folder,
+    cache_folder,
+    check_sdedit_settings,
+    cpu_threads,
+    pick_preset,
+    seeded_noise,
+    to_model,
+    to_uint8,
+)
 
 PRESETS = ("toy", "small", "quick", "gpu")
 """The sizes of the generator, each a ``DiffusionConfig`` class method; ``DiffusionConfig.preset(name)`` picks one."""

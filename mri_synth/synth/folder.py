@@ -2,7 +2,7 @@
 
 Layout::
 
-    <root>/<class name>/<file>.png|jpg|...      class names as in mri_synth.data.CLASS_NAMES (case and
+    <root>/<class name>/<file>.png|jpg|...      class names as in mri_synth.data.types.CLASS_NAMES (case and
                                                  separators are forgiven, e.g. "MildDemented", "mild_demented")
 
 A file whose name (without suffix) matches ``<source id, %-quoted>__v<k>`` (the way the bank names its own

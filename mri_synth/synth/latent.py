@@ -14,7 +14,7 @@ sulcus edges. The autoencoder is where a CPU budget goes (:meth:`LatentDiffusion
 Both networks learn only from the images passed to :meth:`LatentDiffusionGenerator.train` (a trial's real
 subset): the fingerprint includes a hash of their ids. Sampling, the bank protocol and the DDIM loop are shared
 with :class:`~mri_synth.synth.diffusion.DiffusionGenerator`; the cache, noise and conversions with
-:mod:`mri_synth.synth.trained`.
+:mod:`mri_synth.synth.trained`; building, training and running the autoencoder with :mod:`mri_synth.synth.autoencoder`.
 """
 
 from __future__ import annotations
@@ -22,21 +22,26 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
-from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
+from mri_synth.synth import autoencoder as ae
 from mri_synth.synth.base import IMAGE_SIZE, check_sources, ids_key, variant_seed
 from mri_synth.synth.diffusion import NUM_CLASSES, DiffusionGenerator
-from mri_synth.synth.trained import atomic_folder, cache_folder, check_sdedit_settings, pick_preset, seeded_noise, to_model, to_uint8
+from mri_synth.synth.trained import (
+    atomic_folder,
+    cache_folder,
+    check_sdedit_settings,
+    pick_preset,
+    seeded_noise,
+    to_model,
+    to_uint8,
+)
 
 PRESETS = ("toy", "cpu", "gpu")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -147,24 +152,6 @@ class LatentDiffusionConfig:
                            ddim_steps=50), **overrides)
 
 
-def _image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
-
-
-def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, gradient_weight: float) -> torch.Tensor:
-    """L1 on pixels plus ``gradient_weight`` times L1 on horizontal and vertical finite differences."""
-    loss = F.l1_loss(recon, target)
-    if gradient_weight:
-        loss = loss + gradient_weight * sum(F.l1_loss(r, t) for r, t in zip(_image_gradients(recon),
-                                                                              _image_gradients(target)))
-    return loss
-
-
-def _clocks() -> tuple[float, float]:
-    """Wall and process CPU seconds: on a shared CPU the CPU time of a 1-thread run is its idle-machine time."""
-    return time.perf_counter(), time.process_time()
-
-
 class LatentDiffusionGenerator(DiffusionGenerator):
     """An autoencoder and a class-conditional DDPM/DDIM UNet in its latent space; variations by latent SDEdit.
 
@@ -187,20 +174,7 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         self.seconds: dict[str, float] = {}  # wall and CPU time of each training stage
 
     def _autocast(self):
-        if not self.config.bf16:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
-    def _build_autoencoder(self, seed: int) -> AutoencoderKL:
-        c = self.config
-        n = len(c.ae_channels)
-        torch.manual_seed(seed)
-        return AutoencoderKL(in_channels=1, out_channels=1, latent_channels=c.latent_channels,
-                             block_out_channels=c.ae_channels, layers_per_block=c.ae_layers_per_block,
-                             down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-                             norm_num_groups=c.ae_norm_groups,
-                             mid_block_add_attention=False,  # attention over a 32x32 latent's 1024 positions: costly
-                             sample_size=IMAGE_SIZE).to(self.device)
+        return ae.bf16_autocast(self.device, self.config.bf16)
 
     def _build(self, seed: int) -> UNet2DModel:
         c = self.config
@@ -239,58 +213,22 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         self.train_key, self.train_seed, self.n_train = ids_key(ids), seed, len(ids)
         return self
 
-    def _batches(self, n: int, batch_size: int, steps: int, gen: torch.Generator):
-        """Indices and flip flags of ``steps`` batches: epochs of seeded permutations."""
-        order = torch.empty(0, dtype=torch.int64)
-        for _ in range(steps):
-            if len(order) < batch_size:
-                order = torch.cat([order, torch.randperm(n, generator=gen)])
-            idx, order = order[:batch_size], order[batch_size:]
-            flip = (torch.rand(len(idx), generator=gen) < 0.5) & self.config.hflip
-            yield idx, flip
-
     def _train(self, images: torch.Tensor, labels: torch.Tensor, seed: int, progress: bool) -> None:
         gen = torch.Generator().manual_seed(seed)
         x_all = to_model(images, IMAGE_SIZE, self.device)
-        self._train_autoencoder(x_all, seed, gen, progress)
-        self._train_unet(x_all, labels, seed, gen, progress)
-
-    def _train_autoencoder(self, x_all: torch.Tensor, seed: int, gen: torch.Generator, progress: bool) -> None:
-        """Train the autoencoder on ``[-1, 1]`` images; batches, flips and posterior samples drawn from ``gen``."""
-        c = self.config
-        start = _clocks()
-        vae = self._build_autoencoder(seed)
-        optimizer = torch.optim.AdamW(vae.parameters(), lr=c.ae_learning_rate)
-        # a short warm-up, then cosine decay to 0: the last, small steps sharpen the reconstructions
-        lr = get_cosine_schedule_with_warmup(optimizer, math.ceil(0.05 * c.ae_steps), c.ae_steps)
-        self.ae_losses = []
-        vae.train()
-        bar = tqdm(self._batches(len(x_all), c.ae_batch_size, c.ae_steps, gen), total=c.ae_steps,
-                   desc="train autoencoder", disable=not progress)
-        for idx, flip in bar:
-            x = x_all[idx.to(self.device)]
-            x = torch.where(flip.to(self.device).view(-1, 1, 1, 1), x.flip(-1), x)
-            with self._autocast():
-                posterior = vae.encode(x).latent_dist
-                z = posterior.sample(generator=gen) if self.device.type == "cpu" else posterior.sample()
-                recon = vae.decode(z).sample
-            loss = reconstruction_loss(recon.float(), x, c.gradient_weight) + c.kl_weight * posterior.kl().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr.step()
-            self.ae_losses.append(loss.item())
-            bar.set_postfix(loss=f"{self.ae_losses[-1]:.4f}", refresh=False)
-        self.autoencoder = vae.eval().requires_grad_(False)
+        start = ae.clocks()
+        self.autoencoder, self.ae_losses = ae.train_autoencoder(self.config, x_all, seed, gen, self.device, progress)
         self._record("autoencoder", start)
+        self._train_unet(x_all, labels, seed, gen, progress)
 
     def _train_unet(self, x_all: torch.Tensor, labels: torch.Tensor, seed: int, gen: torch.Generator,
                     progress: bool) -> None:
         """Train the latent UNet on the trained autoencoder's latents of ``[-1, 1]`` images."""
         c = self.config
-        start = _clocks()
+        start = ae.clocks()
         flipped = torch.cat([x_all, x_all.flip(-1)]) if c.hflip else x_all
-        mean, std = self._encode_distribution(flipped)
+        assert self.autoencoder is not None  # trained (or loaded) before the UNet
+        mean, std = ae.encode_distribution(self.autoencoder, flipped, self.device, c.bf16)
         self.latent_scale = float(1.0 / mean.std())
         y_all = (torch.cat([labels, labels]) if c.hflip else labels).to(self.device)
         unet = self._build(seed)
@@ -304,7 +242,7 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         t_max = max(1, math.ceil(c.train_max_strength * c.timesteps))
         self.losses = []
         unet.train()
-        bar = tqdm(self._batches(len(mean), c.batch_size, c.train_steps, gen), total=c.train_steps,
+        bar = tqdm(ae.batches(len(mean), c.batch_size, c.train_steps, gen, c.hflip), total=c.train_steps,
                    desc="train latent unet", disable=not progress)
         for idx, _ in bar:  # flips are already in the latents
             i = idx.to(self.device)
@@ -339,35 +277,22 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         return {"clip_sample": False, "prediction_type": self.config.prediction_type}
 
     def _record(self, stage: str, start: tuple[float, float]) -> None:
-        wall, cpu = _clocks()
+        wall, cpu = ae.clocks()
         self.seconds[stage], self.seconds[f"{stage}_cpu"] = wall - start[0], cpu - start[1]
-
-    def _encode_distribution(self, x: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and standard deviation of the autoencoder's posterior for ``[-1, 1]`` images (unscaled)."""
-        vae = self.autoencoder
-        assert vae is not None
-        means, stds = [], []
-        with torch.inference_mode(), self._autocast():
-            for s in range(0, len(x), batch):
-                dist = vae.encode(x[s:s + batch]).latent_dist
-                means.append(dist.mean.float())
-                stds.append(dist.std.float())
-        return torch.cat(means), torch.cat(stds)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Scaled latents (posterior means) of ``uint8[N, 1, 128, 128]`` slices: what the UNet works on."""
-        self._require_autoencoder()
+        vae = self._require_autoencoder()
         with self._threads():
-            return self._encode_distribution(to_model(images, IMAGE_SIZE, self.device))[0] * self.latent_scale
+            x = to_model(images, IMAGE_SIZE, self.device)
+            return ae.encode_distribution(vae, x, self.device, self.config.bf16)[0] * self.latent_scale
 
     def decode(self, latents: torch.Tensor, batch: int = 64) -> torch.Tensor:
         """Scaled latents back to ``uint8[N, 1, 128, 128]`` slices."""
         vae = self._require_autoencoder()
-        out = []
-        with torch.inference_mode(), self._autocast(), self._threads():
-            for s in range(0, len(latents), batch):
-                out.append(vae.decode(latents[s:s + batch].to(self.device) / self.latent_scale).sample.float())
-        return to_uint8(torch.cat(out))
+        with self._threads():
+            x = ae.decode_latents(vae, latents, self.latent_scale, self.device, self.config.bf16, batch)
+        return to_uint8(x)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """Encode and decode: the autoencoder's ceiling on what any variation can show."""

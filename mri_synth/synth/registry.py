@@ -18,18 +18,18 @@ What each generator does is its own module's business; storage is the bank's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
 from mri_synth import paths
-
-if TYPE_CHECKING:  # the data layer is only needed for type hints here
-    from mri_synth.data.types import Split
-    from mri_synth.synth.bank import SyntheticBank
-    from mri_synth.synth.base import Generator
+from mri_synth.data.types import Split
+from mri_synth.synth.bank import SyntheticBank
+from mri_synth.synth.base import Generator
+from mri_synth.synth.folder import FolderGenerator
+from mri_synth.synth.openai_gen import DEFAULT_MODEL, OpenAIGenerator
 
 DEFAULT_DIFFUSION_PRESET = "latent-cpu"
 """The diffusion preset every entry point uses unless told otherwise (the study and the command line): the latent
@@ -175,18 +175,18 @@ autoencoder and a latent UNet; the others (toy, quick, gpu) are the pixel-space 
 def _diffusion_kind(preset: str):
     """``(config class, generator class, the preset's own name)`` of a diffusion preset."""
     if preset.startswith(LATENT_PREFIX):
-        from mri_synth.synth.latent import LatentDiffusionConfig, LatentDiffusionGenerator
+        from mri_synth.synth.latent import LatentDiffusionConfig, LatentDiffusionGenerator  # lazy: diffusers
 
         return LatentDiffusionConfig, LatentDiffusionGenerator, preset[len(LATENT_PREFIX):]
-    from mri_synth.synth.diffusion import DiffusionConfig, DiffusionGenerator
+    from mri_synth.synth.diffusion import DiffusionConfig, DiffusionGenerator  # lazy: diffusers is slow to import
 
     return DiffusionConfig, DiffusionGenerator, preset
 
 
 def diffusion_presets() -> tuple[str, ...]:
     """Every diffusion preset name: the pixel-space ones, then the latent ones."""
-    from mri_synth.synth.diffusion import PRESETS
-    from mri_synth.synth.latent import PRESETS as LATENT
+    from mri_synth.synth.diffusion import PRESETS  # lazy: diffusers
+    from mri_synth.synth.latent import PRESETS as LATENT  # lazy: diffusers
 
     return (*PRESETS, *(LATENT_PREFIX + p for p in LATENT))
 
@@ -225,14 +225,10 @@ def _diffusion_build(settings: GeneratorSettings, train_on: "Split | None", seed
 
 
 def _openai_generator(settings: GeneratorSettings):
-    from mri_synth.synth.openai_gen import DEFAULT_MODEL, OpenAIGenerator
-
     return OpenAIGenerator(settings.openai_model or DEFAULT_MODEL, quality=settings.openai_quality)
 
 
 def _openai_label(settings: GeneratorSettings) -> str:
-    from mri_synth.synth.openai_gen import DEFAULT_MODEL
-
     return f"{settings.openai_model or DEFAULT_MODEL}:{settings.openai_quality}"
 
 
@@ -249,8 +245,6 @@ def _folder_label(settings: GeneratorSettings) -> str:
 
 
 def _folder_build(settings: GeneratorSettings, train_on: "Split | None", seed: int) -> "Generator":
-    from mri_synth.synth.folder import FolderGenerator
-
     return FolderGenerator(_folder_label(settings))
 
 

@@ -30,7 +30,7 @@ def autocast(device: torch.device, bf16: bool) -> Any:
 def check_images_labels(images: torch.Tensor, labels: torch.Tensor | None, what: str) -> None:
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"{what} images must be uint8 [N, 1, H, W], got {images.dtype} {tuple(images.shape)}; "
-                         "pass Split.images from mri_synth.data.load_data")
+                         "pass Split.images from mri_synth.data.cache.load_data")
     if len(images) == 0:
         raise ValueError(f"{what} images are empty; pass at least one image")
     if labels is None:

@@ -14,9 +14,9 @@ baseline of *unrelated* real pairs of the same class (the source paired with ano
 - :func:`cam_correlation`, :func:`top_region_overlap`: agreement of two maps; :func:`agreement_table` (tidy, one
   row per pair x metric) and :func:`summarize_agreement`.
 
-Left to others: training the classifier (:mod:`mri_synth.train`), model construction, input size and
-normalisation (:mod:`mri_synth.models`), making variations (:mod:`mri_synth.synth`), the figures (the thesis's
-panels :func:`mri_synth.plots.real_vs_synthetic_figure`, :func:`mri_synth.plots.plot_agreement`) and saving them.
+Left to others: training the classifier (:mod:`mri_synth.training.fit`), model construction, input size and
+normalisation (:mod:`mri_synth.training.models`), making variations (:mod:`mri_synth.synth`), the figures (the thesis's
+panels :func:`mri_synth.analysis.plots.real_vs_synthetic_figure`, :func:`mri_synth.analysis.plots.plot_agreement`) and saving them.
 """
 
 from __future__ import annotations
@@ -29,13 +29,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM)
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from mri_synth.data.types import CLASS_NAMES
-from mri_synth.data.types import Split, class_id
+from mri_synth.data.types import CLASS_NAMES, Split, class_id
 from mri_synth.training.models import ModelSpec, get_spec
 
 CAM_METHODS: dict[str, type] = {
@@ -91,8 +90,8 @@ class CamExplainer:
     The model is put in eval mode inside the block and returned to its former mode on exit.
 
     Args:
-        model: A classifier built by :func:`mri_synth.models.create_model` (any device).
-        spec: Its registry name or :class:`~mri_synth.models.ModelSpec` (input size, normalisation, target layer,
+        model: A classifier built by :func:`mri_synth.training.models.create_model` (any device).
+        spec: Its registry name or :class:`~mri_synth.training.models.ModelSpec` (input size, normalisation, target layer,
             ViT reshape); pass the same spec the model was built from (e.g. a ``with_input_size`` one).
         method: A key of :data:`CAM_METHODS`.
         batch_size: Images per forward/backward pass (Score-CAM also uses it for its masked passes).

@@ -93,7 +93,7 @@ class ModelSpec:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 1:
             raise ValueError(
                 f"{self.name}: expected uint8 images of shape [N, 1, H, W], got {images.dtype} {tuple(images.shape)}; "
-                "pass the Split.images tensor (or a slice of it) as loaded by mri_synth.data.load_data"
+                "pass the Split.images tensor (or a slice of it) as loaded by mri_synth.data.cache.load_data"
             )
         x = images.float()
         if x.shape[-2:] != (self.input_size, self.input_size):
