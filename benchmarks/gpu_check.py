@@ -2,9 +2,9 @@
 
     PYTHONPATH=. python benchmarks/gpu_check.py PART --report DIR [--device cuda] [--quick]
 
-PART is one of ``env``, ``imports``, ``throughput``, ``concurrent``, ``grid``; each writes ``DIR/<part>.txt`` (and the grid its
-results folder ``DIR/grid``). ``benchmarks/gpu_check.sh`` runs them in order with the CUDA tests and the stacked
-benchmark; ``--quick`` (tiny sizes, the CPU) is what ``tests/test_gpu_check.py`` runs so the script cannot rot.
+PART is one of ``env``, ``imports``, ``throughput``, ``concurrent``, ``grid``; each writes ``DIR/<part>.txt`` (and the
+grid its results folder ``DIR/grid``). ``benchmarks/gpu_check.sh`` runs them in order with the CUDA tests and the
+stacked benchmark; ``--quick`` (tiny sizes, the CPU) is what ``tests/test_gpu_check.py`` runs so the script cannot rot.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-OPTIONAL = ("datasets", "diffusers", "openai", "papermill", "ray")  # absent on the GPU machines; the core must not need them
+# absent on the GPU machines; the core must not need them
+OPTIONAL = ("datasets", "diffusers", "openai", "papermill", "ray")
 
 BLOCKER = f"""
 import importlib.abc, sys
@@ -53,7 +54,8 @@ def env(args: argparse.Namespace) -> list[str]:
              f"{torch.cuda.is_available()}", f"machine {platform.machine()}, {os.cpu_count()} cpus"]
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        lines.append(f"device {props.name}, {props.total_memory / 2**30:.1f} GiB, {torch.cuda.device_count()} device(s)")
+        lines.append(f"device {props.name}, {props.total_memory / 2**30:.1f} GiB, "
+                     f"{torch.cuda.device_count()} device(s)")
     for name in ("torchvision", "timm", "pandas", "pyarrow", "sklearn", "torchmetrics", *OPTIONAL):
         spec = importlib.util.find_spec(name)
         version = ""
@@ -94,8 +96,8 @@ def _rate(arch: str, size: int, batch: int, steps: int, device: str, data, compi
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return (f"{arch} {spec.input_size}px batch {batch}: {steps * batch / seconds:.0f} img/s ({seconds / steps * 1000:.1f} "
-            f"ms/step over {steps} steps, one evaluation of {len(test)} included)")
+    return (f"{arch} {spec.input_size}px batch {batch}: {steps * batch / seconds:.0f} img/s "
+            f"({seconds / steps * 1000:.1f} ms/step over {steps} steps, one evaluation of {len(test)} included)")
 
 
 def throughput(args: argparse.Namespace) -> list[str]:
@@ -176,7 +178,8 @@ def grid(args: argparse.Namespace) -> list[str]:
               for p in (Path(args.report) / "grid" / "trials").glob("*.json")]
     loss = results[results.metric == "test_loss"].groupby("policy", sort=False).value.median()
     return [f"grid: {len(specs)} cnn trials (equal steps, 1 epoch of the pool) on {data.source}, device "
-            f"{args.device}: {seconds:.1f} s, {seconds / len(specs):.2f} s per trial; stack sizes {sorted(set(stacks))}",
+            f"{args.device}: {seconds:.1f} s, {seconds / len(specs):.2f} s per trial; stack sizes "
+            f"{sorted(set(stacks))}",
             *[f"  median test_loss {policy}: {value:.4f}" for policy, value in loss.items()]]
 
 
@@ -199,8 +202,8 @@ def options(args: argparse.Namespace) -> list[str]:
     generator = LatentDiffusionGenerator(full, device=args.device)
     generator.train(sub.images, sub.labels, sub.ids, seed=0, progress=False)
     lines.append(f"latent {'toy' if args.quick else 'cpu'} preset trained whole on {args.device}: autoencoder "
-                 f"{generator.seconds['autoencoder']:.1f} s ({full.ae_steps} steps), UNet {generator.seconds['unet']:.1f} s "
-                 f"({full.train_steps} steps), on {len(sub)} slices")
+                 f"{generator.seconds['autoencoder']:.1f} s ({full.ae_steps} steps), "
+                 f"UNet {generator.seconds['unet']:.1f} s ({full.train_steps} steps), on {len(sub)} slices")
     return lines
 
 

@@ -114,7 +114,8 @@ def main() -> None:
                  f"{chosen.accuracy:.3f}")
 
     presets = {
-        "pixel quick (32 px, upsampled)": (DiffusionGenerator, DiffusionConfig.toy() if args.tiny else DiffusionConfig.quick(),
+        "pixel quick (32 px, upsampled)": (DiffusionGenerator,
+                                           DiffusionConfig.toy() if args.tiny else DiffusionConfig.quick(),
                                            [float(s) for s in args.pixel_strengths.split(",")]),
         "latent cpu": (LatentDiffusionGenerator, LatentDiffusionConfig.preset("toy" if args.tiny else "cpu"),
                        [float(s) for s in args.latent_strengths.split(",")]),
@@ -149,7 +150,8 @@ def main() -> None:
                      "FD": r.loc["FD", "value"], "FD / floor": r.loc["FD", "ratio"], "KID": r.loc["KID", "value"],
                      "precision": r.loc["precision", "value"], "recall": r.loc["recall", "value"],
                      "label fidelity": r.loc["label fidelity", "value"],
-                     "nearest-real ratio": r.loc["median RMSE to nearest training slice (floor: held-out real)", "ratio"],
+                     "nearest-real ratio": r.loc["median RMSE to nearest training slice (floor: held-out real)",
+                                                 "ratio"],
                      "median SSIM to source": r.loc["median SSIM to source (floor: adjacent slice)", "value"],
                      "share of copies": r.loc["share of copies (closer to source than its adjacent slice)", "value"]})
         # the figure: two sources per class with two more variations each, beside the one variation of every source

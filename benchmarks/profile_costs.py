@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> list[str]:
                      f"for a {args.working_day_h:.0f} h day")
         made = [r for r in rows if r["what"].startswith("diffusion generators")]
         if made and any(r["h100_h"] > 1 for r in made):  # the same study with the cheapest measured generator
-            alt = gpu - sum(r["h100_h"] for r in made) + sum(r["count"] for r in made) * H100_GENERATOR_S["latent-cpu"] / 3600
+            alt = (gpu - sum(r["h100_h"] for r in made)
+                   + sum(r["count"] for r in made) * H100_GENERATOR_S["latent-cpu"] / 3600)
             lines.append(f"{path.stem:9s} {'TOTAL, latent-cpu generators':32s} {'':6s} {'':10s} {'':9s} {alt:17.1f}   "
                          f"-> {math.ceil(alt / args.working_day_h)} H100(s) for a {args.working_day_h:.0f} h day")
             # every trial and generator belongs to one repeat, so the cost scales with the repeats exactly
@@ -140,10 +141,10 @@ def main(argv: list[str] | None = None) -> list[str]:
                 what = f"the same at {args.repeats} of {n_seeds} repeats"
                 lines.append(f"{path.stem:9s} {what:32s} {'':6s} {'':10s} {'':9s} {fewer:17.1f}   -> "
                              f"{math.ceil(fewer / args.working_day_h)} H100(s) for a {args.working_day_h:.0f} h day")
-    lines.append("steps: batch-64 steps at the measured input size. CPU: 1-2 threads of the 2-core development machine; "
-                 "its TOTAL leaves out nan rows (the gpu diffusion preset is not run on a CPU). H100: rates measured "
-                 "by benchmarks/gpu_check.sh on one H100 (benchmarks/results/gpu_check_h100/); CNN trials 8 to a GPU "
-                 "through Ray's fractional shares.")
+    lines.append("steps: batch-64 steps at the measured input size. CPU: 1-2 threads of the 2-core development "
+                 "machine; its TOTAL leaves out nan rows (the gpu diffusion preset is not run on a CPU). H100: rates "
+                 "measured by benchmarks/gpu_check.sh on one H100 (benchmarks/results/gpu_check_h100/); CNN trials 8 "
+                 "to a GPU through Ray's fractional shares.")
     print("\n".join(lines))
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")

@@ -6,8 +6,8 @@ same 32 one at a time, against a target of 10x: 91 ms per stacked step of 32 x 6
 script measures, for one K, the stacked step split into its parts (the K batches gathered and augmented, forward
 and backward, the optimizer) under variants of the step, each timed over the same batches:
 
-* ``as fit_stacked``: what ``mri_synth.training.stacked.fit_stacked`` runs (vmap over the stacked weights; bf16 autocast on
-  CUDA; cuDNN's heuristic algorithm choice);
+* ``as fit_stacked``: what ``mri_synth.training.stacked.fit_stacked`` runs (vmap over the stacked weights; bf16
+  autocast on CUDA; cuDNN's heuristic algorithm choice);
 * ``cudnn.benchmark``: cuDNN times its algorithms for the (constant) shapes first; vmap turns each convolution into
   one grouped convolution of K groups, a shape its heuristics may serve badly;
 * ``fp32`` (TF32 allowed on CUDA): grouped convolutions have fewer tuned kernels in bf16;

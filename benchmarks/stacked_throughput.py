@@ -1,4 +1,5 @@
-"""K trials trained stacked (mri_synth.training.stacked.fit_stacked) against the same K trials one at a time (train.fit).
+"""K trials trained stacked (mri_synth.training.stacked.fit_stacked) against the same K trials one at a time
+(train.fit).
 
 Each trial has its own training set (sizes spread from 1,536 to 5,120 slices, as the study's real fractions
 are), its own seed and its own augmentation draws; every trial takes the same number of steps (an equal-step

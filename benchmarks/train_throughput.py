@@ -5,11 +5,11 @@ transforms (resize, ToTensor, Normalize; a 3-channel copy for the pretrained mod
 layer order (conv -> ReLU -> pool) and torch's default Adam. The two sides alternate for a few rounds on the same
 images, so their ratio holds even on a busy machine. The naive loop runs in a fresh process with the C library's
 default allocator, as thesis code does; the engine runs here with freed memory kept in the heap, as the study's
-entry points (the CLI, the notebook batch) run it on the CPU (``mri_synth.training.heap``; this script is an entry point too
-and switches it on; the setting is process-wide and sticks once the heap has grown, hence the second process). For the CNN the naive loop is also timed here, with the heap kept, to show what the engine gains beyond
-that setting. Then: the CPU options of the engine (bf16 autocast,
-channels-last), the per-batch cost of every augmentation policy, and one full 10-epoch CNN training on the full
-train split with evaluation after every epoch.
+entry points (the CLI, the notebook batch) run it on the CPU (``mri_synth.training.heap``; this script is an entry
+point too and switches it on; the setting is process-wide and sticks once the heap has grown, hence the second
+process). For the CNN the naive loop is also timed here, with the heap kept, to show what the engine gains beyond
+that setting. Then: the CPU options of the engine (bf16 autocast, channels-last), the per-batch cost of every
+augmentation policy, and one full 10-epoch CNN training on the full train split with evaluation after every epoch.
 
     .venv/bin/python benchmarks/train_throughput.py --out benchmarks/results/train_throughput_cpu.txt
     .venv/bin/python benchmarks/train_throughput.py --quick      # seconds: tiny sizes, checks it runs
@@ -169,9 +169,9 @@ def main() -> None:
 
     data = load_data(args.source)
     device = TrainConfig().resolved_device()
-    # An entry point keeps freed memory in the heap on the CPU (mri_synth.training.heap; fit() leaves the allocator alone):
-    # switched on here for the whole process, as the CLI and the notebook batch do, so the naive loop timed here gets
-    # it too and that ratio is the engine's own. The options part measures it on and off.
+    # An entry point keeps freed memory in the heap on the CPU (mri_synth.training.heap; fit() leaves the allocator
+    # alone): switched on here for the whole process, as the CLI and the notebook batch do, so the naive loop timed
+    # here gets it too and that ratio is the engine's own. The options part measures it on and off.
     heap_kept = heap.retain_freed_memory() if device.type == "cpu" else False
     say(f"# train_throughput  {time.strftime('%Y-%m-%d %H:%M')}  quick={args.quick}")
     say(f"# torch {torch.__version__}, device {device}"
@@ -226,7 +226,8 @@ def main() -> None:
                 returned.append(in_fresh_process("engine", "cnn", args, steps, 64))
                 kept.append(engine_throughput("cnn", spec, images, labels, steps, 64))
             say(f"heap default (fresh process): {statistics.median(returned):8.1f} img/s | freed memory kept: "
-                f"{statistics.median(kept):8.1f} img/s | {statistics.median(k / r for k, r in zip(kept, returned)):.2f}x"
+                f"{statistics.median(kept):8.1f} img/s | "
+                f"{statistics.median(k / r for k, r in zip(kept, returned)):.2f}x"
                 " (median of rounds: " + ", ".join(f"{k / r:.2f}" for k, r in zip(kept, returned)) + ")")
 
     if "augment" in parts:

@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     fi.set_defaults(func=_findings)
 
     data = sub.add_parser("data", help="decode and cache a data source, print its class counts and leakage audit")
-    data.add_argument("source", nargs="?", default=None, help="'sample', a hub id or a folder (default: MRI_SYNTH_DATA)")
+    data.add_argument("source", nargs="?", default=None,
+                      help="'sample', a hub id or a folder (default: MRI_SYNTH_DATA)")
     data.set_defaults(func=_data)
     return parser
 

@@ -182,7 +182,8 @@ def plot_policies_at_fraction(
     if at_fraction.empty:
         fractions = sorted(results["real_fraction"].unique())
         raise ValueError(f"no trials at real_fraction={real_fraction}; the table has {fractions}")
-    options.setdefault("title", f"{_evaluation_prefix(at_fraction)}{metric} of every policy at {real_fraction:.0%} real")
+    prefix = _evaluation_prefix(at_fraction)
+    options.setdefault("title", f"{prefix}{metric} of every policy at {real_fraction:.0%} real")
     return plot_loss_distribution(at_fraction, None, metric, **options)
 
 

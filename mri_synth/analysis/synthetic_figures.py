@@ -1,7 +1,8 @@
 """Figures of synthetic images: real/synthetic pairs (the thesis's Figure 2.2) and the fidelity checks.
 
 Each function takes tensors or the tidy tables of :mod:`mri_synth.analysis.fidelity` and returns a matplotlib
-figure; saving (PNG and PDF) is ``mri_synth.analysis.plots.save_figure``'s, the image grid is ``mri_synth.analysis.plots``'.
+figure; saving (PNG and PDF) is ``mri_synth.analysis.plots.save_figure``'s, the image grid
+``mri_synth.analysis.plots``'.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@
   otherwise a dry run that prints the number of calls and the estimated cost.
 - :func:`cost_so_far`: what the bank has spent, per generator.
 
-The classifier that labels synthetic slices is :func:`mri_synth.training.classifier.real_classifier` (shared with notebook
-03). Generators are :mod:`mri_synth.synth.registry`'s; the figures in :mod:`mri_synth.analysis.synthetic_figures`.
+The classifier that labels synthetic slices is :func:`mri_synth.training.classifier.real_classifier` (shared with
+notebook 03). Generators are :mod:`mri_synth.synth.registry`'s; the figures in
+:mod:`mri_synth.analysis.synthetic_figures`.
 """
 
 from __future__ import annotations
@@ -161,4 +162,5 @@ def recorded_strengths() -> pd.DataFrame:
 
 
 __all__ = ["GenerationConfig", "cost_so_far", "fidelity", "figures", "fill_bank", "load_data", "memorisation",
-           "openai_preview", "predict_proba", "real_classifier", "recorded_fidelity", "recorded_strengths", "save_figure", "save_table"]
+           "openai_preview", "predict_proba", "real_classifier", "recorded_fidelity", "recorded_strengths",
+           "save_figure", "save_table"]

@@ -10,9 +10,10 @@ The steps of the thesis's chapter 3, each one call:
   :class:`~mri_synth.synth.SyntheticBank` (the local diffusion generator, trained on the real training split, or
   a generator already in the bank, e.g. OpenAI variations made earlier);
 - :func:`real_vs_synthetic_panels`: the Figures 3.1-3.4 panels (:func:`save_panels` writes them); the agreement
-  table itself is :func:`mri_synth.training.gradcam.agreement_table`; :func:`save_agreement` writes it with its provenance.
+  table itself is :func:`mri_synth.training.gradcam.agreement_table`; :func:`save_agreement` writes it with its
+  provenance; :func:`real_vs_synthetic_figure` and :func:`plot_agreement` draw the chapter's figures.
 
-CAMs and agreement metrics are :mod:`mri_synth.training.gradcam`'s, the figures :mod:`mri_synth.analysis.plots`'s; training is
+CAMs and agreement metrics are :mod:`mri_synth.training.gradcam`'s; training is
 :mod:`mri_synth.training.classifier`'s.
 """
 

@@ -52,7 +52,8 @@ def load_data(source: str | os.PathLike | None = None, *, cache: bool = True, su
     conv.report(description)
     if cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        blob = {f"{s}_{k}": getattr(sp, k) for s, sp in (("train", train), ("test", test)) for k in ("images", "labels")}
+        blob = {f"{s}_{k}": getattr(sp, k) for s, sp in (("train", train), ("test", test))
+                for k in ("images", "labels")}
         blob["ids"] = "\n".join(train.ids) + "\t" + "\n".join(test.ids)
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         torch.save(blob, tmp)

@@ -104,7 +104,8 @@ def _image_files(root: Path) -> dict[str, list[tuple[Path, int]]]:
     subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
     split_dirs = {s: subdirs[s] for s in ("train", "test") if s in subdirs}
     if split_dirs and set(split_dirs) != {"train", "test"}:
-        raise DataSourceError(f"{root} has a {next(iter(split_dirs))}/ folder but not its partner: add both train/ and test/")
+        raise DataSourceError(f"{root} has a {next(iter(split_dirs))}/ folder but not its partner: add both train/ "
+                              "and test/")
     groups = split_dirs or {"all": root}
     out: dict[str, list[tuple[Path, int]]] = {}
     for split, split_root in groups.items():
@@ -126,7 +127,8 @@ def _image_files(root: Path) -> dict[str, list[tuple[Path, int]]]:
             files += [(f, label) for f in imgs]
         missing = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if c not in seen]
         if missing and split != "test":
-            raise DataSourceError(f"{split_root} has no folder for {', '.join(missing)}: every class needs training images")
+            raise DataSourceError(f"{split_root} has no folder for {', '.join(missing)}: every class needs training "
+                                  "images")
         out[split] = files
     return out
 

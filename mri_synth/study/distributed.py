@@ -2,12 +2,12 @@
 
 :func:`run_study_ray` does what ``runner.run_study`` does, spread over a Ray cluster (a local one, or one at an
 address): it skips finished trials before dispatch, trains each generator that learns from a trial's subset once per
-(subset, generator) in a task of its own, then hands every pending trial (or, with ``stack=True``, every stacked group of them, ``trial_groups``) to a task
-with a share of a GPU (``num_gpus``; fractional shares let several small trainings run on one device, which on an
-H100 beats stacking). The driver writes each finished trial's files as its task returns (``runner.write_trial``, the one
-writer), so a failed task (an exception, a crashed worker) loses nothing that finished: it is reported, the others
-go on, and :class:`TrialsFailed` is raised at the end with what to rerun. The table is read back from the trial files
-exactly as the sequential runner reads it.
+(subset, generator) in a task of its own, then hands every pending trial (or, with ``stack=True``, every stacked
+group of them, ``trial_groups``) to a task with a share of a GPU (``num_gpus``; fractional shares let several small
+trainings run on one device, which on an H100 beats stacking). The driver writes each finished trial's files as its
+task returns (``runner.write_trial``, the one writer), so a failed task (an exception, a crashed worker) loses
+nothing that finished: it is reported, the others go on, and :class:`TrialsFailed` is raised at the end with what to
+rerun. The table is read back from the trial files exactly as the sequential runner reads it.
 
 Ray is an optional extra (``pip install -e '.[ray]'``); nothing imports it until this runs. On a cluster of several
 machines every node needs this package and the cache folder (``MRI_SYNTH_CACHE``: trained generators, the synthetic
@@ -58,7 +58,8 @@ def _require_ray():
 
 
 def train_group(specs: Sequence[TrialSpec], context: StudyContext) -> Outcomes:
-    """One task's work: the outcomes of ``specs`` (a stacked group, or one trial), as ``runner.run_study`` makes them."""
+    """One task's work: the outcomes of ``specs`` (a stacked group, or one trial), as ``runner.run_study`` makes
+    them."""
     if len(specs) > 1:
         try:
             return run_trial_group(specs, context)

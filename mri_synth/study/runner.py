@@ -1,12 +1,11 @@
 """The resumable trial runner: a grid of trial specs in, one file per finished trial, tidy tables out.
 
 :func:`run_study` runs every spec not yet in a results folder, writes each finished trial to its own file atomically
-(:func:`write_trial`, the one writer of trial files, which ``distributed`` calls too) and skips trials already there,
-so a killed study resumes where it stopped and ends with the same table as an uninterrupted one. On CUDA it trains
-trials that share a step as stacks (``trial_groups``). :func:`load_results` reads the tidy long tables back (one row per trial x metric, and per trial
-x evaluation x metric); :func:`migrate_trial_keys` keeps files of older key schemes usable. What a trial does is
-:mod:`mri_synth.study.trials`'s.
-"""
+(:func:`write_trial`, the one writer of trial files, which ``distributed`` calls too) and skips trials already
+there, so a killed study resumes where it stopped and ends with the same table as an uninterrupted one. On CUDA it
+trains trials that share a step as stacks (``trial_groups``). :func:`load_results` reads the tidy long tables back
+(one row per trial x metric, and per trial x evaluation x metric); :func:`migrate_trial_keys` keeps files of older
+key schemes usable. What a trial does is :mod:`mri_synth.study.trials`'s."""
 
 from __future__ import annotations
 
@@ -103,8 +102,9 @@ def open_results(results_dir: str | os.PathLike, context: StudyContext) -> tuple
     if prov_file.exists():
         earlier = json.loads(prov_file.read_text())
         if earlier["data_fingerprint"] != prov["data_fingerprint"]:
-            raise ValueError(f"{results_dir} holds results on data {earlier['data_source']} ({earlier['data_fingerprint']})"
-                             f", not {context.data.source}: choose another results folder for this data")
+            raise ValueError(f"{results_dir} holds results on data {earlier['data_source']} "
+                             f"({earlier['data_fingerprint']}), not {context.data.source}: choose another results "
+                             "folder for this data")
     else:
         _atomic_json(prov_file, prov)
     migrate_trial_keys(trials_dir)
@@ -128,9 +128,10 @@ def write_trial(trials_dir: Path, spec: TrialSpec, outcome: dict[str, Any], prov
     predictions = outcome.pop("predictions", None)
     if predictions is not None:  # written first: the JSON file is what marks a trial finished
         _atomic_npz(trials_dir / f"{spec.key}.npz", predictions)
+    machine = prov.get("cuda") or prov.get("machine", "")
     _atomic_json(trials_dir / f"{spec.key}.json", {"spec": asdict(spec), "columns": spec.table_columns(),
                                                    "provenance": {"git_commit": prov["git_commit"], "stacked": stacked,
-                                                                  "machine": prov.get("cuda") or prov.get("machine", "")},
+                                                                  "machine": machine},
                                                    **outcome})
 
 
@@ -222,7 +223,8 @@ def migrate_trial_keys(trials_dir: str | os.PathLike) -> int:
     return moved
 
 
-def load_results(results_dir: str | os.PathLike, keys: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_results(results_dir: str | os.PathLike, keys: Sequence[str] | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The tidy tables of a results folder (or of several, searched recursively).
 
     Returns:

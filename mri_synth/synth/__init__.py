@@ -19,8 +19,9 @@ from mri_synth.synth.folder import FolderGenerator  # noqa: E402
 from mri_synth.synth.openai_gen import OpenAIGenerator
 
 __all__ = [
-    "DiffusionConfig", "DiffusionGenerator", "FillSummary", "LatentDiffusionConfig", "LatentDiffusionGenerator", "FolderGenerator", "GenerationError", "Generator",
-    "OpenAIGenerator", "SourceResult", "SyntheticBank", "fingerprint_of", "ids_key", "variant_seed",
+    "DiffusionConfig", "DiffusionGenerator", "FillSummary", "LatentDiffusionConfig", "LatentDiffusionGenerator",
+    "FolderGenerator", "GenerationError", "Generator", "OpenAIGenerator", "SourceResult", "SyntheticBank",
+    "fingerprint_of", "ids_key", "variant_seed",
 ]
 
 

@@ -102,7 +102,8 @@ class SyntheticBank:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise RuntimeError(
-                    f"another fill is writing {self._dir(fingerprint)}; wait for it to finish or use another bank folder"
+                    f"another fill is writing {self._dir(fingerprint)}; wait for it to finish or use another bank "
+                    "folder"
                 ) from None
             yield
 
@@ -296,8 +297,9 @@ class SyntheticBank:
                 name = _file_name(sid, v)
                 _atomic_write(self._dir(fp) / "images" / name, to_png(image))
                 files.append(f"images/{name}")
+            seeds = list(r.seeds)[: len(made)] or [seed] * len(made)
             done.append({"source_id": sid, "label": int(label), "status": r.status, "variants":
-                         made if r.status == "ok" else variants, "seeds": list(r.seeds)[: len(made)] or [seed] * len(made),
+                         made if r.status == "ok" else variants, "seeds": seeds,
                          "cost_usd": r.cost_usd, "seconds": r.seconds, "model": r.model, "prompt": r.prompt,
                          "detail": r.detail, "files": files if r.status == "ok" else []})
             if r.status == "ok":

@@ -364,6 +364,7 @@ class DiffusionGenerator:
             except Exception as err:  # a truncated weights file, a damaged generator.json: train it again
                 warnings.warn(f"the cached diffusion generator {folder} cannot be read ({type(err).__name__}); "
                               "training it again", stacklevel=2)
-        generator = cls(config, device=device, cpu_threads=cpu_threads).train(images, labels, ids, seed=seed, progress=progress)
+        generator = cls(config, device=device, cpu_threads=cpu_threads).train(images, labels, ids, seed=seed,
+                                                                              progress=progress)
         generator.save(folder)
         return generator

@@ -239,5 +239,6 @@ class OpenAIGenerator:
                 404: f"model {self.model!r} or the {self.endpoint} endpoint is not served at {self.base_url}",
                 429: "rate limit or quota; wait, or raise max_retries"}.get(status or 0,
                                                                          "the server is unavailable; try later")
-        retried = f" after {self.max_retries} retries" if status in (None, 408, 409, 429) or (status or 0) >= 500 else ""
+        retryable = status in (None, 408, 409, 429) or (status or 0) >= 500
+        retried = f" after {self.max_retries} retries" if retryable else ""
         return f"OpenAI {type(err).__name__}{retried} ({status or 'no response'}): {hint}"

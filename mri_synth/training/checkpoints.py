@@ -96,7 +96,8 @@ class EvaluationLog:
             val = metrics_from_proba(val_proba, self.validation[1])
             row |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"],
                     "val_balanced_accuracy": val["balanced_accuracy"],
-                    "val_dementia_auc": dementia_readouts(val_proba.numpy(), self.validation[1].numpy())["dementia_auc"]}
+                    "val_dementia_auc": dementia_readouts(val_proba.numpy(),
+                                                          self.validation[1].numpy())["dementia_auc"]}
         row["wall_time_s"] = time.perf_counter() - self._start
         self.rows.append(row)
         self._last_step = step

@@ -16,7 +16,8 @@ baseline of *unrelated* real pairs of the same class (the source paired with ano
 
 Left to others: training the classifier (:mod:`mri_synth.training.fit`), model construction, input size and
 normalisation (:mod:`mri_synth.training.models`), making variations (:mod:`mri_synth.synth`), the figures (the thesis's
-panels :func:`mri_synth.analysis.plots.real_vs_synthetic_figure`, :func:`mri_synth.analysis.plots.plot_agreement`) and saving them.
+panels :func:`mri_synth.chapters.gradcam.real_vs_synthetic_figure`, :func:`mri_synth.chapters.gradcam.plot_agreement`)
+and saving them.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ class CamExplainer:
 
     Args:
         model: A classifier built by :func:`mri_synth.training.models.create_model` (any device).
-        spec: Its registry name or :class:`~mri_synth.training.models.ModelSpec` (input size, normalisation, target layer,
-            ViT reshape); pass the same spec the model was built from (e.g. a ``with_input_size`` one).
+        spec: Its registry name or :class:`~mri_synth.training.models.ModelSpec` (input size, normalisation, target
+            layer, ViT reshape); pass the same spec the model was built from (e.g. a ``with_input_size`` one).
         method: A key of :data:`CAM_METHODS`.
         batch_size: Images per forward/backward pass (Score-CAM also uses it for its masked passes).
     """

@@ -169,7 +169,8 @@ class TrainConfig(TrainSettings):
         _positive_int("TrainConfig", "eval_every", self.eval_every, allow_none=True)
         _positive_int("TrainConfig", "early_stopping_patience", self.early_stopping_patience, allow_none=True)
         if self.augment not in POLICIES:
-            raise ValueError(f"TrainConfig.augment {self.augment!r} is not a policy; choose one of {', '.join(POLICIES)}")
+            raise ValueError(f"TrainConfig.augment {self.augment!r} is not a policy; choose one of "
+                             f"{', '.join(POLICIES)}")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainConfig.lr_schedule {self.lr_schedule!r}: use None or one of {LR_SCHEDULES}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
