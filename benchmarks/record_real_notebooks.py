@@ -29,7 +29,7 @@ from mri_synth.notebooks import NOTEBOOK_DIR, load_profile, notebook_parameters 
 from mri_synth.training import heap  # noqa: E402
 
 OUT = ROOT / "benchmarks/results/real"
-CHECKED = ("evaluation_summary(", "paired_contrasts(", "thesis_comparison(",
+CHECKED = ("evaluation_summary(", "paired_contrasts(", "exploratory_contrasts(", "thesis_comparison(",
            "thesis_budget_block(")  # the table cells whose outputs nbval compares in the recorded notebook 07
 
 
