@@ -7,6 +7,8 @@
                                                run (or resume) one architecture's grid (--ray: as Ray tasks)
     mri-synth generate --generator openai --fraction 1.0 --variants 3 --budget 50 [--dry-run]
                                                fill the synthetic bank (the OpenAI key comes from OPENAI_API_KEY)
+    mri-synth generators --profile real        train (or find) a profile's generators and fill their banks, two
+                                               processes at a time; the study then only reads them
     mri-synth tune --split slice subject       the 100% real arm's settings, chosen on validation per evaluation
     mri-synth report [--results DIR]           summaries, the thesis comparison and paired tests of finished trials
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +35,7 @@ from mri_synth.chapters.training import ArchitectureStudy, run_architecture
 from mri_synth.data.audit import leakage_audit
 from mri_synth.data.cache import load_data
 from mri_synth.notebooks import load_profile, run_batch
+from mri_synth.study.generators import prepare_generators
 from mri_synth.study.runner import load_results
 from mri_synth.study.trial import StudyContext
 from mri_synth.study.tuning import tune_baseline
@@ -76,6 +79,32 @@ def _study(args: argparse.Namespace) -> None:
         raise ValueError(str(err)) from None
     print(summarize(results, "test_loss", by=["policy"], min_repeats=1).to_string())  # one seed: NaN intervals
     print(f"results: {config.results}")
+
+
+def _profile_study(name: str) -> ArchitectureStudy:
+    """The CNN grid a profile plans (its common and 04 sections), as notebook 04 would build it."""
+    profile = load_profile(name)
+    notebooks = profile.get("notebooks") or {}
+    section = {**(profile.get("common") or {}), **(notebooks.get("04_train_cnn") or {})}
+    return ArchitectureStudy(arch="cnn", **{k: v for k, v in section.items()
+                                            if k in ArchitectureStudy.parameter_names()})
+
+
+def _generators(args: argparse.Namespace) -> None:
+    study = _profile_study(args.profile)
+    specs = [s for s in study.specs if (not args.split or s.split in args.split)
+             and (args.repeats is None or s.seed in args.repeats)]
+    if args.diffusion_preset:  # another preset of the same grid (e.g. a faster sampler of the same weights)
+        settings = replace(study.generator_settings(), diffusion_preset=args.diffusion_preset)
+        label = registry.get("diffusion").label(settings)
+        specs = [replace(s, generator=label) if s.synthetic == "diffusion" else s for s in specs]
+    data = load_data(study.data_source)
+    context = StudyContext(data=data, generators=study.generator_settings(), device=study.device, cpu_threads=1)
+    table = prepare_generators(specs, context, workers=args.workers)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.drop(columns=["fingerprint"]).to_string(index=False) if len(table) else "no generator arms")
+    print(f"{len(table)} generator(s), {int(table.trained_now.sum()) if len(table) else 0} trained now, "
+          f"{table.attrs.get('wall_s', 0):.0f} s")
 
 
 def _tune(args: argparse.Namespace) -> None:
@@ -161,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "share a GPU, 3.0x one at a time on an H100)")
     st.set_defaults(func=_study)
 
+    gn = sub.add_parser("generators", help="train (or find) a profile's generators and fill their banks")
+    gn.add_argument("--profile", default="real", help="the profile whose grid's generators to prepare (default real)")
+    gn.add_argument("--split", nargs="*", default=None, choices=["slice", "subject"], help="evaluations (default all)")
+    gn.add_argument("--repeats", type=int, nargs="*", default=None, help="repeat indices (default all)")
+    gn.add_argument("--diffusion-preset", default="", help="prepare this preset instead of the profile's")
+    gn.add_argument("--workers", type=int, default=2, help="processes at once, one thread each (default 2)")
+    gn.set_defaults(func=_generators)
+
     tu = sub.add_parser("tune", help="choose the 100%% real arm's lr, weight decay and epochs on validation")
     tu.add_argument("--arch", default=default["arch"])
     tu.add_argument("--data", default=None, help="data source (default: MRI_SYNTH_DATA or the hub dataset)")
@@ -211,11 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _findings(args: argparse.Namespace) -> None:
-    profile = load_profile(args.profile)
-    notebooks = profile.get("notebooks") or {}
-    section = {**(profile.get("common") or {}), **(notebooks.get("04_train_cnn") or {})}
-    study = ArchitectureStudy(arch="cnn", **{k: v for k, v in section.items()
-                                             if k in ArchitectureStudy.parameter_names()})
+    notebooks = load_profile(args.profile).get("notebooks") or {}
+    study = _profile_study(args.profile)
     family = (notebooks.get("07_results") or {}).get("contrasts") or []
     folder = Path(_absolute(args.results)) if args.results else study.results
     results, _ = load_results(folder)

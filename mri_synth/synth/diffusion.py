@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,17 +27,20 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from mri_synth.data.types import IMAGE_SIZE, NUM_CLASSES
 from mri_synth.synth.base import SourceResult, check_sources, fingerprint_of, ids_key, variant_seed
 from mri_synth.synth.trained import (
     atomic_folder,
-    cache_folder,
     check_sdedit_settings,
+    clocks,
     cpu_threads,
+    load_or_train,
     pick_preset,
+    provenance,
+    sdedit_schedule,
     seeded_noise,
     to_model,
     to_uint8,
@@ -65,7 +67,8 @@ class DiffusionConfig:
     hflip: bool = True  # axial slices are near-symmetric: flips double the few real images of small classes
     train_max_strength: float = 1.0  # train only noise levels t < this * T (SDEdit never goes further)
     strength: float = 0.5  # SDEdit: 0 returns the source, 1 ignores it
-    ddim_steps: int = 25  # DDIM steps over the whole schedule; SDEdit runs strength * ddim_steps of them
+    ddim_steps: int = 25  # sampler steps over the whole schedule; SDEdit runs strength * ddim_steps of them
+    sampler: str = "ddim"  # how SDEdit integrates: ddim, dpm++ or unipc (trained.SAMPLERS); a sampling setting
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -126,6 +129,7 @@ class DiffusionGenerator:
 
     name = "diffusion"
     variants_per_call = 16
+    training_version = 1  # bump when training changes: cached weights of older code are then trained again
 
     def __init__(self, config: DiffusionConfig | None = None, *, device: str | torch.device | None = None,
                  cpu_threads: int | None = None) -> None:
@@ -137,6 +141,8 @@ class DiffusionGenerator:
         self.train_seed: int | None = None
         self.n_train = 0
         self.losses: list[float] = []
+        self.seconds: dict[str, float] = {}  # wall and CPU time of training (the sampler's is the bank's)
+        self.provenance: dict[str, Any] = {}  # device, torch version and commit it was trained with
 
     @property
     def sources_per_call(self) -> int:
@@ -176,9 +182,13 @@ class DiffusionGenerator:
             ``self``, trained.
         """
         check_sources(images, labels, ids)
+        start = clocks()
         with self._threads():
             self._train(images, labels, seed, progress)
+        wall, cpu = clocks()
+        self.seconds |= {"training": wall - start[0], "training_cpu": cpu - start[1]}
         self.train_key, self.train_seed, self.n_train = ids_key(ids), seed, len(ids)
+        self.provenance = provenance(self.device)
         return self
 
     def _threads(self):
@@ -256,13 +266,9 @@ class DiffusionGenerator:
     def estimate_cost_usd(self, n_images: int) -> float:
         return 0.0
 
-    def _schedule(self, strength: float) -> tuple[DDIMScheduler, torch.Tensor]:
-        """A fresh DDIM scheduler (it is stateful) and the timesteps SDEdit at ``strength`` runs through."""
-        c = self.config
-        scheduler = DDIMScheduler(num_train_timesteps=c.timesteps, beta_schedule=c.beta_schedule,
-                                  **self._ddim_options())
-        scheduler.set_timesteps(c.ddim_steps)
-        return scheduler, scheduler.timesteps[c.ddim_steps - max(1, round(c.ddim_steps * strength)):]
+    def _schedule(self, strength: float) -> tuple[Any, torch.Tensor]:
+        """A fresh scheduler of the config's sampler and the timesteps SDEdit at ``strength`` runs through."""
+        return sdedit_schedule(self.config, strength, **self._ddim_options())
 
     def _denoise(self, x: torch.Tensor, labels: torch.Tensor, strength: float) -> torch.Tensor:
         """Run DDIM from noise level ``strength`` down to a clean image; ``x`` is already noised to it."""
@@ -272,7 +278,7 @@ class DiffusionGenerator:
         with torch.inference_mode(), self._threads():
             for t in steps:
                 eps = unet(x, t.to(self.device), class_labels=y).sample
-                x = scheduler.step(eps, t, x, eta=0.0).prev_sample  # eta=0: deterministic given the start
+                x = scheduler.step(eps, t, x).prev_sample  # DDIM's default eta=0: deterministic given the start
         return x
 
     def _vary_strength(self, images: torch.Tensor, seeds: Sequence[int], strength: float | None) -> float:
@@ -326,7 +332,8 @@ class DiffusionGenerator:
         """Write the trained model to a folder (config, training key, loss curve, weights), atomically."""
         unet = self._require_trained()
         meta = {"config": asdict(self.config), "train_ids_sha256": self.train_key, "train_seed": self.train_seed,
-                "n_train": self.n_train, "losses": self.losses}
+                "n_train": self.n_train, "losses": self.losses, "seconds": self.seconds,
+                "provenance": self.provenance}
         with atomic_folder(path) as tmp:
             unet.save_pretrained(tmp / "unet")
             (tmp / "generator.json").write_text(json.dumps(meta))
@@ -345,6 +352,7 @@ class DiffusionGenerator:
         self.unet = UNet2DModel.from_pretrained(path / "unet").to(self.device).eval()
         self.train_key, self.train_seed, self.n_train = meta["train_ids_sha256"], meta["train_seed"], meta["n_train"]
         self.losses = meta["losses"]
+        self.seconds, self.provenance = meta.get("seconds", {}), meta.get("provenance", {})
         return self
 
     @classmethod
@@ -354,17 +362,9 @@ class DiffusionGenerator:
         """Load the model trained on exactly these ids with this config and seed, or train and save it.
 
         The cache lives in ``cache_root`` (default ``mri_synth.paths.cache_dir()/"diffusion"``), one folder per
-        (config, training ids, seed), so a study trains one generator per real subset once. A cached model that
-        cannot be read is trained again, with a warning naming its folder.
+        (training settings, training code version, training ids, seed), so a study trains one generator per real
+        subset once and any sampling setting reuses it (``trained.load_or_train``). A cached model that cannot be read
+        is trained again, with a warning naming its folder.
         """
-        folder = cache_folder("diffusion", asdict(config), ids, seed, cache_root)
-        if (folder / "generator.json").exists():
-            try:
-                return cls.load(folder, device=device, cpu_threads=cpu_threads)
-            except Exception as err:  # a truncated weights file, a damaged generator.json: train it again
-                warnings.warn(f"the cached diffusion generator {folder} cannot be read ({type(err).__name__}); "
-                              "training it again", stacklevel=2)
-        generator = cls(config, device=device, cpu_threads=cpu_threads).train(images, labels, ids, seed=seed,
-                                                                              progress=progress)
-        generator.save(folder)
-        return generator
+        return load_or_train(cls, config, images, labels, ids, seed=seed, cache_root=cache_root, device=device,
+                             cpu_threads=cpu_threads, progress=progress)
