@@ -2,11 +2,16 @@
 
 ``synthetic_people`` makes tiny sources of known people (chains of slices) for the people recovery and the audit.
 
+The tests mirror the package (``tests/training/test_fit.py`` tests ``mri_synth/training/fit.py``); this file's
+fixtures reach every sub-folder, and it puts ``tests/`` on ``sys.path`` so that they import the helper modules here
+(``fake_openai_server``) by name.
+
 Real-data tests fail in CI when the dataset is missing (CI=true); on a user's machine without it they are skipped
 with a message that says how to point at a copy.
 """
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,10 @@ import torch.nn.functional as F
 from mri_synth import paths
 from mri_synth.data.cache import load_data
 from mri_synth.data.types import MRIData, Split
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:  # helper modules beside this file (fake_openai_server) for tests in every sub-folder
+    sys.path.insert(0, str(TESTS))
 
 SHARED_DATA = paths.PROJECT_ROOT.parent / "shared" / "data" / "alzheimer_mri"
 

@@ -81,8 +81,8 @@ class FakeOpenAIServer:
                             image.update(format=pil.format, size=pil.size, mode=pil.mode)
                     else:
                         fields[name] = payload.decode()
-                record = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "fields": fields, "image": image,
-                          "time": time.monotonic()}
+                record = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                          "fields": fields, "image": image, "time": time.monotonic()}
                 action = server._next_action(record)
                 if action == "hang":
                     server._stop.wait()

@@ -1,6 +1,12 @@
 """The command line: sub-commands call the package and print our errors plainly, with exit status 2."""
 
+
+
 from mri_synth import cli
+from mri_synth.chapters.generation import GenerationConfig
+from mri_synth.chapters.training import ArchitectureStudy
+from mri_synth.study import trials as study
+from mri_synth.synth import registry
 
 
 def test_data_prints_class_counts(capsys):
@@ -53,3 +59,17 @@ def test_generate_dry_run_prices_without_a_key(capsys, tmp_path, monkeypatch):
 def test_report_without_results_says_what_to_run(capsys, tmp_path):
     assert cli.main(["report", "--results", str(tmp_path)]) == 2
     assert "run notebooks 04-06" in capsys.readouterr().err
+
+
+def test_defaults_agree_across_layers():
+    parser = cli.build_parser()
+    study_args = parser.parse_args(["study"])
+    defaults = ArchitectureStudy()
+    for option, field in [("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"), ("seeds", "n_seeds"),
+                          ("diffusion_preset", "diffusion_preset"), ("arms", "arms"), ("fractions", "real_fractions")]:
+        assert tuple(getattr(study_args, option)) == tuple(getattr(defaults, field)) if isinstance(
+            getattr(defaults, field), tuple) else getattr(study_args, option) == getattr(defaults, field)
+    spec = study.TrialSpec()
+    assert (spec.epochs, spec.batch_size, spec.lr) == (defaults.epochs, defaults.batch_size, defaults.lr)
+    assert parser.parse_args(["generate"]).diffusion_preset == GenerationConfig().diffusion_preset \
+        == registry.DEFAULT_DIFFUSION_PRESET == study.TrialSpec(synthetic="diffusion", synthetic_fraction=1).generator

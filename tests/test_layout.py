@@ -175,3 +175,38 @@ def test_notebooks_import_only_the_chapter_modules():
                     for target in names:
                         if target.startswith("mri_synth"):
                             assert target.startswith("mri_synth.chapters."), f"{notebook.name} imports {target}"
+
+
+TESTS = Path(__file__).resolve().parent
+CROSS_CUTTING = {"test_layout.py", "test_packaging.py", "test_cuda.py", "test_gpu_check.py", "test_real_study_gpu.py",
+                 "test_cost_model.py"}
+"""Top-level test files about the project rather than one module: its shape, its set-up files, the GPU checks and
+the benchmarks' scripts."""
+
+
+def mirror_of(module: str) -> Path:
+    """Where a module's tests live: ``mri_synth/training/fit.py`` -> ``tests/training/test_fit.py``,
+    ``mri_synth/cli.py`` -> ``tests/test_cli.py``."""
+    *folders, name = module.split(".")[1:]
+    return TESTS.joinpath(*folders, f"test_{name}.py")
+
+
+def test_every_module_has_its_test_file_named_after_it():
+    missing = [f"{name}: {mirror_of(name).relative_to(TESTS.parent)}" for name, path in modules().items()
+               if path.name != "__init__.py" and not mirror_of(name).is_file()]
+    assert missing == [], "modules without a test file of their name (write one there):\n" + "\n".join(missing)
+
+
+def test_every_test_file_names_a_module_or_the_project():
+    # a module renamed or split leaves no test file behind under its old name
+    known = {mirror_of(name) for name, path in modules().items() if path.name != "__init__.py"}
+    stray = [str(p.relative_to(TESTS.parent)) for p in sorted(TESTS.rglob("test_*.py"))
+             if p not in known and not (p.parent == TESTS and p.name in CROSS_CUTTING)]
+    assert stray == [], "test files that mirror no module of mri_synth (move or rename them):\n" + "\n".join(stray)
+    assert not list(TESTS.rglob("__init__.py"))  # importlib mode: test folders are no packages
+
+
+def test_the_mirror_rule_on_made_up_names():
+    assert mirror_of("mri_synth.training.fit") == TESTS / "training" / "test_fit.py"
+    assert mirror_of("mri_synth.cli") == TESTS / "test_cli.py"
+    assert mirror_of("mri_synth.chapters.gradcam") != mirror_of("mri_synth.training.gradcam")

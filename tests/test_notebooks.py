@@ -143,7 +143,7 @@ def test_batch_runs_notebook_01_into_the_run_folder(tmp_path):
 def test_batch_kernels_keep_freed_memory(tmp_path, monkeypatch):
     # papermill runs a notebook in a kernel process of its own: mallopt in this process does not reach it, the
     # environment does. The kernel counts the page faults of allocating and freeing a 64 MiB tensor (as
-    # tests/test_heap.py does): 16,384 with the default allocator, 0 with freed memory kept.
+    # tests/training/test_heap.py does): 16,384 with the default allocator, 0 with freed memory kept.
     cell = ("import json, resource, statistics, torch\n"
             "faults = []\n"
             "for _ in range(19):\n"

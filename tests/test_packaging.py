@@ -23,7 +23,8 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 ENV = yaml.safe_load((ROOT / "environment.yml").read_text())
 TOOLS_NOT_PACKAGES = {"python", "pip", "make"}
 DECLARED = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]
-            + PYPROJECT["project"]["optional-dependencies"]["test"] + PYPROJECT["project"]["optional-dependencies"]["ray"]]
+            + PYPROJECT["project"]["optional-dependencies"]["test"]
+            + PYPROJECT["project"]["optional-dependencies"]["ray"]]
 
 
 def _pins() -> dict[str, str]:

@@ -8,12 +8,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pytest
-import torch
-
-from mri_synth.chapters.training import ArchitectureStudy
 from mri_synth.study.trials import TrialSpec
-from mri_synth.training.settings import precision_scope as _precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +25,8 @@ def test_dry_run_trains_the_generator_arms_and_thesis_budget_rows(tmp_path):
         names = tar.getnames()
     specs = [TrialSpec.from_dict(json.loads((Path("/") / n).read_text())["spec"]) for n in names
              if "/trials/" in n and n.endswith(".json")]
-    assert all((Path("/") / n.replace(".json", ".npz")).is_file() for n in names if n.endswith(".json") and "/trials/" in n)
+    assert all((Path("/") / n.replace(".json", ".npz")).is_file() for n in names
+               if n.endswith(".json") and "/trials/" in n)
     generator_arms = {(s.synthetic, s.synthetic_classes) for s in specs if s.equal_steps}
     assert generator_arms == {("diffusion", ()), ("diffusion", ("Mild_Demented", "Moderate_Demented"))}
     thesis = sorted((s.real_fraction, s.synthetic) for s in specs if not s.equal_steps)
@@ -38,21 +34,3 @@ def test_dry_run_trains_the_generator_arms_and_thesis_budget_rows(tmp_path):
     assert all(s.generator == "latent-toy" for s in specs if s.synthetic == "diffusion")
     with tarfile.open(out / "logs.tar") as tar:  # the one generator, trained once and shared by both budgets
         assert len([n for n in tar.getnames() if "/generator_latent-" in n]) == 1
-
-
-def test_precision_fp32_turns_tf32_off_inside_the_run_only():
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = True
-    try:
-        with _precision("fp32"):
-            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
-        assert torch.backends.cudnn.allow_tf32
-        with _precision("auto"):
-            assert torch.backends.cudnn.allow_tf32
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
-
-
-def test_unknown_precision_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32', 'bf16'\)"):
-        ArchitectureStudy(precision="fp16")

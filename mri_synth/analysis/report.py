@@ -70,6 +70,8 @@ def _thesis(row: pd.Series) -> float:
 def plot_two_evaluations(results: pd.DataFrame, real_fraction: float = 0.3, *, arch: str = "cnn") -> Figure:
     """Every arm at ``real_fraction`` (and 100% real), one point per repeat and the median with its interval:
     the ``slice`` evaluation's loss (the thesis's medians as crosses) beside the ``subject`` evaluation's AUC."""
+    if not (results.arch == arch).any():
+        raise ValueError(f"no {arch} trials at {real_fraction:.0%} or 100% real to plot: run notebooks 04-06 first")
     summary = evaluation_summary(results[results.arch == arch])
     summary = summary[np.isclose(summary.real_fraction, real_fraction) | np.isclose(summary.real_fraction, 1.0)]
     if summary.empty:

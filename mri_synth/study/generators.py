@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from mri_synth.data.cache import load_data
 from mri_synth.study.trial import StudyContext, training_set
-from mri_synth.study.trials import TrialSpec
+from mri_synth.study.trials import CONTROL_ARMS, TrialSpec
 from mri_synth.synth import registry
 from mri_synth.synth.trained import clocks
 
@@ -51,7 +51,7 @@ def generator_jobs(specs: Sequence[TrialSpec]) -> list[GeneratorJob]:
     """The grid's generators that learn from a trial's subset, one job each, in the grid's order."""
     groups: dict[tuple, list[TrialSpec]] = {}
     for spec in specs:
-        if spec.synthetic in ("none", "repeat") or not registry.get(spec.synthetic).learns_from_subset:
+        if spec.synthetic in CONTROL_ARMS or not registry.get(spec.synthetic).learns_from_subset:
             continue
         key = (spec.split, spec.seed, spec.real_fraction, spec.synthetic, spec.generator)
         groups.setdefault(key, []).append(spec)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Iterable, Sequence
 
 from mri_synth.data.types import CLASS_NAMES, check_fraction
@@ -111,7 +111,8 @@ class TrialSpec(TrainSettings):
     def key_fields(self) -> dict[str, Any]:
         """What the key hashes: every recorded field (:data:`RECORDED_FIELDS`), and a newer field where it differs
         from its default."""
-        values, defaults = asdict(self), {f.name: f.default for f in fields(self)}
+        values = asdict(self)
+        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(self)}
         return {k: v for k, v in values.items() if k in RECORDED_FIELDS or v != defaults[k]}
 
     @property

@@ -10,7 +10,7 @@ term. Here, as plain functions of a config, a device and a generator:
 - :func:`encode_distribution` / :func:`decode_latents`: the posterior mean and std of images, and latents back to
   images, in batches;
 - :func:`batches`: the seeded epochs of batch indices and flip flags both of ``latent``'s trainings draw;
-- :func:`bf16_autocast` and :func:`clocks`: the precision both networks run in and the stage timer.
+- :func:`bf16_autocast`: the precision both networks run in.
 
 What is left to :mod:`mri_synth.synth.latent`: the config (``LatentDiffusionConfig``; this module reads it through
 :class:`AutoencoderSettings` and never imports ``latent``), the latent scale, the UNet, SDEdit and sampling, and
@@ -21,7 +21,6 @@ generators and recorded results depend on it.
 from __future__ import annotations
 
 import math
-import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import Iterator, Protocol
 
@@ -72,11 +71,6 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, gradient_weig
         loss = loss + gradient_weight * sum(F.l1_loss(r, t) for r, t in zip(_image_gradients(recon),
                                                                               _image_gradients(target)))
     return loss
-
-
-def clocks() -> tuple[float, float]:
-    """Wall and process CPU seconds: on a shared CPU the CPU time of a 1-thread run is its idle-machine time."""
-    return time.perf_counter(), time.process_time()
 
 
 def bf16_autocast(device: torch.device, bf16: bool) -> AbstractContextManager:

@@ -101,10 +101,8 @@ class SyntheticBank:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(
-                    f"another fill is writing {self._dir(fingerprint)}; wait for it to finish or use another bank "
-                    "folder"
-                ) from None
+                raise RuntimeError(f"another fill is writing {self._dir(fingerprint)}; wait for it to finish or use "
+                                   "another bank folder") from None
             yield
 
     def _rows(self, fingerprint: str) -> list[dict[str, Any]]:
@@ -297,11 +295,11 @@ class SyntheticBank:
                 name = _file_name(sid, v)
                 _atomic_write(self._dir(fp) / "images" / name, to_png(image))
                 files.append(f"images/{name}")
-            seeds = list(r.seeds)[: len(made)] or [seed] * len(made)
-            done.append({"source_id": sid, "label": int(label), "status": r.status, "variants":
-                         made if r.status == "ok" else variants, "seeds": seeds,
-                         "cost_usd": r.cost_usd, "seconds": r.seconds, "model": r.model, "prompt": r.prompt,
-                         "detail": r.detail, "files": files if r.status == "ok" else []})
+            done.append({"source_id": sid, "label": int(label), "status": r.status,
+                         "variants": made if r.status == "ok" else variants,
+                         "seeds": list(r.seeds)[:len(made)] or [seed] * len(made), "cost_usd": r.cost_usd,
+                         "seconds": r.seconds, "model": r.model, "prompt": r.prompt, "detail": r.detail,
+                         "files": files if r.status == "ok" else []})
             if r.status == "ok":
                 counts["made"] += len(made)
             else:  # refused, or (folder) no such image: settled either way

@@ -37,6 +37,7 @@ from mri_synth.synth.diffusion import NUM_CLASSES, DiffusionGenerator
 from mri_synth.synth.latent_config import PRESETS, LatentDiffusionConfig  # noqa: F401  (PRESETS read from here too)
 from mri_synth.synth.trained import (
     atomic_folder,
+    clocks,
     load_or_train,
     provenance,
     seeded_noise,
@@ -111,7 +112,7 @@ class LatentDiffusionGenerator(DiffusionGenerator):
     def _train(self, images: torch.Tensor, labels: torch.Tensor, seed: int, progress: bool) -> None:
         gen = torch.Generator().manual_seed(seed)
         x_all = to_model(images, IMAGE_SIZE, self.device)
-        start = ae.clocks()
+        start = clocks()
         self.autoencoder, self.ae_losses = ae.train_autoencoder(self.config, x_all, seed, gen, self.device, progress)
         self._record("autoencoder", start)
         self._train_unet(x_all, labels, seed, gen, progress)
@@ -120,7 +121,7 @@ class LatentDiffusionGenerator(DiffusionGenerator):
                     progress: bool) -> None:
         """Train the latent UNet on the trained autoencoder's latents of ``[-1, 1]`` images."""
         c = self.config
-        start = ae.clocks()
+        start = clocks()
         flipped = torch.cat([x_all, x_all.flip(-1)]) if c.hflip else x_all
         assert self.autoencoder is not None  # trained (or loaded) before the UNet
         mean, std = ae.encode_distribution(self.autoencoder, flipped, self.device, c.bf16)
@@ -172,7 +173,7 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         return {"clip_sample": False, "prediction_type": self.config.prediction_type}
 
     def _record(self, stage: str, start: tuple[float, float]) -> None:
-        wall, cpu = ae.clocks()
+        wall, cpu = clocks()
         self.seconds[stage], self.seconds[f"{stage}_cpu"] = wall - start[0], cpu - start[1]
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:

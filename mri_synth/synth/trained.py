@@ -30,7 +30,6 @@ from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from mri_synth import paths
 from mri_synth.synth.base import IMAGE_SIZE, fingerprint_of, ids_key
@@ -134,11 +133,10 @@ def pick_preset(config_class: type, presets: Sequence[str], what: str, name: str
     the pixel presets' ``image_size`` is no latent preset's)."""
     if name not in presets:
         raise ValueError(f"{what} preset must be one of {tuple(presets)}, got {name!r}")
-    name = name.replace("-", "_")  # "cpu-fast" is the method cpu_fast
     if unknown := sorted(set(overrides) - set(config_class.__dataclass_fields__)):
         raise ValueError(f"the {what} preset {name!r} has no setting {', '.join(unknown)}; its settings: "
                          f"{', '.join(config_class.__dataclass_fields__)}")
-    return getattr(config_class, name)(**overrides)
+    return getattr(config_class, name.replace("-", "_"))(**overrides)  # "cpu-fast" is the method cpu_fast
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
@@ -194,6 +192,9 @@ def sdedit_schedule(config: Any, strength: float, **options: Any) -> tuple[Any, 
     through: the last ``round(ddim_steps * strength)`` of ``ddim_steps`` spaced over the training schedule.
 
     ``options`` go to the scheduler (``prediction_type``; DDIM's ``clip_sample``)."""
+    # imported here: the core (the study, the CLI) must import without diffusers, which the GPU machines lack
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
     common = dict(num_train_timesteps=config.timesteps, beta_schedule=config.beta_schedule)
     sampler = getattr(config, "sampler", "ddim")
     if sampler == "ddim":

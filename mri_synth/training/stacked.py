@@ -15,7 +15,7 @@ batches, an epoch's last partial batch wrapping into the next permutation), its 
 its own epoch ends and after the last step, its early stopping and its history (``train.EvaluationLog``, the
 same table ``train.fit`` writes). So in fp32 each stacked model's history equals that of the same trial trained
 alone by ``train.fit``, up to floating-point rounding: vmap runs the K models' layers as batched (grouped)
-kernels, which sum in another order. ``tests/test_stacked.py`` states and checks the tolerance, and shows in
+kernels, which sum in another order. ``tests/training/test_stacked.py`` states and checks the tolerance, and shows in
 float64 that one stacked step is each model's lone step (gradients to 1e-12, batch-norm buffers bit for bit).
 
 What cannot be kept exactly, and is refused with ``StackingError``:

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from mri_synth import paths
 from mri_synth.data import subjects as S
+from mri_synth.data import types
 from mri_synth.data.types import MRIData, Split
 
 REAL_PEOPLE_PER_CLASS = [28, 2, 100, 70]  # Mild, Moderate, Non, Very mild: OASIS-1's CDR 1, 2, 0 and 0.5 counts
@@ -133,3 +135,34 @@ def test_with_subjects_fills_groups_that_subsets_carry(synthetic_people):
     assert same_partition(torch.cat([filled.train.groups, filled.test.groups]).numpy(), person)
     part = filled.train.subset([3, 0, 5])
     assert part.groups.tolist() == [filled.train.groups[i].item() for i in (3, 0, 5)]
+
+
+def test_sample_people_recovered_from_pixels_are_the_people_it_was_drawn_as(sample_data):
+    import pandas as pd
+
+    stored = pd.read_csv(paths.SAMPLE_DIR / "people.csv").set_index("id")
+    for split in (sample_data.train, sample_data.test):
+        assert split.groups is not None and split.groups.dtype == torch.int64
+    ids = list(sample_data.train.ids + sample_data.test.ids)
+    assert sorted(ids) == sorted(stored.index)
+    found = torch.cat([sample_data.train.groups, sample_data.test.groups]).tolist()
+    # the same partition: each recovered group is exactly one stored person
+    assert len(set(zip(found, stored.loc[ids, "person"]))) == len(set(found)) == stored.person.nunique() == 9
+    assert sample_data.subjects.clean and (sample_data.subjects.sizes == 32).all()
+    assert (sample_data.subjects.positions == stored.loc[ids, "slice"].to_numpy()).all()  # the same chain order
+    # whole people, and, as in the source's split by slice, every one of them in both splits
+    assert set(sample_data.train.groups.tolist()) == set(sample_data.test.groups.tolist())
+    people_per_class = np.bincount(sample_data.subjects.group_labels, minlength=types.NUM_CLASSES).tolist()
+    assert people_per_class == [2, 2, 3, 2]
+
+
+def test_sample_people_are_the_real_datas_people(sample_data, real_data):
+    import pandas as pd
+
+    stored = pd.read_csv(paths.SAMPLE_DIR / "people.csv")
+    real_ids = real_data.train.ids + real_data.test.ids
+    real_groups = real_data.subjects.groups
+    row = {i: k for k, i in enumerate(real_ids)}
+    for file, person in zip(stored.id, stored.person):
+        split, name = file.split("/")[0], file.rsplit("/", 1)[1]
+        assert real_groups[row[f"{split}/{name.split('_')[1].split('.')[0]}"]] == person

@@ -144,5 +144,6 @@ def test_presets_are_picked_by_name_and_an_unknown_one_is_refused():
 
     for name in PRESETS:
         assert DiffusionConfig.preset(name, train_steps=7) == getattr(DiffusionConfig, name)(train_steps=7)
-    with pytest.raises(ValueError, match=r"diffusion preset must be one of \('toy', 'small', 'quick', 'gpu'\), got 'replace'"):
+    with pytest.raises(ValueError,
+                       match=r"diffusion preset must be one of \('toy', 'small', 'quick', 'gpu'\), got 'replace'"):
         DiffusionConfig.preset("replace")

@@ -22,7 +22,8 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 # Allocates, fills and frees a 64 MiB tensor ten times, with the heap setting given, and prints the minor page
 # faults of the median round after twelve warm-up rounds (kept, the heap takes a few rounds to settle: each new
-# tensor lands above the freed ones until freed neighbours have merged into a block it fits). Its own process: the setting is process-wide.
+# tensor lands above the freed ones until freed neighbours have merged into a block it fits). Its own process: the
+# setting is process-wide.
 _FAULTS_SCRIPT = """
 import json, resource, statistics, sys, torch
 from mri_synth.training import heap

@@ -1,5 +1,5 @@
-"""Tests of mri_synth.training.gradcam: CAM shape and range per architecture, hooks released, agreement metrics, and a CAM
-that finds the corner a model was trained to look at."""
+"""Tests of mri_synth.training.gradcam: CAM shape and range per architecture, hooks released, agreement metrics,
+and a CAM that finds the corner a model was trained to look at."""
 
 import gc
 import tracemalloc

@@ -1,7 +1,7 @@
 """Stacked trials in the runner: which trials share a step, and a grouped run's table equals the one-at-a-time one.
 
 The grouped path is forced on the CPU here (``run_study(stack=True)``; by default it runs on CUDA only). Tolerance:
-the stacked one (``tests/test_stacked.py``, fp32): counts, steps and the chosen checkpoints are equal, losses,
+the stacked one (``tests/training/test_stacked.py``, fp32): counts, steps and the chosen checkpoints are equal, losses,
 AUCs and calibration agree to 1e-4 absolute (stored probabilities are float16: 1e-3).
 """
 
@@ -42,7 +42,8 @@ def test_plan_groups_stacks_trials_that_share_a_step_and_leaves_the_rest_alone(c
     assert [g[0] for g in groups[2:]] == [epochs_budget, other_lr, subject]
     assert sorted(s.key for g in groups for s in g) == sorted(s.key for s in [*specs, epochs_budget, other_lr, subject])
     # by default, stacks as large as an architecture fits: 32 CNNs, 8 ResNet-18s, ViTs one at a time
-    many = {arch: S.study_grid([arch], [1.0, 0.3], ["none", "repeat"], range(12), **TINY) for arch in ("resnet18", "vit")}
+    many = {arch: S.study_grid([arch], [1.0, 0.3], ["none", "repeat"], range(12), **TINY)
+            for arch in ("resnet18", "vit")}
     assert [len(g) for g in G.plan_groups(many["resnet18"], context)] == [8, 8, 8, 8, 4]
     assert {len(g) for g in G.plan_groups(many["vit"], context)} == {1}
     assert [len(g) for g in G.plan_groups(specs * 5, context)] == [32, 8]

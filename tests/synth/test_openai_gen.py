@@ -20,7 +20,7 @@ from mri_synth.synth import GenerationError, OpenAIGenerator, SyntheticBank
 from mri_synth.synth.openai_gen import DEFAULT_PROMPT, price_per_image
 
 KEY = "sk-test-never-write-me-0123456789abcdef"
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -169,8 +169,8 @@ def test_unknown_price_asks_for_one():
 
 KILLED_RUN = textwrap.dedent("""
     import sys, torch
-    sys.path.insert(0, {tests!r})
-    from test_synth_openai import make, sources
+    sys.path[:0] = [{here!r}, {tests!r}]  # this module, and the fake server it imports
+    from test_openai_gen import make, sources
     from mri_synth.synth import SyntheticBank
     class S: base_url = {url!r}
     images, labels, ids = sources(4)
@@ -182,7 +182,8 @@ def test_resume_after_kill_repeats_no_paid_call(tmp_path):
     images, labels, ids = sources(4)
     root = tmp_path / "bank"
     with FakeOpenAIServer(script=["ok", "ok", "hang"]) as server:
-        code = KILLED_RUN.format(tests=str(Path(__file__).parent), url=server.base_url, root=str(root))
+        code = KILLED_RUN.format(here=str(Path(__file__).parent), tests=str(Path(__file__).parents[1]),
+                                 url=server.base_url, root=str(root))
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT, env={**os.environ})
         deadline = time.monotonic() + 60
         while len(server.requests) < 3 and time.monotonic() < deadline and proc.poll() is None:

@@ -1,10 +1,15 @@
 """Augmentation policies: torchvision's ops reproduced image by image, independent draws per image, shapes kept."""
 
+
 import pytest
 import torch
 from torchvision.transforms import v2
 
+from mri_synth.chapters.training import ArchitectureStudy
+from mri_synth.study import trials as study
+from mri_synth.training import augment
 from mri_synth.training.augment import POLICIES, PolicyAugment, apply_op, make_augment
+from mri_synth.training.settings import TrainConfig
 
 RANDOM_POLICIES = [p for p in POLICIES if p != "none"]
 
@@ -83,3 +88,18 @@ def test_bad_input_and_unknown_policy_are_explained(images):
         make_augment("autoaugment")(images.float())
     with pytest.raises(ValueError, match="choose one of"):
         make_augment("cutmix")
+
+
+def test_a_policy_registered_once_is_an_arm_and_a_training_option():
+    augment.register_policy("vflip", lambda: lambda images, generator=None: images.flip(-2))
+    try:
+        assert study.parse_arm("vflip", 0.3) == {"augment": "vflip"}
+        assert study.TrialSpec(augment="vflip").policy == "100% real + vflip"
+        assert TrainConfig(augment="vflip").augment == "vflip"
+        x = torch.arange(4, dtype=torch.uint8).view(1, 1, 2, 2)
+        assert torch.equal(augment.make_augment("vflip")(x), x.flip(-2))
+        assert [s.augment for s in ArchitectureStudy(arms=("vflip",), n_seeds=1).specs] == ["vflip", "vflip"]
+    finally:
+        augment.POLICIES.pop("vflip")
+    with pytest.raises(ValueError, match="unknown augmentation policy 'vflip'"):
+        augment.make_augment("vflip")

@@ -9,7 +9,8 @@ import torch
 
 from mri_synth.data.sampling import stratified_sample
 from mri_synth.synth import SyntheticBank
-from mri_synth.synth.latent import PRESETS, LatentDiffusionConfig, LatentDiffusionGenerator
+from mri_synth.synth.latent import LatentDiffusionConfig, LatentDiffusionGenerator
+from mri_synth.synth.trained import SAMPLING_FIELDS, sdedit_schedule, training_settings
 
 TOY = LatentDiffusionConfig.toy()
 TINY = LatentDiffusionConfig.toy(ae_steps=3, train_steps=3)  # where only the code path matters
@@ -202,25 +203,54 @@ def test_real_size_preset_trains_and_varies():
     assert out.shape == (2, 1, 128, 128) and out.dtype == torch.uint8
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(strength=0.8, train_max_strength=0.5), "train_max_strength"),
-    (dict(ae_channels=(12, 24), ae_norm_groups=8), "multiples of ae_norm_groups"),
-    (dict(channels=(12, 24)), "multiples of 8"),
-    (dict(ae_channels=(8, 8, 8, 8, 8)), "1-4 levels"),
-    (dict(ae_channels=(8, 8, 8, 8), channels=(16, 16, 16, 16)), "too small"),
-    (dict(ae_steps=0), "ae_steps must be >= 1"),
-    (dict(prediction_type="noise"), "prediction_type must be one of"),
-    (dict(guidance_scale=2.0), "needs an unconditional model"),
-    (dict(class_dropout=1.0), "class_dropout must be in"),
-])
-def test_config_errors_say_what_to_change(bad, match):
-    with pytest.raises(ValueError, match=match):
-        LatentDiffusionConfig.toy(**bad)
+# -- the weights' key: sampling settings reuse the trained model, training settings train again --------------
+
+SAMPLING_CHANGES = {"strength": 0.3, "sampler": "dpm++", "ddim_steps": 6, "guidance_scale": 2.0,
+                    "channels_last": True}
 
 
-def test_presets_are_picked_by_name_and_an_unknown_one_is_refused():
-    for name in PRESETS:
-        assert LatentDiffusionConfig.preset(name, ae_steps=7) == getattr(LatentDiffusionConfig, name)(ae_steps=7)
-    assert LatentDiffusionConfig.cpu().latent_size == 32 and LatentDiffusionConfig.cpu().train_max_strength < 1
-    with pytest.raises(ValueError, match=r"must be one of \('toy', 'cpu', 'gpu'\), got 'big'"):
-        LatentDiffusionConfig.preset("big")
+@pytest.fixture(scope="module")
+def cached_toy(sample_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("latent")
+    split = sample_data.train.subset(range(24))
+    config = LatentDiffusionConfig.toy(class_dropout=0.1)
+    generator = LatentDiffusionGenerator.cached(config, split.images, split.labels, split.ids, seed=0,
+                                                cache_root=root, device="cpu", cpu_threads=1, progress=False)
+    return root, split, config, generator
+
+
+def test_the_sampling_fields_are_exactly_those_left_out_of_the_weights_key():
+    config = LatentDiffusionConfig.cpu()
+    assert set(SAMPLING_CHANGES) == set(SAMPLING_FIELDS)
+    assert set(training_settings(config)) == set(vars(config)) - set(SAMPLING_FIELDS)
+
+
+@pytest.mark.parametrize("field", sorted(SAMPLING_CHANGES))
+def test_changing_a_sampling_setting_reuses_the_weights_and_makes_new_variations(cached_toy, field, monkeypatch):
+    root, split, config, first = cached_toy
+    assert first.from_cache is False and first.provenance["torch"] and first.seconds["unet_cpu"] > 0
+    monkeypatch.setattr(LatentDiffusionGenerator, "train", lambda *a, **k: pytest.fail("trained again"))
+    changed = replace(config, **{field: SAMPLING_CHANGES[field]})
+    again = LatentDiffusionGenerator.cached(changed, split.images, split.labels, split.ids, seed=0, cache_root=root,
+                                            device="cpu", cpu_threads=1, progress=False)
+    assert again.from_cache and getattr(again.config, field) == SAMPLING_CHANGES[field]
+    assert again.fingerprint != first.fingerprint  # the bank keys variations by the sampling settings too
+    assert len(list(root.iterdir())) == 1  # one set of weights on disk
+
+
+def test_changing_a_training_setting_trains_again(cached_toy):
+    root, split, config, first = cached_toy
+    before = len(list(root.iterdir()))
+    other = LatentDiffusionGenerator.cached(replace(config, train_steps=config.train_steps + 1), split.images,
+                                            split.labels, split.ids, seed=0, cache_root=root, device="cpu",
+                                            cpu_threads=1, progress=False)
+    assert other.from_cache is False and len(list(root.iterdir())) == before + 1
+
+
+def test_multistep_samplers_start_where_sdedit_starts():
+    config = LatentDiffusionConfig.cpu_fast()
+    for sampler in ("ddim", "dpm++", "unipc"):
+        scheduler, steps = sdedit_schedule(replace(config, sampler=sampler, ddim_steps=10), 0.5)
+        assert len(steps) == 5 and steps[0] <= 0.5 * config.timesteps
+    with pytest.raises(ValueError, match=r"sampler must be one of \('ddim', 'dpm\+\+', 'unipc'\)"):
+        LatentDiffusionConfig(sampler="euler")

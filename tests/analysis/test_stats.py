@@ -1,6 +1,6 @@
 """Tests of mri_synth.analysis.stats on constructed results tables whose right answers are known.
 
-Comparisons of arms are tests/test_contrasts.py's."""
+Comparisons of arms are tests/analysis/test_contrasts.py's."""
 
 from __future__ import annotations
 

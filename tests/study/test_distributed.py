@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]' (CI installs it)")
-
 from mri_synth import cli
-from mri_synth.study import distributed as D  # noqa: E402
+from mri_synth.study import distributed as D  # importable without ray: it imports ray when a study runs on it
 from mri_synth.study import trial
 from mri_synth.study import trials as S
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]' (CI installs it)")
 
 ARGS = ["study", "--data", "sample", "--arch", "cnn", "--fractions", "1.0", "0.3", "--arms", "none", "repeat",
         "diffusion@0.3", "--seeds", "2", "--epochs", "1", "--equal-steps", "--batch-size", "32", "--input-size", "32",

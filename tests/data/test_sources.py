@@ -1,4 +1,5 @@
-"""The data layer on real images: every source kind, the cache, sampling properties and every bad input."""
+"""Every source kind on real images (hub layout, image folders, the bundled sample), their fingerprints and every bad
+input."""
 
 import os
 import shutil
@@ -12,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mri_synth import paths
 from mri_synth.data import cache, sampling, sources, types
 
 THESIS_TRAIN = [724, 49, 2566, 1781]
+
 THESIS_TEST = [172, 15, 634, 459]
 
 
@@ -23,9 +24,6 @@ THESIS_TEST = [172, 15, 634, 459]
 def tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MRI_SYNTH_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-# ------------------------------------------------------------------------------------------------ sources
 
 
 def test_hub_folder_matches_the_thesis_counts(real_data):
@@ -72,6 +70,7 @@ def test_image_folder_without_split_levels_and_spelling_variants(real_data, tmp_
 
 
 SAMPLE_TRAIN = [47, 49, 75, 52]  # 9 whole people (Mild 2, Moderate 2, Non 3, Very mild 2); slices keep their split
+
 SAMPLE_TEST = [17, 15, 21, 12]
 
 
@@ -79,53 +78,6 @@ def test_bundled_sample(sample_data):
     assert sample_data.train.class_counts() == SAMPLE_TRAIN
     assert sample_data.test.class_counts() == SAMPLE_TEST
     assert sample_data.train.images.shape[1:] == (1, 128, 128)
-
-
-def test_sample_people_recovered_from_pixels_are_the_people_it_was_drawn_as(sample_data):
-    import pandas as pd
-
-    stored = pd.read_csv(paths.SAMPLE_DIR / "people.csv").set_index("id")
-    for split in (sample_data.train, sample_data.test):
-        assert split.groups is not None and split.groups.dtype == torch.int64
-    ids = list(sample_data.train.ids + sample_data.test.ids)
-    assert sorted(ids) == sorted(stored.index)
-    found = torch.cat([sample_data.train.groups, sample_data.test.groups]).tolist()
-    # the same partition: each recovered group is exactly one stored person
-    assert len(set(zip(found, stored.loc[ids, "person"]))) == len(set(found)) == stored.person.nunique() == 9
-    assert sample_data.subjects.clean and (sample_data.subjects.sizes == 32).all()
-    assert (sample_data.subjects.positions == stored.loc[ids, "slice"].to_numpy()).all()  # the same chain order
-    # whole people, and, as in the source's split by slice, every one of them in both splits
-    assert set(sample_data.train.groups.tolist()) == set(sample_data.test.groups.tolist())
-    people_per_class = np.bincount(sample_data.subjects.group_labels, minlength=types.NUM_CLASSES).tolist()
-    assert people_per_class == [2, 2, 3, 2]
-
-
-def test_sample_people_are_the_real_datas_people(sample_data, real_data):
-    import pandas as pd
-
-    stored = pd.read_csv(paths.SAMPLE_DIR / "people.csv")
-    real_ids = real_data.train.ids + real_data.test.ids
-    real_groups = real_data.subjects.groups
-    row = {i: k for k, i in enumerate(real_ids)}
-    for file, person in zip(stored.id, stored.person):
-        split, name = file.split("/")[0], file.rsplit("/", 1)[1]
-        assert real_groups[row[f"{split}/{name.split('_')[1].split('.')[0]}"]] == person
-
-
-def test_split_groups_travel_with_subsets_and_are_checked():
-    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
-    split = types.Split(images, torch.tensor([0, 1, 2, 3]), ("a", "b", "c", "d"), torch.tensor([7, 7, 9, 9]))
-    assert split.subset([2, 0]).groups.tolist() == [9, 7]
-    assert types.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd")).subset([1]).groups is None
-    with pytest.raises(ValueError, match=r"groups must be int64 \[N\] with N = 4"):
-        types.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd"), torch.tensor([1, 2]))
-    with pytest.raises(ValueError, match="one person id per image"):
-        types.Split(images, torch.zeros(4, dtype=torch.long), tuple("abcd"), torch.tensor([1.0, 2.0, 3.0, 4.0]))
-
-
-def test_load_data_can_skip_the_people(tmp_cache):
-    data = cache.load_data("sample", subjects=False)
-    assert data.train.groups is None and data.subjects is None
 
 
 def test_sample_images_are_the_real_rows_they_are_named_after(sample_data, real_data):
@@ -141,40 +93,10 @@ def test_env_var_redirects_the_default_source(monkeypatch, real_data_path):
     assert len(cache.load_data().train) == 5120
 
 
-# ------------------------------------------------------------------------------------------------ cache
-
-
-def test_second_load_comes_from_the_cache(tmp_cache, monkeypatch):
-    first = cache.load_data("sample")
-    files = list((tmp_cache / "data").glob("*.pt"))
-    assert len(files) == 1 and first.fingerprint in files[0].name
-
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("decoded again instead of reading the cache")
-
-    monkeypatch.setattr(cache, "load_image_folder", no_decoding)
-    second = cache.load_data("sample")
-    assert torch.equal(first.train.images, second.train.images) and first.test.ids == second.test.ids
-
-
-@pytest.mark.parametrize("damage", ["truncated", "not a torch file"])
-def test_an_unreadable_cache_is_rebuilt_with_a_warning_naming_it(tmp_cache, damage):
-    first = cache.load_data("sample")
-    [cache_file] = (tmp_cache / "data").glob("*.pt")
-    whole = cache_file.read_bytes()
-    cache_file.write_bytes(whole[: len(whole) // 2] if damage == "truncated" else b"garbage")
-    with pytest.warns(UserWarning, match=f"data cache {cache_file}.*cannot be read.*rebuilding"):
-        second = cache.load_data("sample")
-    assert torch.equal(first.train.images, second.train.images) and first.train.ids == second.train.ids
-    assert cache_file.read_bytes() == whole  # rebuilt: the next load reads it without a word
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert cache.load_data("sample").test.ids == first.test.ids
-
-
 def test_cache_key_changes_when_the_source_changes(real_data, tmp_path, tmp_cache):
     root = tmp_path / "imgs"
-    sources.export_image_folder(real_data.train.subset(sampling.stratified_sample(real_data.train.labels, 0.01, 0)), root)
+    sources.export_image_folder(real_data.train.subset(sampling.stratified_sample(real_data.train.labels, 0.01, 0)),
+                                root)
     before = sources.source_fingerprint(root)
     extra = real_data.train.subset([0])
     sources.export_image_folder(extra, root)  # one more image in an existing class
@@ -203,47 +125,6 @@ def test_hub_folder_without_datasets_reads_the_same_rows(real_data, real_data_pa
     assert torch.equal(train.images, real_data.train.images) and torch.equal(test.images, real_data.test.images)
     with pytest.raises(types.DataSourceError, match="needs the datasets package"):
         sources.load_hub("Falah/Alzheimer_MRI", conv)
-
-
-# ------------------------------------------------------------------------------------------------ sampling
-
-
-@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.8, 1.0])
-def test_stratified_sample_is_proportional_and_covers_every_class(real_data, fraction):
-    labels = real_data.train.labels
-    idx = sampling.stratified_sample(labels, fraction, seed=3)
-    counts = torch.bincount(labels[idx], minlength=4).tolist()
-    for got, full in zip(counts, THESIS_TRAIN):
-        assert got >= 1
-        assert abs(got - fraction * full) <= 1
-    assert len(set(idx.tolist())) == len(idx)
-
-
-def test_stratified_sample_keeps_a_rare_class():
-    labels = torch.tensor([0] * 500 + [1] * 2)
-    assert torch.bincount(labels[sampling.stratified_sample(labels, 0.01, 0)]).tolist() == [5, 1]
-
-
-def test_stratified_sample_is_deterministic_nested_and_seed_dependent(real_data):
-    labels = real_data.train.labels
-    a = sampling.stratified_sample(labels, 0.3, seed=7)
-    assert torch.equal(a, sampling.stratified_sample(labels, 0.3, seed=7))
-    assert not torch.equal(a, sampling.stratified_sample(labels, 0.3, seed=8))
-    previous = set()
-    for fraction in (0.1, 0.3, 0.4, 0.6, 0.8, 1.0):
-        current = set(sampling.stratified_sample(labels, fraction, seed=7).tolist())
-        assert previous <= current
-        previous = current
-    assert len(previous) == len(labels)
-
-
-@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, "0.3", True])
-def test_fraction_outside_range_is_refused(fraction):
-    with pytest.raises(ValueError, match=r"\(0, 1\]"):
-        sampling.stratified_sample(torch.tensor([0, 1, 2, 3]), fraction, seed=0)
-
-
-# ------------------------------------------------------------------------------------------------ bad input
 
 
 def test_missing_path(tmp_path):

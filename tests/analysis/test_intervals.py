@@ -1,0 +1,89 @@
+"""Interval estimates for few repeats, checked against values computed by hand or by brute force."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from mri_synth.analysis import intervals
+
+
+def test_median_interval_coverage_is_the_binomial_one():
+    low, high, coverage = intervals.median_interval(np.array([5.0, 1, 4, 2, 3]))
+    assert (low, high) == (1.0, 5.0) and coverage == pytest.approx(1 - 2 / 32)  # 5 values cannot reach 95%
+    values = np.arange(1.0, 21.0)
+    low, high, coverage = intervals.median_interval(values)
+    assert (low, high) == (6.0, 15.0) and coverage == pytest.approx(1 - 2 * sps.binom.cdf(5, 20, 0.5))
+    assert coverage >= 0.95 > 1 - 2 * sps.binom.cdf(6, 20, 0.5)  # the next narrower one falls short
+
+
+def test_bca_interval_covers_the_mean_and_is_nan_when_undefined():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.2, 0.1, 30)
+    low, high = intervals.bca_mean_interval(x)
+    assert low < x.mean() < high and high - low < 0.12
+    assert all(np.isnan(intervals.bca_mean_interval(np.array([1.0, 1.0, 1.0]))))
+
+
+def test_two_level_interval_widens_with_person_variation():
+    rng = np.random.default_rng(0)
+    rows = []
+    for r in range(10):
+        for person in range(20):
+            effect = rng.normal(0, 1.0)  # people differ a lot
+            rows += [{"repeat": r, "person": person, "value": 0.5 + effect + rng.normal(0, 0.1)} for _ in range(4)]
+    table = pd.DataFrame(rows)
+    estimate, low, high = intervals.two_level_interval(table, n_resamples=500)
+    assert estimate == pytest.approx(table.groupby("repeat").value.mean().mean())
+    assert low < estimate < high
+    # resampling people too is wider than resampling only repeats' means
+    means = table.groupby("repeat").value.mean().to_numpy()
+    boot = [rng.choice(means, len(means)).mean() for _ in range(500)]
+    assert high - low > np.quantile(boot, 0.975) - np.quantile(boot, 0.025)
+
+
+def test_significance_warning_says_how_many_repeats():
+    assert intervals.smallest_p(5) == pytest.approx(0.0625)
+    assert "run at least 6 repeats" in intervals.significance_warning(5)
+    assert intervals.significance_warning(10) == ""
+    assert "after Holm over 4 contrasts" in intervals.significance_warning(7, family_size=4)
+
+
+def test_median_interval_of_no_values_is_nan_and_of_one_value_is_that_value():
+    assert all(np.isnan(intervals.median_interval(np.array([]))))
+    low, high, coverage = intervals.median_interval(np.array([3.0]))
+    assert (low, high) == (3.0, 3.0) and coverage == pytest.approx(0.0)  # one value cannot cover the median
+    low, high, coverage = intervals.median_interval(np.arange(1.0, 21.0), confidence=0.5)
+    assert (low, high) == (8.0, 13.0) and coverage == pytest.approx(1 - 2 * sps.binom.cdf(7, 20, 0.5))
+    assert 1 - 2 * sps.binom.cdf(8, 20, 0.5) < 0.5  # (9, 12) would fall short of 50%
+
+
+def test_bca_interval_is_seeded_and_nan_for_fewer_than_three_values():
+    x = np.array([0.1, 0.3, 0.2, 0.5, 0.15, 0.25])
+    assert intervals.bca_mean_interval(x, seed=1) == intervals.bca_mean_interval(x, seed=1)
+    assert all(np.isnan(intervals.bca_mean_interval(np.array([0.1, 0.2]))))
+    narrow = intervals.bca_mean_interval(x, confidence=0.5)
+    wide = intervals.bca_mean_interval(x, confidence=0.99)
+    assert wide[0] < narrow[0] < narrow[1] < wide[1]
+
+
+def test_two_level_interval_of_identical_people_is_the_repeat_bootstrap_and_needs_rows():
+    table = pd.DataFrame({"repeat": [0, 0, 1, 1], "person": ["a", "b", "a", "b"], "value": [1.0, 1.0, 3.0, 3.0]})
+    estimate, low, high = intervals.two_level_interval(table, n_resamples=200)
+    assert estimate == 2.0 and 1.0 <= low <= high <= 3.0
+    same = table.assign(value=2.0)
+    assert intervals.two_level_interval(same, n_resamples=50) == (2.0, 2.0, 2.0)  # nothing varies
+    # a person's images are weighted by their count: 3 images of 1.0 and 1 of 5.0 average 2.0
+    uneven = pd.DataFrame({"repeat": 0, "person": ["a", "a", "a", "b"], "value": [1.0, 1.0, 1.0, 5.0]})
+    assert intervals.two_level_interval(uneven, n_resamples=10)[0] == 2.0
+    with pytest.raises(ValueError, match=r"no rows to resample: pass one row per \(repeat, test image\)"):
+        intervals.two_level_interval(table.iloc[:0])
+
+
+def test_smallest_p_and_the_repeats_a_family_needs():
+    assert intervals.smallest_p(0) == 1.0 and intervals.smallest_p(1) == 1.0 and intervals.smallest_p(6) == 2 / 64
+    assert intervals.significance_warning(6) == ""  # 2 / 64 = 0.031 < 0.05
+    warning = intervals.significance_warning(6, family_size=3)  # 3 x 0.031 > 0.05: 7 repeats reach 3 x 0.0156
+    assert warning == ("with 6 paired repeats the exact signed-rank test cannot reach p < 0.05 after Holm over 3 "
+                       "contrasts (smallest p = 0.0312 x 3); run at least 7 repeats")
+    assert "run at least 8 repeats" in intervals.significance_warning(6, alpha=0.01)

@@ -1,0 +1,96 @@
+"""The study's answer as notebook 07 shows it: both evaluations, each arm's median with its interval, the thesis's
+medians beside the slice rows, and the figure of the two evaluations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mri_synth.analysis import report
+from mri_synth.analysis.stats import THESIS_CNN_MEDIANS
+
+ARMS = {  # policy: real_fraction, synthetic, synthetic_fraction, augment
+    "100% real": (1.0, "none", 0.0, "none"),
+    "30% real": (0.3, "none", 0.0, "none"),
+    "30% real + 70% diffusion": (0.3, "diffusion", 0.7, "none"),
+    "30% real + 70% repeat": (0.3, "repeat", 0.7, "none"),
+    "30% real + autoaugment": (0.3, "none", 0.0, "autoaugment"),
+}
+SLICE = {"100% real": 0.17, "30% real": 0.22, "30% real + 70% diffusion": 0.2, "30% real + 70% repeat": 0.21,
+         "30% real + autoaugment": 0.19}
+SUBJECT = {"100% real": 0.8, "30% real": 0.7, "30% real + 70% diffusion": 0.72, "30% real + 70% repeat": 0.69,
+           "30% real + autoaugment": 0.71}
+OFFSETS = [-0.02, -0.01, 0.0, 0.01, 0.03]  # the median of base + offsets is the base; min and max are known
+
+
+def results_table(arch: str = "cnn", epochs: int = 10) -> pd.DataFrame:
+    rows = []
+    for split, metric, centres in [("subject", "dementia_auc_person", SUBJECT), ("slice", "test_loss", SLICE)]:
+        for policy, (real, synthetic, synthetic_fraction, augment) in ARMS.items():
+            for seed, offset in enumerate(OFFSETS):
+                common = dict(arch=arch, policy=policy, real_fraction=real, synthetic=synthetic,
+                              synthetic_fraction=synthetic_fraction, augment=augment, synthetic_classes="all",
+                              split=split, seed=seed, epochs=epochs, generator="")
+                rows += [{**common, "metric": metric, "value": centres[policy] + offset},
+                         {**common, "metric": "accuracy", "value": 0.5}]
+    return pd.DataFrame(rows)
+
+
+def test_by_evaluation_puts_slice_first_and_reads_older_tables_as_slice():
+    table = results_table()
+    parts = report.by_evaluation(table)
+    assert list(parts) == ["slice", "subject"]  # though the subject rows come first in the table
+    assert set(parts["slice"].split) == {"slice"} and len(parts["subject"]) == len(table) / 2
+    assert list(report.by_evaluation(table[table.split == "subject"])) == ["subject"]
+    older = table[table.split == "slice"].drop(columns="split")
+    assert list(report.by_evaluation(older)) == ["slice"] and report.by_evaluation(older)["slice"] is older
+
+
+def test_summary_gives_each_arms_median_interval_and_the_thesis_median():
+    summary = report.evaluation_summary(results_table())
+    assert len(summary) == 2 * len(ARMS) and list(summary.split.unique()) == ["slice", "subject"]
+    assert {"split", "arch", "policy", "real_fraction", "metric", "n", "median", "median_lo", "median_hi", "coverage",
+            "thesis_median"} <= set(summary.columns)
+    rows = summary.set_index(["split", "policy"])
+    for (split, policy), row in rows.iterrows():
+        centre = (SLICE if split == "slice" else SUBJECT)[policy]
+        assert row.metric == ("test_loss" if split == "slice" else "dementia_auc_person")
+        assert row.n == 5 and row["median"] == pytest.approx(centre)
+        assert (row.median_lo, row.median_hi) == pytest.approx((centre - 0.02, centre + 0.03))  # 5 values: min, max
+        assert row.coverage == pytest.approx(1 - 2 / 2**5)
+    thesis = dict(zip(THESIS_CNN_MEDIANS.thesis_setting, THESIS_CNN_MEDIANS.thesis_median))
+    slice_rows = rows.loc["slice"].thesis_median
+    assert slice_rows["100% real"] == thesis["100% real"] and slice_rows["30% real"] == thesis["30% real"]
+    assert slice_rows["30% real + 70% diffusion"] == thesis["30% real + 70% DALL-E 2 synthetic"]  # any generator
+    assert np.isnan(slice_rows["30% real + 70% repeat"]) and np.isnan(slice_rows["30% real + autoaugment"])
+    assert rows.loc["subject"].thesis_median.isna().all()  # the thesis had no subject split
+    assert report.evaluation_summary(results_table(arch="vit")).thesis_median.isna().all()  # nor these models
+
+
+def test_summary_at_one_fraction_and_grids_kept_apart():
+    at = report.evaluation_summary(results_table(), real_fraction=0.3)
+    assert set(at.real_fraction) == {0.3} and len(at) == 2 * 4
+    two_grids = report.evaluation_summary(pd.concat([results_table(epochs=10), results_table(epochs=3)]))
+    assert len(two_grids) == 2 * 2 * len(ARMS) and set(two_grids.epochs) == {3, 10}
+    assert (two_grids.n == 5).all()  # never pooled into medians of 10
+
+
+def test_the_figure_of_the_two_evaluations():
+    fig = report.plot_two_evaluations(results_table(), real_fraction=0.3)
+    slice_ax, subject_ax = fig.axes
+    assert slice_ax.get_title() == report.LABELS["slice"] and subject_ax.get_title() == report.LABELS["subject"]
+    assert slice_ax.get_xlabel() == report.READOUT_LABELS["test_loss"]
+    assert subject_ax.get_xlabel() == report.READOUT_LABELS["dementia_auc_person"]
+    assert [t.get_text() for t in slice_ax.get_yticklabels()] == [
+        "100% real", "30% real", "30% real + 70% diffusion", "30% real + 70% repeat", "30% real + autoaugment"]
+    assert [t.get_text() for t in slice_ax.get_legend().get_texts()] == ["thesis median (100 runs)"]
+    assert [t.get_text() for t in subject_ax.get_legend().get_texts()] == ["chance"]
+    assert subject_ax.lines[-1].get_xdata()[0] == 0.5
+    without_full = results_table()[lambda t: t.real_fraction < 1]
+    with pytest.raises(ValueError, match="no cnn trials at 50% or 100% real to plot: run notebooks 04-06 first"):
+        report.plot_two_evaluations(without_full, real_fraction=0.5)
+
+
+def test_one_evaluation_gives_one_panel():
+    table = results_table()
+    fig = report.plot_two_evaluations(table[table.split == "slice"], real_fraction=0.3)
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == report.LABELS["slice"]

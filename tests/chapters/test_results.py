@@ -1,0 +1,93 @@
+"""Notebook 07: its config, every architecture's results read from one folder, the exploratory family (labelled and
+Holm-corrected on its own) and the thesis-budget rows' folder."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mri_synth.analysis.contrasts import paired_contrasts
+from mri_synth.chapters import results as R
+from mri_synth.config import NotebookConfig
+
+
+def paired_rows() -> pd.DataFrame:
+    """Ten repeats of three arms at 30% real and one at 100%: the diffusion arm is lower than 30% real in every pair,
+    the repeat arm higher."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.4, 10)
+    arms = {"30% real": (0.3, base), "30% real + 70% diffusion": (0.3, base - 0.01 * (np.arange(10) + 1)),
+            "30% real + 70% repeat": (0.3, base + 0.1 + 0.001 * np.arange(10)), "100% real": (1.0, base - 0.05)}
+    rows = []
+    for policy, (fraction, values) in arms.items():
+        for seed, value in enumerate(values):
+            rows.append({"arch": "cnn", "policy": policy, "real_fraction": fraction, "metric": "test_loss",
+                         "value": float(value), "seed": seed, "synthetic": "none", "synthetic_fraction": 0.0,
+                         "synthetic_classes": "all", "augment": "none", "epochs": 10, "trial_key": f"{policy}/{seed}"})
+    return pd.DataFrame(rows)
+
+
+def test_results_config_defaults_and_checks():
+    config = R.ResultsConfig()
+    assert isinstance(config, NotebookConfig)
+    assert (config.reference, config.real_fraction, config.alpha, config.thesis_budget_dir) == ("30% real", 0.3,
+                                                                                               0.05, "")
+    assert config.contrasts[0] == "30% real + 70% diffusion vs 30% real" and len(config.contrasts) == 3
+    assert R.ResultsConfig(contrasts=["A vs B"], real_fraction=1).contrasts == ("A vs B",)  # a list from a profile
+    assert isinstance(R.ResultsConfig(real_fraction=1).real_fraction, float)
+    with pytest.raises(ValueError, match="contrasts must be a list"):
+        R.ResultsConfig(contrasts="A vs B")
+    with pytest.raises(ValueError, match="alpha must be a number, got '0.05'"):
+        R.ResultsConfig(alpha="0.05")
+    assert {"reference", "contrasts", "thesis_budget_dir"} <= set(R.ResultsConfig.parameter_names())
+
+
+def test_exploratory_contrasts_are_every_arm_against_the_reference_in_their_own_family():
+    table = paired_rows()
+    config = R.ResultsConfig()
+    result = R.exploratory_contrasts(table, config)
+    assert sorted(result.a) == ["30% real + 70% diffusion", "30% real + 70% repeat"]  # 100% real: another fraction
+    assert set(result.b) == {"30% real"} and set(result.family) == {"exploratory"}
+    rows = result.set_index("a")
+    assert rows.loc["30% real + 70% diffusion", "a_better_share"] == 1.0
+    assert rows.loc["30% real + 70% repeat", "a_better_share"] == 0.0
+    assert rows.p_value.tolist() == pytest.approx([2 / 2**10] * 2)  # every pair one way: the exact test's floor
+    assert rows.p_holm.tolist() == pytest.approx([2 * 2 / 2**10] * 2)  # Holm over its own two contrasts
+    declared = paired_contrasts(table, ["30% real + 70% diffusion vs 30% real"], "test_loss")
+    assert declared.family.tolist() == ["declared"] and declared.p_holm.iloc[0] == pytest.approx(2 / 2**10)
+    with pytest.raises(ValueError, match="nothing to compare with the reference '100% real'"):  # alone at 100%
+        R.exploratory_contrasts(table, R.ResultsConfig(real_fraction=1.0, reference="100% real"))
+
+
+def test_exploratory_contrasts_name_a_missing_reference():
+    with pytest.raises(ValueError, match=r"no rows of policy \['30% real \+ basic'\]"):
+        R.exploratory_contrasts(paired_rows(), R.ResultsConfig(reference="30% real + basic"))
+
+
+def test_thesis_budget_results_none_without_a_folder_and_empty_before_any_trial(tmp_path):
+    assert R.thesis_budget_results(R.ResultsConfig()) is None
+    missing = R.thesis_budget_results(R.ResultsConfig(thesis_budget_dir=str(tmp_path / "nowhere")))
+    assert isinstance(missing, pd.DataFrame) and missing.empty
+
+
+def test_the_recorded_thesis_budget_rows_are_read(tmp_path):
+    from mri_synth import paths
+
+    recorded = paths.PROJECT_ROOT / "benchmarks" / "results" / "real" / "thesis_budget"
+    if not (recorded / "cnn" / "trials").is_dir():
+        pytest.skip("the recorded thesis-budget rows are not in this checkout")
+    rows = R.thesis_budget_results(R.ResultsConfig(thesis_budget_dir="benchmarks/results/real/thesis_budget"))
+    files = list((recorded / "cnn" / "trials").glob("*.json"))
+    assert set(rows.trial_key) == {p.stem for p in files} and set(rows.arch) == {"cnn"}
+    assert set(rows.budget) == {json.loads(files[0].read_text())["columns"]["budget"]}
+
+
+def test_load_all_results_says_what_to_run_when_the_folder_is_empty(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"no trial results under {tmp_path}: run notebooks 04-06"):
+        R.load_all_results(str(tmp_path))
+    assert not (tmp_path / "figures").exists()  # reading makes no folder
+
+
+def test_the_notebook_gets_what_it_shows():
+    assert set(R.__all__) <= set(dir(R)) and "exploratory_contrasts" in R.__all__ and "ResultsConfig" in R.__all__

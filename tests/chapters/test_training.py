@@ -1,0 +1,46 @@
+"""Notebooks 04-06's ArchitectureStudy: its checks, its grid of trials, its plan."""
+
+import pytest
+
+from mri_synth.chapters.training import ArchitectureStudy
+from mri_synth.training.settings import TrainSettings
+
+
+def test_unknown_precision_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32', 'bf16'\)"):
+        ArchitectureStudy(precision="fp16")
+
+
+def test_the_default_grid_and_its_plan():
+    config = ArchitectureStudy()
+    assert len(config.specs) == 5 * (1 + 4)  # 5 repeats; 100% real alone, 30% real with its four arms
+    assert {s.seed for s in config.specs} == set(range(5)) and {s.split for s in config.specs} == {"slice"}
+    plan = config.plan()
+    assert plan.trials.tolist() == [5] * 5 and plan.index.names == ["split", "real_fraction", "policy"]
+    assert plan.loc[("slice", 0.3, "30% real + autoaugment"), "trials"] == 5
+    assert ("slice", 1.0, "100% real + autoaugment") not in plan.index  # autoaugment@0.3: at 30% only
+
+
+def test_every_spec_carries_the_settings_the_split_and_the_preset(tmp_path):
+    config = ArchitectureStudy(arms=("none", "diffusion"), real_fractions=(0.3,), splits=("slice", "subject"),
+                               n_seeds=2, first_seed=3, lr=3e-4, epochs=2, equal_steps=True, batch_size=16,
+                               input_size=32, precision="fp32", diffusion_preset="toy", pretrained=False,
+                               results_dir=str(tmp_path))
+    assert len(config.specs) == 2 * 2 * 2 and {s.seed for s in config.specs} == {3, 4}
+    assert [s.split for s in config.specs].count("subject") == 4
+    assert all(TrainSettings.of(s) == config.training for s in config.specs)
+    assert {s.generator for s in config.specs if s.synthetic == "diffusion"} == {"toy"}
+    assert all(s.pretrained is False for s in config.specs)
+    assert config.results == tmp_path / "cnn"  # the run writes the architecture's folder
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(arch="alexnet9"), "alexnet9"),
+    (dict(n_seeds=0), "n_seeds must be a positive int"),
+    (dict(arms=("dalle2",)), "unknown arm part 'dalle2'"),
+    (dict(splits=("people",)), "people"),
+    (dict(equal_steps=True, max_steps=10), "set either max_steps"),
+])
+def test_bad_parameters_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        ArchitectureStudy(**bad)

@@ -1,0 +1,65 @@
+"""The tuned baseline: settings ranked on validation only."""
+
+import pytest
+
+from mri_synth.study import runner as R
+from mri_synth.study import trial
+
+
+@pytest.fixture(scope="module")
+def context(sample_data, tmp_path_factory):
+    return trial.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"),
+                          generator_root=tmp_path_factory.mktemp("generators"))
+
+
+def test_the_baseline_is_tuned_on_validation_only(context, tmp_path):
+    from mri_synth.study.tuning import tune_baseline
+
+    table = tune_baseline(context, tmp_path, lrs=(1e-3, 1e-2), weight_decays=(0.0,), epochs=(1,), batch_size=32,
+                          progress=False)
+    assert list(table.lr) == sorted(table.lr, key=lambda lr: table.set_index("lr").score[lr])  # lowest loss first
+    assert table.chosen.tolist() == [True, False] and (tmp_path / "tuning_slice.csv").exists()
+    results, _ = R.load_results(tmp_path)
+    val = results[results.metric == "val_loss"].groupby("lr").value.mean()
+    assert table.score.tolist() == pytest.approx(val.loc[table.lr].tolist())
+
+
+def test_the_grid_is_the_100_percent_real_arm_at_equal_steps_for_every_setting():
+    from mri_synth.study.tuning import baseline_grid
+
+    grid = baseline_grid("cnn", "subject", lrs=(1e-3, 3e-4), weight_decays=(0.0, 1e-4), epochs=(5, 10), seeds=(0, 1),
+                         batch_size=32, input_size=64)
+    assert len(grid) == 2 * 2 * 2 * 2 and len({s.key for s in grid}) == len(grid)
+    assert {s.policy for s in grid} == {"100% real"} and {s.split for s in grid} == {"subject"}
+    assert all(s.equal_steps and s.batch_size == 32 and s.input_size == 64 and s.arch == "cnn" for s in grid)
+    assert {(s.lr, s.weight_decay, s.epochs, s.seed) for s in grid} == {
+        (lr, wd, e, seed) for lr in (1e-3, 3e-4) for wd in (0.0, 1e-4) for e in (5, 10) for seed in (0, 1)}
+    assert (grid[0].lr, grid[0].weight_decay, grid[0].epochs, grid[0].seed) == (1e-3, 0.0, 5, 0)  # lr-major order
+    assert baseline_grid("cnn", "slice", lrs=(), weight_decays=(0.0,), epochs=(5,), seeds=(0,)) == []
+
+
+@pytest.mark.parametrize("split, criterion, best_first", [("slice", "val_loss", 3e-4),
+                                                         ("subject", "val_dementia_auc", 1e-3)])
+def test_the_ranking_follows_the_evaluations_criterion(tmp_path, monkeypatch, split, criterion, best_first):
+    import pandas as pd
+
+    from mri_synth.study import tuning
+
+    ran = []
+
+    def fake_run_study(specs, context, results_dir, progress):  # criterion 0.5 at lr 1e-3, 0.3 at 3e-4, per seed
+        ran.extend(specs)
+        rows = [{"lr": s.lr, "weight_decay": s.weight_decay, "epochs": s.epochs, "metric": m,
+                 "value": (0.5 if s.lr == 1e-3 else 0.3) + 0.01 * s.seed} for s in specs
+                for m in ("val_loss", "val_dementia_auc", "test_loss")]
+        return pd.DataFrame(rows), pd.DataFrame()
+
+    monkeypatch.setattr(tuning, "run_study", fake_run_study)
+    table = tuning.tune_baseline(None, tmp_path, split=split, lrs=(1e-3, 3e-4), weight_decays=(0.0,), epochs=(2,),
+                                 seeds=(0, 1), progress=False)
+    assert len(ran) == 4 and {s.split for s in ran} == {split}
+    assert list(table.columns) == ["lr", "weight_decay", "epochs", "criterion", "score", "n", "chosen"]
+    assert table.lr.tolist()[0] == best_first and table.chosen.tolist() == [True, False]
+    assert set(table.criterion) == {criterion} and table.n.tolist() == [2, 2]
+    assert sorted(table.score) == pytest.approx([0.305, 0.505])  # the mean over the seeds
+    assert pd.read_csv(tmp_path / f"tuning_{split}.csv").lr.tolist() == table.lr.tolist()
