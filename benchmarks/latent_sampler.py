@@ -44,9 +44,10 @@ from mri_synth.synth.base import variant_seed  # noqa: E402
 
 CANDIDATES = {  # name: (preset, overrides of its sampling settings)
     "latent-cpu (DDIM 25)": ("latent-cpu", {}),
-    "latent-cpu-fast (DPM-Solver++ 7)": ("latent-cpu-fast", {}),
-    "DPM-Solver++ 5": ("latent-cpu-fast", {"ddim_steps": 5}),
-    "UniPC 5": ("latent-cpu-fast", {"sampler": "unipc", "ddim_steps": 5}),
+    "latent-cpu-fast (UniPC 5)": ("latent-cpu-fast", {}),
+    "DPM-Solver++ 5": ("latent-cpu-fast", {"sampler": "dpm++"}),
+    "UniPC 4": ("latent-cpu-fast", {"ddim_steps": 4}),
+    "DPM-Solver++ 7, autoencoder on 64": ("latent-cpu-fast", {"sampler": "dpm++", "ddim_steps": 7, "sample_batch": 64}),
 }
 BASELINE = "latent-cpu (DDIM 25)"
 COPY = "median SSIM to source (floor: adjacent slice)"
@@ -63,7 +64,8 @@ def generator_of(context: StudyContext, subset, repeat: int, preset: str, overri
 def tiny(candidate: tuple[str, dict]) -> tuple[str, dict]:
     """The same candidate on the toy preset (seconds to train): the fast preset's sampling settings spelt out."""
     preset, overrides = candidate
-    fast = {"sampler": "dpm++", "ddim_steps": 7, "channels_last": True} if preset.endswith("-fast") else {}
+    fast = {"sampler": "unipc", "ddim_steps": 5, "channels_last": True, "sample_batch": 8} \
+        if preset.endswith("-fast") else {}
     return "latent-toy", {**fast, **overrides}
 
 

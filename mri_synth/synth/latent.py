@@ -176,12 +176,12 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         wall, cpu = clocks()
         self.seconds[stage], self.seconds[f"{stage}_cpu"] = wall - start[0], cpu - start[1]
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
         """Scaled latents (posterior means) of ``uint8[N, 1, 128, 128]`` slices: what the UNet works on."""
         vae = self._require_autoencoder()
         with self._threads():
             x = to_model(images, IMAGE_SIZE, self.device)
-            return ae.encode_distribution(vae, x, self.device, self.config.bf16)[0] * self.latent_scale
+            return ae.encode_distribution(vae, x, self.device, self.config.bf16, batch)[0] * self.latent_scale
 
     def decode(self, latents: torch.Tensor, batch: int = 64) -> torch.Tensor:
         """Scaled latents back to ``uint8[N, 1, 128, 128]`` slices."""
@@ -224,10 +224,10 @@ class LatentDiffusionGenerator(DiffusionGenerator):
         """
         strength = self._vary_strength(images, seeds, strength)
         with self._sampling_layout():
-            z0 = self.encode(images)
+            z0 = self.encode(images, self.config.sample_batch)
             scheduler, steps = self._schedule(strength)
             noisy = scheduler.add_noise(z0, self._latent_noise(seeds), steps[:1].repeat(len(z0)))
-            return self.decode(self._denoise(noisy, labels, strength))
+            return self.decode(self._denoise(noisy, labels, strength), self.config.sample_batch)
 
     @contextmanager
     def _sampling_layout(self) -> Iterator[None]:

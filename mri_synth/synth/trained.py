@@ -66,7 +66,7 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-SAMPLING_FIELDS = ("strength", "sampler", "ddim_steps", "guidance_scale", "channels_last")
+SAMPLING_FIELDS = ("strength", "sampler", "ddim_steps", "guidance_scale", "channels_last", "sample_batch")
 """Config fields that decide how a trained model is sampled, not its weights: the bank's key, never the cache's."""
 
 SAMPLERS = ("ddim", "dpm++", "unipc")

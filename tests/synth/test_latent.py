@@ -205,7 +205,7 @@ def test_real_size_preset_trains_and_varies():
 
 # -- the weights' key: sampling settings reuse the trained model, training settings train again --------------
 
-SAMPLING_CHANGES = {"strength": 0.3, "sampler": "dpm++", "ddim_steps": 6, "guidance_scale": 2.0,
+SAMPLING_CHANGES = {"strength": 0.3, "sampler": "dpm++", "ddim_steps": 6, "guidance_scale": 2.0, "sample_batch": 5,
                     "channels_last": True}
 
 

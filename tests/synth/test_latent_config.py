@@ -57,7 +57,7 @@ def test_cpu_fast_samples_the_cpu_presets_weights():
     cpu, fast = LatentDiffusionConfig.cpu(), LatentDiffusionConfig.cpu_fast()
     assert training_settings(fast) == training_settings(cpu)  # the weights' cache finds the cpu preset's
     differ = {k for k, v in asdict(fast).items() if v != getattr(cpu, k)}
-    assert differ == {"sampler", "ddim_steps", "channels_last"} and differ <= set(SAMPLING_FIELDS)
-    assert (fast.sampler, fast.ddim_steps, fast.channels_last) == ("dpm++", 7, True)
+    assert differ == {"sampler", "ddim_steps", "channels_last", "sample_batch"} and differ <= set(SAMPLING_FIELDS)
+    assert (fast.sampler, fast.ddim_steps, fast.channels_last, fast.sample_batch) == ("unipc", 5, True, 8)
     assert LatentDiffusionConfig.cpu_fast(ddim_steps=10).ddim_steps == 10  # an override wins over the preset's
     assert fast != cpu  # the bank keys them apart: other variations
