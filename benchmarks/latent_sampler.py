@@ -158,9 +158,18 @@ def main() -> None:
                    "copy test passed", "equal fidelity"]]
     passing = table[table["equal fidelity"]].groupby("candidate")["speed-up"].agg(["min", "count"])
     both = passing[passing["count"] == table.repeat.nunique()].sort_values("min", ascending=False)
-    lines = ["# Faster sampling of the latent generator (issue 22)", "", markdown(shown), "",
+    lines = ["# Faster sampling of the latent generator (issue 22)", "",
+             "Made by `benchmarks/latent_sampler.py` (its docstring has the commands) on the 2-core development CPU: "
+             "one thread per process, the two repeats in two processes side by side, every candidate timed chunk by "
+             "chunk in turn with the others (CPU seconds per 100 variations).", "", markdown(shown), "",
              f"Candidates at equal fidelity on every repeat ({table.repeat.nunique()}), slowest speed-up first: "
              + (", ".join(f"{n} {v:.2f}x" for n, v in both["min"].items()) or "none"), "",
+             "The baseline's own copy test, per repeat: " + "; ".join(
+                 f"repeat {r['repeat']}: SSIM to source {r['SSIM to source']:.3f} vs adjacent "
+                 f"{r['adjacent SSIM']:.3f}, "
+                 + ("passed" if r["copy test passed"] else "not passed")
+                 for _, r in table[table.candidate == BASELINE].iterrows())
+             + " (equal fidelity asks a candidate to pass it, whatever the baseline does).", "",
              "Generators: " + "; ".join(sorted({f"repeat {r['repeat']}: trained on {r['generator trained on']}, "
                                                  f"{r['training CPU min']:.1f} CPU min" for _, r in
                                                  table[table.candidate == BASELINE].iterrows()}))]
