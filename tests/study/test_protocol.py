@@ -3,18 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+import tiny_data
 
 from mri_synth.study import protocol
-
-
-def _people(counts=(3, 2, 12, 8), slices=4):
-    """Person ids and labels: ``counts[c]`` people of class c, ``slices`` slices each."""
-    labels, groups = [], []
-    for c, n in enumerate(counts):
-        for p in range(n):
-            labels += [c] * slices
-            groups += [f"c{c}p{p}"] * slices
-    return np.array(labels), np.array(groups)
 
 
 def test_slice_partition_validates_on_training_slices_only():
@@ -28,7 +19,7 @@ def test_slice_partition_validates_on_training_slices_only():
 
 
 def test_subject_folds_are_person_disjoint_and_cover_everyone_once():
-    labels, groups = _people()
+    labels, groups = tiny_data.people()
     tested = []
     for fold in range(5):
         part = protocol.subject_partition(labels, groups, fold)
@@ -43,7 +34,7 @@ def test_subject_folds_are_person_disjoint_and_cover_everyone_once():
 
 
 def test_people_sample_draws_whole_people_nested_across_fractions():
-    labels, groups = _people()
+    labels, groups = tiny_data.people()
     small = protocol.people_sample(labels, groups, 0.3, seed=1)
     large = protocol.people_sample(labels, groups, 0.6, seed=1)
     assert set(small) <= set(large)

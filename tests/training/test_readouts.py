@@ -2,18 +2,9 @@
 
 import numpy as np
 import pytest
+import tiny_data
 
 from mri_synth.training import readouts
-
-
-def _people(counts=(3, 2, 12, 8), slices=4):
-    """Person ids and labels: ``counts[c]`` people of class c, ``slices`` slices each."""
-    labels, groups = [], []
-    for c, n in enumerate(counts):
-        for p in range(n):
-            labels += [c] * slices
-            groups += [f"c{c}p{p}"] * slices
-    return np.array(labels), np.array(groups)
 
 
 def test_dementia_readouts_by_hand():
@@ -31,7 +22,7 @@ def test_dementia_readouts_by_hand():
 def test_shuffled_person_labels_give_a_dementia_auc_near_one_half():
     # a null check: probabilities that do carry signal, scored against person labels shuffled across people
     rng = np.random.default_rng(0)
-    labels, groups = _people(counts=(30, 2, 100, 70), slices=8)
+    labels, groups = tiny_data.people(counts=(30, 2, 100, 70), slices=8)
     p_dementia = np.clip((labels != 2) * 0.3 + rng.uniform(0, 0.7, len(labels)), 0, 1)
     proba = np.stack([p_dementia, 0 * p_dementia, 1 - p_dementia, 0 * p_dementia], 1)
     assert readouts.dementia_readouts(proba, labels, groups)["dementia_auc_person"] > 0.9
