@@ -6,16 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_data import real_set
 
 from mri_synth.analysis import fidelity, memorisation
 from mri_synth.analysis import synthetic_figures as figures
 from mri_synth.data.types import CLASS_NAMES
-
-
-def real_set(n: int = 8):
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 1, 128, 128), generator=gen, dtype=torch.uint8)
-    return images, torch.arange(n) % 4, [f"train/{i:05d}" for i in range(n)]
 
 
 def test_intensity_histograms_are_densities_per_class_and_kind():

@@ -5,14 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_data import real_set
 
 from mri_synth.analysis import memorisation
-
-
-def real_set(n: int = 8):
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 1, 128, 128), generator=gen, dtype=torch.uint8)
-    return images, torch.arange(n) % 4, [f"train/{i:05d}" for i in range(n)]
 
 
 def test_nearest_real_finds_a_copy_and_keeps_the_real_baseline_honest():
