@@ -1,20 +1,29 @@
-"""Execute notebooks 04 and 07 on the real-data study's recorded trials into benchmarks/results/real/ (issue 14).
+r"""Execute the study's notebooks on the real data into benchmarks/results/real/: every chapter, one command (issue 21).
 
-    MRI_SYNTH_DATA=../shared/data/alzheimer_mri .venv/bin/python benchmarks/record_real_notebooks.py [--only 07]
+    MRI_SYNTH_DATA=$(realpath ../shared/data/alzheimer_mri) .venv/bin/python benchmarks/record_real_notebooks.py \
+        [--only 04 07]
 
-Both run with the real profile's parameters (profiles/real.yaml), except ``figures_dir``: it is left empty and the
+Each runs with the real profile's parameters (profiles/real.yaml), except ``figures_dir``: it is left empty and the
 figures go to the project's ``figures/`` through ``MRI_SYNTH_FIGURES``, so that nbval, re-executing the recorded
-notebook 07 in ``make test`` (which points ``MRI_SYNTH_FIGURES`` at a temporary folder), never rewrites ``figures/``.
-Notebook 04 finds every trial finished and only reads, summarises and plots them (it trains nothing). In the
-recorded notebook 07 the cells that print tables computed from the recorded trials keep their outputs under nbval's
-check (their ``NBVAL_IGNORE_OUTPUT`` marker is taken out): a change of the recorded trials or of the statistics that
-changes a number fails ``make test`` until the notebook is recorded again.
+notebooks in ``make test`` (which points ``MRI_SYNTH_FIGURES`` at a temporary folder), never rewrites ``figures/``.
+
+- 01 reads the dataset; 02 trains (or finds in the cache) a latent-cpu generator on a stratified 30% of the training
+  split and makes its variations; 03 trains (or finds) the reference CNN and a generator on the whole training split.
+  These are recorded, not re-run by the tests (a test checks their stored outputs' structure).
+- 04 (and 05, 06 once their grids are recorded) finds every trial of the recorded grid finished and only reads,
+  summarises and plots them; 07 reads every architecture's trials. ``make test`` re-executes these under nbval and
+  compares every table they show; ``tests/nbval_sanitize.cfg`` masks only what changes between runs (timings,
+  progress bars, addresses), and images are left out of the comparison by nbval itself.
+
+Each recorded notebook opens with a cell that says what it shows and which recorded trials or cached generator its
+numbers come from. Record after committing the code: the notebooks then show results of a commit that exists.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,12 +38,42 @@ from mri_synth.notebooks import NOTEBOOK_DIR, load_profile, notebook_parameters 
 from mri_synth.training import heap  # noqa: E402
 
 OUT = ROOT / "benchmarks/results/real"
-CHECKED = ("evaluation_summary(", "paired_contrasts(", "exploratory_contrasts(", "thesis_comparison(",
-           "thesis_budget_block(")  # the table cells whose outputs nbval compares in the recorded notebook 07
+RESULTS = OUT / "results"
+
+OPENINGS = {
+    "01": "Notebook 01 on the full Alzheimer MRI dataset (6,400 slices): the class counts of the thesis's Table 2.1, "
+          "example slices (Figure 2.1) and the leakage audit that finds 200 people of 32 slices each. Its numbers "
+          "come from the images alone; nothing here is trained.",
+    "02": "Notebook 02 on the real data: a latent-cpu diffusion generator trained on a stratified 30% of the training "
+          "split (seed 0) and its variations of those slices (Figure 2.2), with their intensity, memorisation and "
+          "label-fidelity checks. The generator is the cached one of that sample and seed (its fingerprint is in the "
+          "bank summary below); the fidelity tables at the end are the recorded offline measurements.",
+    "03": "Notebook 03 on the real data: Grad-CAM maps of the basic CNN trained on every real training slice, on real "
+          "slices and on their synthetic variations (the thesis's Figures 3.1-3.4), and how well the two agree. The "
+          "classifier and the latent-cpu generator (trained on the whole training split) are the cached ones of this "
+          "recipe; the agreement table is also saved as `03_gradcam_agreement.csv` beside this notebook.",
+    "04": "Notebook 04 on the real data: the basic CNN's grid in both evaluations, read from the 140 recorded trials "
+          "in `results/cnn/` (nothing is trained here). Every table below is recomputed from those trial files and "
+          "checked by nbval in `make test`.",
+    "05": "Notebook 05 on the real data: ResNet-18, trained from scratch (not the thesis's ImageNet-pretrained "
+          "setting), read from the recorded trials in `results/resnet18/`. Every table below is checked by nbval.",
+    "06": "Notebook 06 on the real data: the small ViT, trained from scratch (not the thesis's ImageNet-pretrained "
+          "setting), read from the recorded trials in `results/`. Every table below is checked by nbval.",
+    "07": "Notebook 07 on the real data: the study's answer in both evaluations (Figures 7.1 and 7.2 for each), read "
+          "from the recorded trials in `results/` and the thesis-budget rows in `thesis_budget/`. Every table below "
+          "is recomputed from those trial files and checked by nbval in `make test`.",
+}
+ARCHITECTURE_OF = {"05": "resnet18", "06": "vit"}  # recorded once their grids are
+
+
+def available() -> list[str]:
+    """The notebooks that can be recorded now: 05 and 06 join once their architecture's trials are recorded."""
+    return [stem for stem in OPENINGS
+            if stem not in ARCHITECTURE_OF or any(RESULTS.glob(f"{ARCHITECTURE_OF[stem]}*/trials/*.json"))]
 
 
 def record(stem: str, profile: dict) -> Path:
-    notebook = next(NOTEBOOK_DIR.glob(f"{stem}*.ipynb"))
+    notebook = next(NOTEBOOK_DIR.glob(f"{stem}_*.ipynb"))
     params = notebook_parameters(profile, notebook, ROOT / "runs" / "real")
     params["figures_dir"] = ""  # MRI_SYNTH_FIGURES below: figures/ now, a temporary folder under make test
     output = OUT / notebook.name
@@ -42,25 +81,36 @@ def record(stem: str, profile: dict) -> Path:
     os.environ["MRI_SYNTH_FIGURES"] = str(ROOT / "figures")
     with heap.retained_in_subprocesses():
         papermill.execute_notebook(str(notebook), str(output), parameters=params, cwd=str(NOTEBOOK_DIR),
-                                   progress_bar=False)
-    if stem.startswith("07"):
-        nb = nbformat.read(output, as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type == "code" and any(call in cell.source for call in CHECKED):
-                cell.source = cell.source.replace("# NBVAL_IGNORE_OUTPUT\n", "", 1)
-        nbformat.write(nb, output)
-    print(f"{notebook.stem}: {time.perf_counter() - start:.0f} s -> {output.relative_to(ROOT)}")
+                                   progress_bar={"desc": notebook.stem, "unit": "cell"})
+    nb = nbformat.read(output, as_version=4)
+    for cell in nb.cells:  # recorded outputs are compared whole: nbval's sanitize file masks what varies
+        if cell.cell_type == "code":
+            cell.source = cell.source.replace("# NBVAL_IGNORE_OUTPUT\n", "")
+    opening = nbformat.v4.new_markdown_cell(f"> **Recorded on the real data.** {OPENINGS[stem]}")
+    opening.metadata["tags"] = ["recorded-opening"]
+    nb.cells.insert(0, opening)
+    nbformat.write(nb, output)
+    print(f"{notebook.stem}: {time.perf_counter() - start:.0f} s -> {output.relative_to(ROOT)}", flush=True)
     return output
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="*", default=["04", "07"], help="notebook prefixes (default 04 07)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help=f"notebook prefixes (default every one recordable now: {' '.join(available())})")
     args = parser.parse_args(argv)
     if not os.environ.get("MRI_SYNTH_DATA"):
         parser.error("set MRI_SYNTH_DATA to the real dataset (../shared/data/alzheimer_mri)")
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)benchmarks/results", ":(exclude)figures"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    if dirty:
+        print("warning: the code has uncommitted changes; commit it first so the recorded notebooks show a commit's "
+              "results", file=sys.stderr)
     profile = load_profile("real")
-    for stem in args.only:
+    for stem in args.only or available():
+        if stem not in OPENINGS:
+            parser.error(f"--only {stem}: no such notebook (choose among {' '.join(OPENINGS)})")
         record(stem, profile)
 
 

@@ -36,7 +36,7 @@ from mri_synth.data.audit import leakage_audit
 from mri_synth.data.cache import load_data
 from mri_synth.notebooks import load_profile, run_batch
 from mri_synth.study.generators import prepare_generators
-from mri_synth.study.runner import load_results
+from mri_synth.study.runner import load_results, write_tables
 from mri_synth.study.trial import StudyContext
 from mri_synth.study.tuning import tune_baseline
 from mri_synth.synth import registry
@@ -151,6 +151,15 @@ def _report(args: argparse.Namespace) -> None:
                                    exploratory=True).to_string())
 
 
+def _tables(args: argparse.Namespace) -> None:
+    for folder in args.folders:
+        if not any(Path(_absolute(folder)).glob("trials/*.json")):
+            raise SystemExit(f"{folder} holds no trial files (trials/*.json): name a results folder of a study")
+        results, history = write_tables(_absolute(folder))
+        print(f"{folder}: {results.trial_key.nunique()} trials -> results.parquet ({len(results)} rows), "
+              f"history.parquet ({len(history)} rows)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mri-synth", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--reference", default="30% real", help="arm the others are compared with")
     rp.add_argument("--fraction", type=float, default=0.3, help="real fraction of the paired comparison")
     rp.set_defaults(func=_report)
+
+    tb = sub.add_parser("tables", help="rewrite a results folder's results.parquet and history.parquet from its "
+                                       "trial files")
+    tb.add_argument("folders", nargs="+", help="results folders (each holds trials/)")
+    tb.set_defaults(func=_tables)
 
     fi = sub.add_parser("findings", help="write the README's findings block from a profile's recorded results")
     fi.add_argument("--profile", default="real", help="the profile whose study, results folder and contrasts to read")

@@ -150,7 +150,9 @@ def run_batch(
                 parameters=notebook_parameters(config, nb, run_dir),
                 cwd=str(NOTEBOOK_DIR),
                 log_output=log_output,
-                progress_bar=False,
+                # a bar over the notebook's cells, named after it; with the outputs streamed to the log it would
+                # only interleave with them
+                progress_bar=False if log_output else {"desc": nb.stem, "unit": "cell"},
             )
         done.append(NotebookRun(nb.stem, output, time.perf_counter() - start))
         print(f"{nb.stem}: {done[-1].seconds:.1f} s -> {output}", flush=True)

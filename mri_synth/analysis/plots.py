@@ -15,9 +15,9 @@ Figures of the leakage audit (notebook 01): :func:`plot_person_slices` (one reco
 
 Each draws one panel per architecture when the table holds several. :func:`image_grid` shows images
 (notebooks 01-03); :func:`real_vs_synthetic_figure` (the thesis's Grad-CAM panels) and :func:`plot_agreement`
-draw what :mod:`mri_synth.training.gradcam` computes (notebook 03); :func:`save_figure` writes PNG and PDF. Every
-function returns its figure already closed in pyplot: nothing accumulates over a loop, and a notebook cell shows a
-figure exactly once by returning it as its last expression.
+draw what :mod:`mri_synth.training.gradcam` computes (notebook 03); :func:`save_figure` writes PNG and PDF and
+:func:`show_figure` also shows the figure in the notebook cell that makes it. Every function returns its figure
+already closed in pyplot: nothing accumulates over a loop, and a figure is shown once, where a cell asks for it.
 Statistics come from :mod:`mri_synth.analysis.stats`; this module only draws.
 """
 
@@ -65,6 +65,20 @@ def save_figure(fig: Figure, name: str, figures_dir: str | os.PathLike | None = 
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         written.append(path)
     return written
+
+
+def show_figure(fig: Figure, name: str, figures_dir: str | os.PathLike | None = None) -> None:
+    """Save ``fig`` as :func:`save_figure` does and show it in the running notebook cell (outside a kernel: save only).
+
+    It returns nothing, so a cell that ends with this call shows the figure, never the paths of its files, and a call
+    inside a loop or a branch shows its figure too.
+    """
+    save_figure(fig, name, figures_dir)
+    from IPython import get_ipython  # IPython comes with every Jupyter kernel; outside one there is nothing to show
+    from IPython.display import display
+
+    if getattr(get_ipython(), "kernel", None) is not None:
+        display(fig)
 
 
 def new_figure(width: float, height: float) -> Figure:

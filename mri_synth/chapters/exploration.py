@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mri_synth.analysis.plots import image_grid, plot_nearest_train_similarity, plot_person_slices, save_figure
+from mri_synth.analysis.plots import (
+    image_grid,
+    plot_nearest_train_similarity,
+    plot_person_slices,
+    save_figure,
+    show_figure,
+)
 from mri_synth.config import NotebookConfig
 from mri_synth.data.audit import leakage_audit
 from mri_synth.data.cache import load_data
@@ -120,4 +126,4 @@ class ExplorationConfig(NotebookConfig):
 
 __all__ = ["ExplorationConfig", "class_count_table", "example_slices", "imbalance_summary", "intensity_histograms",
            "intensity_stats", "leakage_audit", "load_data", "plot_nearest_train_similarity", "plot_person_slices",
-           "save_figure"]
+           "save_figure", "show_figure"]

@@ -15,7 +15,7 @@ notebook 03). Generators are :mod:`mri_synth.synth.registry`'s; the figures in
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +24,7 @@ import torch
 from mri_synth import paths
 from mri_synth.analysis import fidelity, memorisation
 from mri_synth.analysis import synthetic_figures as figures
-from mri_synth.analysis.plots import save_figure
+from mri_synth.analysis.plots import save_figure, show_figure
 from mri_synth.config import NotebookConfig
 from mri_synth.data.cache import load_data
 from mri_synth.data.sampling import stratified_sample
@@ -108,7 +108,8 @@ def fill_bank(data: MRIData, config: GenerationConfig, *, progress: bool = True)
     ``budget_usd`` in total (OpenAI's needs ``OPENAI_API_KEY``).
     """
     sources = real_sample(data, config)
-    generator = registry.build(config.generator, config.generator_settings(), sources, seed=config.seed)
+    settings = replace(config.generator_settings(), progress=progress)  # the generator's training shows its bar too
+    generator = registry.build(config.generator, settings, sources, seed=config.seed)
     bank = config.bank()
     summary = bank.fill(generator, sources.images, sources.labels, sources.ids, config.n_variants,
                         seed=config.seed, budget_usd=config.budget_usd, progress=progress)
@@ -163,4 +164,4 @@ def recorded_strengths() -> pd.DataFrame:
 
 __all__ = ["GenerationConfig", "cost_so_far", "fidelity", "figures", "fill_bank", "load_data", "memorisation",
            "openai_preview", "predict_proba", "real_classifier", "recorded_fidelity", "recorded_strengths",
-           "save_figure", "save_table"]
+           "save_figure", "show_figure", "save_table"]

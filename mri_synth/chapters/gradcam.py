@@ -19,7 +19,7 @@ CAMs and agreement metrics are :mod:`mri_synth.training.gradcam`'s; training is
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +30,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from mri_synth.analysis.plots import as_array, boxplot, new_figure, save_figure
+from mri_synth.analysis.plots import as_array, boxplot, new_figure, save_figure, show_figure
 from mri_synth.config import NotebookConfig
 from mri_synth.data.cache import load_data
 from mri_synth.data.types import CLASS_NAMES, MRIData, Split
@@ -108,7 +108,7 @@ class GradCamConfig(NotebookConfig, TrainSettings):
         return spec.with_input_size(self.input_size) if self.input_size else spec
 
 
-def trained_classifier(config: GradCamConfig, data: MRIData, *, progress: bool = False
+def trained_classifier(config: GradCamConfig, data: MRIData, *, progress: bool = True
                        ) -> tuple[nn.Module, ModelSpec, pd.DataFrame]:
     """The reference classifier (:func:`mri_synth.training.classifier.real_classifier`) with this notebook's recipe.
 
@@ -143,7 +143,7 @@ class Variations:
 
 
 def synthetic_variations(config: GradCamConfig, data: MRIData, sources: torch.Tensor, *,
-                         progress: bool = False) -> Variations:
+                         progress: bool = True) -> Variations:
     """``variations_per_source`` variations of each source slice of ``data.train``, through the bank.
 
     Without ``config.bank_generator``, the diffusion generator of ``config.diffusion_preset`` is trained (or loaded
@@ -156,7 +156,8 @@ def synthetic_variations(config: GradCamConfig, data: MRIData, sources: torch.Te
     fingerprint = config.bank_generator
     try:
         if not fingerprint:
-            generator = registry.build("diffusion", config.generator_settings(), data.train, seed=config.seed)
+            settings = replace(config.generator_settings(), progress=progress)
+            generator = registry.build("diffusion", settings, data.train, seed=config.seed)
             images, labels, ids, source_ids = registry.fill_and_sample(generator, bank, chosen, n, seed=config.seed,
                                                                        progress=progress)
             return Variations(images, labels, ids, source_ids, generator.fingerprint)
@@ -279,4 +280,5 @@ def plot_agreement(table: pd.DataFrame) -> Figure:
 
 __all__ = ["CamExplainer", "GradCamConfig", "agreement_table", "choose_sources", "load_data", "plot_agreement",
            "real_vs_synthetic_figure", "real_vs_synthetic_panels", "save_agreement", "save_figure", "save_panels",
-           "summarize_agreement", "synthetic_variations", "trained_classifier"]
+           "show_figure",
+           "show_figure", "summarize_agreement", "synthetic_variations", "trained_classifier"]

@@ -21,6 +21,7 @@ from mri_synth.analysis.plots import (
     plot_per_class_recall,
     plot_policies_at_fraction,
     save_figure,
+    show_figure,
 )
 from mri_synth.analysis.report import by_evaluation, evaluation_summary, plot_two_evaluations
 from mri_synth.analysis.stats import thesis_comparison
@@ -70,5 +71,5 @@ def thesis_budget_results(config: ResultsConfig) -> pd.DataFrame | None:
 
 __all__ = ["CLASS_NAMES", "ResultsConfig", "by_evaluation", "evaluation_summary", "exploratory_contrasts",
            "load_all_results", "paired_contrasts", "per_image_losses", "plot_loss_distribution",
-           "plot_per_class_recall", "plot_policies_at_fraction", "plot_two_evaluations", "save_figure",
+           "plot_per_class_recall", "plot_policies_at_fraction", "plot_two_evaluations", "save_figure", "show_figure",
            "thesis_budget_block", "thesis_budget_results", "thesis_comparison"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from mri_synth.analysis.plots import plot_learning_curves, plot_loss_distribution, save_figure
+from mri_synth.analysis.plots import plot_learning_curves, plot_loss_distribution, save_figure, show_figure
 from mri_synth.analysis.report import by_evaluation
 from mri_synth.analysis.stats import summarize
 from mri_synth.config import NotebookConfig
@@ -92,4 +92,4 @@ def run_architecture(config: ArchitectureStudy, *, progress: bool = True,
 
 
 __all__ = ["ArchitectureStudy", "by_evaluation", "plot_learning_curves", "plot_loss_distribution", "run_architecture",
-           "save_figure", "summarize"]
+           "save_figure", "show_figure", "summarize"]

@@ -127,6 +127,8 @@ def run_study_ray(specs: Sequence[TrialSpec], context: StudyContext, results_dir
     ray = _require_ray()
     trials_dir, prov = runner.open_results(results_dir, context)
     todo = runner.pending(specs, trials_dir)
+    if todo:
+        runner.require_clean_code(results_dir, prov)
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, **(init or {}))
@@ -144,7 +146,7 @@ def run_study_ray(specs: Sequence[TrialSpec], context: StudyContext, results_dir
             ray.shutdown()
     if failed:
         raise TrialsFailed(failed, Path(results_dir))
-    return runner.finish_study(specs, results_dir)
+    return runner.finish_study(specs, results_dir, ran=bool(todo))
 
 
 def generator_gpus(label: str) -> float:

@@ -32,20 +32,57 @@ from mri_synth.study.trials import TrialSpec
 from mri_synth.training.settings import TrainConfig
 from mri_synth.training.stacked import StackingError
 
+RECORDED_RESULTS = paths.PROJECT_ROOT / "benchmarks" / "results"
+"""Results folders under here are the study's record: their trials must cite a clean commit of the code."""
+
+
+class RecordingError(RuntimeError):
+    """Trials would be recorded under ``benchmarks/results`` from code that no commit holds."""
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
 
 def provenance(data: MRIData) -> dict[str, Any]:
-    """What a result depends on beyond its spec: data, code version, packages, machine."""
+    """What a result depends on beyond its spec: data, code version, packages, machine.
+
+    ``git_dirty`` says whether the code differs from ``git_commit``: tracked files with uncommitted changes, the
+    recorded results under ``benchmarks/results`` left out (a study that records its trials changes them as it runs).
+    """
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.PROJECT_ROOT,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)benchmarks/results"], cwd=paths.PROJECT_ROOT,
                                     capture_output=True, text=True, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", False
     versions = {p: metadata.version(p) for p in ("torch", "torchvision", "timm", "diffusers", "numpy", "pandas")}
     return {"data_source": data.source, "data_fingerprint": data.fingerprint, "git_commit": commit,
             "git_dirty": dirty, "versions": versions, "python": platform.python_version(),
-            "machine": platform.machine(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""}
+            "machine": platform.machine(), "cpu": _cpu_name(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""}
+
+
+def require_clean_code(results_dir: str | os.PathLike, prov: dict[str, Any]) -> None:
+    """Refuse to record new trials under ``benchmarks/results`` unless the code is a clean commit.
+
+    A recorded trial cites the commit that made it; with uncommitted changes that commit is not the code that ran.
+    Results folders elsewhere (``runs/``, a temporary folder) are not the record and are never refused.
+    """
+    if not Path(results_dir).resolve().is_relative_to(RECORDED_RESULTS.resolve()):
+        return
+    if not prov["git_commit"] or prov["git_dirty"]:
+        state = "uncommitted changes" if prov["git_commit"] else "no git commit"
+        raise RecordingError(f"{results_dir} is a recorded results folder and the code has {state}: commit the code "
+                             "first (results may follow in a later commit), then run again; nothing was trained")
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
@@ -122,26 +159,41 @@ def write_trial(trials_dir: Path, spec: TrialSpec, outcome: dict[str, Any], prov
 
     The one place trial files are written (the sequential runner and ``distributed`` both call it); ``stacked``
     records how many models shared the trial's training step (1: trained alone); ``machine`` where it ran (the
-    GPU's name, else the CPU architecture): one study's trials may come from several machines.
+    GPU's name, else the CPU architecture), ``cpu`` its processor and ``torch`` the torch version: one study's trials
+    may come from several machines, and a contrast is fair only between trials of one machine and torch version.
     """
     outcome = dict(outcome)
     predictions = outcome.pop("predictions", None)
     if predictions is not None:  # written first: the JSON file is what marks a trial finished
         _atomic_npz(trials_dir / f"{spec.key}.npz", predictions)
     machine = prov.get("cuda") or prov.get("machine", "")
+    where = {"git_commit": prov["git_commit"], "git_dirty": prov.get("git_dirty", False), "stacked": stacked,
+             "machine": machine, "cpu": prov.get("cpu", ""), "torch": prov.get("versions", {}).get("torch", "")}
     _atomic_json(trials_dir / f"{spec.key}.json", {"spec": asdict(spec), "columns": spec.table_columns(),
-                                                   "provenance": {"git_commit": prov["git_commit"], "stacked": stacked,
-                                                                  "machine": machine},
-                                                   **outcome})
+                                                   "provenance": where, **outcome})
 
 
-def finish_study(specs: Sequence[TrialSpec], results_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read the finished trials of ``specs`` back and rewrite ``results.parquet`` and ``history.parquet``."""
+def write_tables(results_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rewrite ``results.parquet`` and ``history.parquet`` of a results folder from every trial file in it.
+
+    The tables always hold the folder's trials, all of them (not only those of the grid that ran last), so a table
+    never disagrees with the trial files beside it.
+    """
     results_dir = Path(results_dir)
-    results, history = load_results(results_dir, keys=[s.key for s in specs])
+    results, history = load_results(results_dir)
     results.to_parquet(results_dir / "results.parquet")
     history.to_parquet(results_dir / "history.parquet")
     return results, history
+
+
+def finish_study(specs: Sequence[TrialSpec], results_dir: str | os.PathLike, *, ran: bool = True
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rewrite the folder's tables (:func:`write_tables`) when trials ran or a table is missing; return the tables of
+    ``specs``' trials only. A study that finds every trial finished only reads: a recorded folder stays as committed."""
+    results_dir = Path(results_dir)
+    if ran or not all((results_dir / name).exists() for name in ("results.parquet", "history.parquet")):
+        write_tables(results_dir)
+    return load_results(results_dir, keys=[s.key for s in specs])
 
 
 def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: str | os.PathLike, *,
@@ -161,6 +213,8 @@ def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: st
     """
     trials_dir, prov = open_results(results_dir, context)
     todo = pending(specs, trials_dir)
+    if todo:
+        require_clean_code(results_dir, prov)
     if context.cpu_threads:
         torch.set_num_threads(context.cpu_threads)
     if stack is None:
@@ -186,7 +240,7 @@ def run_study(specs: Sequence[TrialSpec], context: StudyContext, results_dir: st
             write_trial(trials_dir, spec, outcome, prov, stacked=len(group))
             bar.update(1)
     bar.close()
-    return finish_study(specs, results_dir)
+    return finish_study(specs, results_dir, ran=bool(todo))
 
 
 def migrate_trial_keys(trials_dir: str | os.PathLike) -> int:
@@ -255,6 +309,6 @@ def load_results(results_dir: str | os.PathLike, keys: Sequence[str] | None = No
     return results, history
 
 
-
-__all__ = ["finish_study", "load_predictions", "load_results", "migrate_trial_keys", "open_results", "pending",
-           "per_image_losses", "provenance", "run_study", "write_trial"]
+__all__ = ["RECORDED_RESULTS", "RecordingError", "finish_study", "load_predictions", "load_results",
+           "migrate_trial_keys", "open_results", "pending", "per_image_losses", "provenance", "require_clean_code",
+           "run_study", "write_tables", "write_trial"]

@@ -63,7 +63,8 @@ def plan_groups(specs: Sequence[TrialSpec], context: StudyContext,
 def run_trial_group(specs: Sequence[TrialSpec], context: StudyContext) -> list[dict[str, Any]]:
     """Train ``specs`` (one group of :func:`plan_groups`) in one stack; one outcome per spec, as ``run_trial``'s.
 
-    A single spec runs through ``trial.run_trial``. Each trial's ``train_time_s`` is its share of the stack's time.
+    A single spec runs through ``trial.run_trial``. Each trial's ``train_time_s`` is its share of the stack's training
+    time; ``synthesis_time_s`` its share of building the training sets (the generators' part).
 
     Raises:
         stacked.StackingError: the specs cannot share a step (a caller falls back to one at a time).
@@ -78,13 +79,18 @@ def run_trial_group(specs: Sequence[TrialSpec], context: StudyContext) -> list[d
     first = specs[0]
     ev = context.evaluation(first)
     sets = [trial.training_set(spec, context) for spec in specs]
+    synthesis = (time.perf_counter() - start) / len(specs)
+    start = time.perf_counter()
     trials = [StackedTrial(s.images, s.labels, seed=spec.seed, augment=spec.augment) for s, spec in zip(sets, specs)]
     results = fit_stacked(first.arch, trials, ev.test.images, ev.test.labels, trial.train_config(first, context),
                           spec=trial.model_spec(first), pretrained=first.pretrained,
                           validation=(ev.validation.images, ev.validation.labels),
                           selection=trial.selection_criterion(first))
     share = (time.perf_counter() - start) / len(specs)
-    return [trial.trial_outcome(spec, context, s, result, share) for spec, s, result in zip(specs, sets, results)]
+    outcomes = [trial.trial_outcome(spec, context, s, result, share) for spec, s, result in zip(specs, sets, results)]
+    for outcome in outcomes:
+        outcome["metrics"]["synthesis_time_s"] = synthesis
+    return outcomes
 
 
 __all__ = ["DEFAULT_MAX_MODELS", "STACK_LIMITS", "group_key", "plan_groups", "run_trial_group"]

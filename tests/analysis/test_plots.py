@@ -160,6 +160,26 @@ def test_save_figure_writes_png_and_pdf(tmp_path, monkeypatch):
         plots.save_figure(fig, "sub/grid.png", tmp_path)
 
 
+def test_show_figure_saves_and_shows_the_figure_in_a_kernel_never_its_paths(tmp_path, monkeypatch):
+    import IPython
+    import IPython.display
+
+    fig = plots.image_grid(np.zeros((2, 1, 8, 8), dtype=np.uint8))
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)  # a script: saved, nothing shown
+    assert plots.show_figure(fig, "grid", tmp_path) is None
+    assert (tmp_path / "grid.png").exists() and (tmp_path / "grid.pdf").exists() and shown == []
+
+    class Kernel:  # what a Jupyter kernel's shell carries
+        kernel = object()
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Kernel())
+    (tmp_path / "grid.png").unlink()
+    assert plots.show_figure(fig, "grid", tmp_path) is None  # a cell ending with it prints no paths
+    assert shown == [fig] and (tmp_path / "grid.png").exists()
+
+
 def test_figures_are_released_by_pyplot(results):
     from matplotlib import pyplot as plt
 

@@ -1,6 +1,7 @@
 """The resumable runner: same table after a kill, provenance, budgets, reuse of older trial files."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pandas as pd
@@ -26,7 +27,7 @@ def _grid():
 
 
 def _stable(table: pd.DataFrame) -> pd.DataFrame:
-    return table[table.metric != "train_time_s"].reset_index(drop=True)
+    return table[~table.metric.str.endswith("_time_s")].reset_index(drop=True)
 
 
 def test_resume_after_a_kill_gives_the_same_table(context, tmp_path, monkeypatch):
@@ -74,6 +75,43 @@ def test_results_carry_spec_provenance_and_every_metric(context, tmp_path):
         context.data.test.ids)
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["data_fingerprint"] == context.data.fingerprint and "torch" in prov["versions"]
+    # each trial says where it ran: machine, processor, torch, and whether the code was its commit
+    where = json.loads((tmp_path / "trials" / f"{spec.key}.json").read_text())["provenance"]
+    assert where["torch"] == prov["versions"]["torch"] and where["cpu"] == prov["cpu"] != ""
+    assert where["git_commit"] == prov["git_commit"] and where["git_dirty"] == prov["git_dirty"]
+    # the classifier's time and the synthetic set's time are apart
+    assert images["train_time_s"] > 0 and images["synthesis_time_s"] >= 0
+
+
+def test_tables_hold_every_trial_of_the_folder_not_only_the_last_grid(context, tmp_path):
+    first, second = _grid()[:2], _grid()[2:3]
+    R.run_study(first, context, tmp_path, progress=False)
+    results, _ = R.run_study(second, context, tmp_path, progress=False)
+    assert results.trial_key.nunique() == 1  # what the call returns: its own grid
+    table = pd.read_parquet(tmp_path / "results.parquet")  # what the folder's table holds: all three trials
+    assert set(table.trial_key) == {s.key for s in first + second}
+    history = pd.read_parquet(tmp_path / "history.parquet")
+    assert set(history.trial_key) == set(table.trial_key)
+
+
+def test_recording_refuses_uncommitted_code_and_trains_nothing(context, monkeypatch):
+    recorded = R.RECORDED_RESULTS / "never-written-by-a-test"
+    dirty = {"git_commit": "abc", "git_dirty": True}
+    with pytest.raises(R.RecordingError, match="commit the code first"):
+        R.require_clean_code(recorded, dirty)
+    with pytest.raises(R.RecordingError, match="no git commit"):
+        R.require_clean_code(recorded, {"git_commit": "", "git_dirty": False})
+    R.require_clean_code(recorded, {"git_commit": "abc", "git_dirty": False})  # a clean commit records
+    R.require_clean_code(R.RECORDED_RESULTS.parent.parent / "runs" / "x", dirty)  # runs/ is not the record
+
+    monkeypatch.setattr(R, "provenance", lambda data: {**dirty, "data_fingerprint": data.fingerprint,
+                                                       "data_source": data.source})
+    monkeypatch.setattr(trial, "run_trial", lambda spec, ctx: pytest.fail("trained under uncommitted code"))
+    try:
+        with pytest.raises(R.RecordingError):
+            R.run_study(_grid()[:1], context, recorded, progress=False)
+    finally:
+        shutil.rmtree(recorded, ignore_errors=True)
 
 
 def test_step_budget_gives_every_arm_the_same_number_of_steps(context, tmp_path):

@@ -1,0 +1,71 @@
+"""The recorded results under ``benchmarks/results``: every folder's tables agree with the trial files beside them.
+
+``results.parquet`` and ``history.parquet`` are what notebooks and readers open; the trial files are the record.
+A table written by a run that saw only part of the folder (the thesis-budget tables once held 1 of 40 trials) fails
+here until ``mri-synth tables <folder>`` rewrites it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mri_synth.study.runner import load_results, write_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDED = sorted({p.parent.parent for p in (ROOT / "benchmarks" / "results").rglob("trials/*.json")})
+
+
+def _canonical(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    table = table[sorted(table.columns)]
+    return table.sort_values(by).reset_index(drop=True)
+
+
+def disagreements(folder: Path) -> list[str]:
+    """How a results folder's tables differ from its trial files (empty when they agree)."""
+    results, history = load_results(folder)
+    found = []
+    for name, fresh, by in (("results.parquet", results, ["trial_key", "metric"]),
+                            ("history.parquet", history, ["trial_key", "metric", "epoch", "step"])):
+        path = folder / name
+        if not path.exists():
+            found.append(f"{name} is missing")
+            continue
+        stored = pd.read_parquet(path)
+        if set(stored.trial_key) != set(fresh.trial_key):
+            counts = stored.trial_key.nunique(), fresh.trial_key.nunique()
+            found.append(f"{name} holds {counts[0]} trials, the trial files {counts[1]}")
+            continue
+        try:
+            pd.testing.assert_frame_equal(_canonical(stored, by), _canonical(fresh, by), check_dtype=False)
+        except AssertionError as err:
+            found.append(f"{name} differs from the trial files: {str(err).splitlines()[0]}")
+    return found
+
+
+def test_every_recorded_study_folder_is_found():
+    names = {str(p.relative_to(ROOT)) for p in RECORDED}
+    assert {"benchmarks/results/real/results/cnn", "benchmarks/results/real/thesis_budget/cnn"} <= names
+
+
+@pytest.mark.parametrize("folder", RECORDED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_tables_agree_with_their_trial_files(folder):
+    assert disagreements(folder) == []
+
+
+def test_a_table_missing_trials_or_holding_other_values_is_caught(tmp_path):
+    folder = tmp_path / "study"
+    source = ROOT / "benchmarks" / "results" / "tuning" / "slice"
+    shutil.copytree(source / "trials", folder / "trials")
+    results, _ = write_tables(folder)
+    assert disagreements(folder) == []
+    first = results.trial_key.iloc[0]
+    results[results.trial_key == first].to_parquet(folder / "results.parquet")  # a table of one trial
+    assert disagreements(folder) == [f"results.parquet holds 1 trials, the trial files {results.trial_key.nunique()}"]
+    changed = results.copy()
+    changed.loc[changed.metric == "test_loss", "value"] += 0.01
+    changed.to_parquet(folder / "results.parquet")
+    assert disagreements(folder)[0].startswith("results.parquet differs from the trial files")
