@@ -15,6 +15,7 @@ import torch
 
 from mri_synth.analysis.plots import (
     image_grid,
+    new_figure,
     plot_nearest_train_similarity,
     plot_person_slices,
     save_figure,
@@ -98,7 +99,8 @@ def example_slices(split: Split, per_class: int = 4, seed: int = 0) -> plt.Figur
 
 def intensity_histograms(split: Split, background_level: int = 10) -> plt.Figure:
     """Per-class histograms of brain-pixel intensity (background excluded), as densities so classes compare."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = new_figure(6, 3.5)  # not tracked by pyplot: the notebook shows it once, where show_figure asks
+    ax = fig.subplots()
     bins = np.arange(background_level + 1, 257, 4)
     for c, name in enumerate(CLASS_NAMES):
         x = split.images[split.labels == c].flatten().numpy()
@@ -108,7 +110,6 @@ def intensity_histograms(split: Split, background_level: int = 10) -> plt.Figure
     ax.set_xlabel("grey value (brain pixels)")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 

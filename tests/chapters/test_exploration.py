@@ -1,5 +1,7 @@
 """Exploration tables on the real data reproduce the thesis's Table 2.1 and the imbalance it lived with."""
 
+from matplotlib import pyplot as plt
+
 from mri_synth.chapters import exploration as E
 
 
@@ -26,5 +28,8 @@ def test_intensity_stats_per_class(real_data):
 def test_figures_have_a_panel_per_example(sample_data):
     fig = E.example_slices(sample_data.train, per_class=3)
     assert len(fig.axes) == 12 and sum(len(ax.images) for ax in fig.axes) == 12
+    open_before = plt.get_fignums()
     hist = E.intensity_histograms(sample_data.train)
     assert len(hist.axes[0].patches) == 4  # one step histogram per class
+    # neither figure is left open in pyplot: a notebook would show it a second time at the cell's end
+    assert plt.get_fignums() == open_before
