@@ -7,6 +7,8 @@ and, for Vision Transformers, the token-to-map reshape); ``create_model(name)`` 
   network with two hidden layers and a 4-way output), trained from scratch at 128x128.
 - ``resnet18``: timm's ResNet-18, ImageNet-pretrained, fine-tuned end to end at 224x224.
 - ``vit``: timm's ViT-B/16 (``vit_base_patch16_224``), pretrained, fine-tuned end to end at 224x224.
+- ``vit_tiny``: timm's ViT-Tiny/16 (``vit_tiny_patch16_224``, 5.5M parameters), the small ViT a CPU can train from
+  scratch (``pretrained=False``, e.g. at 128x128: 64 patches). Its own name, so a table never calls it ``vit``.
 - any other timm model name, with the input size and normalisation of its pretrained config.
 
 Every model takes ONE input channel: timm adapts pretrained first-layer weights for ``in_chans=1`` (it sums them
@@ -162,6 +164,9 @@ _REGISTRY: dict[str, ModelSpec] = {
                           pretrained_default=True),
     "vit": ModelSpec("vit", "vit_base_patch16_224", 224, mean=0.5, std=0.5, reshape_transform=vit_reshape_transform,
                      gradcam_layer="blocks.-1.norm1", pretrained_default=True),
+    "vit_tiny": ModelSpec("vit_tiny", "vit_tiny_patch16_224", 224, mean=0.5, std=0.5,
+                          reshape_transform=vit_reshape_transform, gradcam_layer="blocks.-1.norm1",
+                          pretrained_default=True),
 }
 
 
@@ -170,13 +175,15 @@ _TINY: dict[str, tuple[int, dict[str, Any]]] = {
     "cnn": (64, {}),
     "resnet18": (64, {}),
     "vit": (32, {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}),
+    "vit_tiny": (32, {"patch_size": 8, "depth": 2}),
 }
 
 
 def tiny_model(name: str, num_classes: int = NUM_CLASSES) -> tuple[nn.Module, ModelSpec]:
     """A small, randomly initialised variant of a registered architecture and its spec (for tests, quick runs).
 
-    ``cnn`` and ``resnet18`` at 64x64 input; ``vit`` is a 2-block ViT (patch 8, width 64) at 32x32.
+    ``cnn`` and ``resnet18`` at 64x64 input; ``vit`` is a 2-block ViT (patch 8, width 64) at 32x32, ``vit_tiny``
+    two of its blocks (patch 8, its own width 192) at 32x32.
     """
     if name not in _TINY:
         raise ValueError(f"no tiny variant of {name!r}; choose one of {list(_TINY)}")
@@ -243,7 +250,7 @@ def create_model(name: str, *, pretrained: bool | None = None, weights_path: str
     """Build a single-channel classifier by registry or timm name.
 
     Args:
-        name: ``"cnn"``, ``"resnet18"``, ``"vit"`` or any timm model name.
+        name: ``"cnn"``, ``"resnet18"``, ``"vit"``, ``"vit_tiny"`` or any timm model name.
         pretrained: Load pretrained weights; ``None`` means the registry's default (True for the timm entries,
             or whenever ``weights_path`` is given).
         weights_path: A local weights file (a state_dict in .safetensors/.pth/.bin) to load instead of the hub;

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from mri_synth.training import models
 from mri_synth.training.models import PretrainedWeightsError, create_model, get_spec, tiny_model
 
-ARCHS = ["cnn", "resnet18", "vit"]
+ARCHS = ["cnn", "resnet18", "vit", "vit_tiny"]
 
 
 def _images(n: int = 3, size: int = 128) -> torch.Tensor:
@@ -48,6 +48,18 @@ def test_forward_shape_no_nans(name):
     out = model(spec.prepare(_images()))
     assert out.shape == (3, 4)
     assert torch.isfinite(out).all()
+
+
+def test_vit_tiny_is_its_own_model_trainable_from_scratch_at_128_px():
+    spec = get_spec("vit_tiny").with_input_size(128)
+    model = create_model("vit_tiny", pretrained=False, spec=spec)
+    params = sum(p.numel() for p in model.parameters())
+    assert 5.0e6 < params < 6.0e6 and params < sum(p.numel() for p in create_model(
+        "vit", pretrained=False, spec=get_spec("vit").with_input_size(128)).parameters()) / 10
+    assert model.patch_embed.num_patches == 64 and model.patch_embed.proj.in_channels == 1
+    out = model(spec.prepare(_images(2)))
+    assert out.shape == (2, 4) and torch.isfinite(out).all()
+    assert get_spec("vit_tiny").name != get_spec("vit").name  # trial keys and tables say which ViT ran
 
 
 def test_full_size_cnn_is_the_thesis_architecture():
