@@ -45,12 +45,14 @@ H100_STEP_S = {
 }
 CPU_GENERATOR_S = {"quick": 152.8, "toy": 5.0, "latent-cpu": 17.96 * 60}  # trial_costs_cpu.txt (quick, 30% subset);
 #                                                       toy: seconds; latent-cpu: results/latent_fidelity.md, 1 thread
+CPU_GENERATOR_S["latent-cpu-fast"] = CPU_GENERATOR_S["latent-cpu"]  # the same training: only sampling differs
 H100_GENERATOR_S = {  # measured on the H100 (throughput.txt, options.txt) except where marked
     "gpu": 20_000 * 64 / 336,  # pixel gpu preset: 336 img/s, 20,000 steps of 64: 64 minutes
     "latent-gpu": 6438,  # autoencoder 466 img/s, UNet 505 img/s over 20,000 x 32 + 40,000 x 64 images: 107 minutes
     "latent-cpu": 17 + 26 * 1100 / 600,  # measured 17 s + 26 s for the 600-step UNet; its UNet now takes 1,100
     "quick": 300 / 50, "toy": 40 / 50, "latent-toy": 5,  # ASSUMED (not run there): seconds
 }
+H100_GENERATOR_S["latent-cpu-fast"] = H100_GENERATOR_S["latent-cpu"]
 
 
 def pool_counts(data_source: str) -> dict[str, int]:
@@ -118,28 +120,28 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--repeats", type=int, default=10,
                         help="also cost a profile of more repeats at this many per setting (the real profile's 10)")
     args = parser.parse_args(argv)
-    lines = [f"{'profile':9s} {'what':32s} {'count':>6s} {'steps':>10s} {'CPU h':>9s} {'H100 h':>17s}"]
+    lines = [f"{'profile':9s} {'what':40s} {'count':>6s} {'steps':>10s} {'CPU h':>9s} {'H100 h':>17s}"]
     for path in sorted(PROFILE_DIR.glob("*.yaml")):
         rows = profile_rows(path.stem)
         for r in rows:
-            lines.append(f"{r['profile']:9s} {r['what']:32s} {r['count']:6d} {r['steps']:10.0f} {r['cpu_h']:9.1f} "
+            lines.append(f"{r['profile']:9s} {r['what']:40s} {r['count']:6d} {r['steps']:10.0f} {r['cpu_h']:9.1f} "
                          f"{r['h100_h']:17.1f}")
         cpu, gpu = sum(r["cpu_h"] for r in rows if not math.isnan(r["cpu_h"])), sum(r["h100_h"] for r in rows)
         gpus = math.ceil(gpu / args.working_day_h)
-        lines.append(f"{path.stem:9s} {'TOTAL':32s} {'':6s} {'':10s} {cpu:9.1f} {gpu:17.1f}   -> {gpus} H100(s) "
+        lines.append(f"{path.stem:9s} {'TOTAL':40s} {'':6s} {'':10s} {cpu:9.1f} {gpu:17.1f}   -> {gpus} H100(s) "
                      f"for a {args.working_day_h:.0f} h day")
         made = [r for r in rows if r["what"].startswith("diffusion generators")]
         if made and any(r["h100_h"] > 1 for r in made):  # the same study with the cheapest measured generator
             alt = (gpu - sum(r["h100_h"] for r in made)
                    + sum(r["count"] for r in made) * H100_GENERATOR_S["latent-cpu"] / 3600)
-            lines.append(f"{path.stem:9s} {'TOTAL, latent-cpu generators':32s} {'':6s} {'':10s} {'':9s} {alt:17.1f}   "
+            lines.append(f"{path.stem:9s} {'TOTAL, latent-cpu generators':40s} {'':6s} {'':10s} {'':9s} {alt:17.1f}   "
                          f"-> {math.ceil(alt / args.working_day_h)} H100(s) for a {args.working_day_h:.0f} h day")
             # every trial and generator belongs to one repeat, so the cost scales with the repeats exactly
             n_seeds = int((load_profile(path.stem).get("common") or {}).get("n_seeds") or 0)
             if n_seeds > args.repeats:
                 fewer = alt * args.repeats / n_seeds
                 what = f"the same at {args.repeats} of {n_seeds} repeats"
-                lines.append(f"{path.stem:9s} {what:32s} {'':6s} {'':10s} {'':9s} {fewer:17.1f}   -> "
+                lines.append(f"{path.stem:9s} {what:40s} {'':6s} {'':10s} {'':9s} {fewer:17.1f}   -> "
                              f"{math.ceil(fewer / args.working_day_h)} H100(s) for a {args.working_day_h:.0f} h day")
     lines.append("steps: batch-64 steps at the measured input size. CPU: 1-2 threads of the 2-core development "
                  "machine; its TOTAL leaves out nan rows (the gpu diffusion preset is not run on a CPU). H100: rates "

@@ -51,3 +51,12 @@ def test_the_thesis_total_at_fewer_repeats_scales_with_the_repeats():
     hours = [float(line.split("->")[0].split()[-1]) for line in (full, fewer)]
     assert abs(hours[1] - hours[0] / 10) <= 0.06 and hours[1] < 10
     assert not any("repeats" in line for line in costs.main(["--repeats", "200"]))  # no row where it would add repeats
+
+
+def test_full_profile_is_the_three_architectures_at_ten_paired_repeats():
+    rows = {r["what"]: r for r in _profile_costs().profile_rows("full")}
+    # 10 repeats x 2 evaluations x (100% real, 30% real, 30% + diffusion, 30% + AutoAugment) per architecture;
+    # one generator per (evaluation, repeat), shared by the three architectures
+    assert {w: r["count"] for w, r in rows.items()} == {
+        "cnn trials": 80, "resnet18 trials": 80, "vit trials": 80, "diffusion generators (latent-cpu-fast)": 20}
+    assert 0 < sum(r["h100_h"] for r in rows.values()) < 8  # one H100 within a working day
