@@ -38,6 +38,7 @@ from mri_synth.notebooks import load_profile, run_batch
 from mri_synth.study.generators import prepare_generators
 from mri_synth.study.runner import load_results, write_tables
 from mri_synth.study.trial import StudyContext
+from mri_synth.study.trials import VALIDATION_MODES
 from mri_synth.study.tuning import tune_baseline
 from mri_synth.synth import registry
 from mri_synth.training import heap, settings
@@ -66,6 +67,7 @@ def _study(args: argparse.Namespace) -> None:
                                openai_model=args.openai_model, openai_quality=args.openai_quality,
                                synthetic_folder=_absolute(args.synthetic_folder), device=args.device,
                                cpu_threads=args.cpu_threads, results_dir=_absolute(args.results),
+                               validation=args.validation, carry=args.carry,
                                **asdict(TrainSettings.of(args)))  # --epochs, --lr, ...: the training settings
     print(config.plan().to_string())
     ray = dict(address=args.ray_address or None, num_gpus=args.ray_gpus) if args.ray or args.ray_address else None
@@ -187,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--split", nargs="+", default=list(default["splits"]), choices=["slice", "subject"],
                     help="evaluations: slice (the source's split, thesis-comparable), subject (people never seen)")
     st.add_argument("--pretrained", action="store_true", help="start from pretrained weights (timm cache or file)")
+    st.add_argument("--validation", default="carved", choices=VALIDATION_MODES,
+                    help="where checkpoints are chosen: carved (the protocol's fixed validation set), none (no carve, "
+                         "last step) or own (15%% of the trial's own training set); the last two read the thesis")
+    st.add_argument("--carry", action="store_true", help="each repeat starts from the weights the previous repeat "
+                                                         "ended with (the thesis's loop read as never re-initialising; "
+                                                         "needs --validation none and repeats run in order)")
     settings.add_arguments(st, **{name: default[name] for name in TrainSettings.names()})
     _generator_options(st, default)
     st.add_argument("--results", default=None, help="results folder (default results/); the arch is a sub-folder")

@@ -47,7 +47,7 @@ _NOT_GENERATIVE = ("none", "repeat")
 
 
 GRID_COLUMNS = ("split", "protocol", "budget", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "input_size",
-                "precision", "pretrained", "generator")
+                "precision", "validation", "carry", "pretrained", "generator")
 """Spec columns that make a grid: trials that differ in any of them are never pooled into one summary or pair."""
 
 

@@ -48,6 +48,8 @@ class ArchitectureStudy(NotebookConfig, TrainSettings):
     openai_model: str = ""  # the openai arm reads the bank notebook 02 filled with this model; empty: the default
     openai_quality: str = "low"  # ... and this quality (both decide which images the bank holds)
     synthetic_folder: str = ""  # the folder arm: images made elsewhere, one sub-folder per class
+    validation: str = "carved"  # where checkpoints are chosen (study.trials.VALIDATION_MODES); carved: the protocol
+    carry: bool = False  # each repeat starts from the weights the previous one ended with (needs validation none)
     specs: tuple[TrialSpec, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -60,7 +62,8 @@ class ArchitectureStudy(NotebookConfig, TrainSettings):
                  for spec in study_grid([self.arch], self.real_fractions, self.arms,
                                         range(self.first_seed, self.first_seed + self.n_seeds),
                                         self.generator_settings(), **asdict(self.training), split=split,
-                                        pretrained=self.pretrained)]
+                                        pretrained=self.pretrained, validation=self.validation,
+                                        carry=self.carry)]
         object.__setattr__(self, "specs", tuple(specs))
 
     def generator_settings(self) -> GeneratorSettings:

@@ -155,8 +155,11 @@ def fold_of(mode: str, repeat: int, n_folds: int = N_FOLDS) -> int:
     return repeat % n_folds if check_mode(mode) == "subject" else 0
 
 
-def evaluation(data: "MRIData", mode: str, fold: int = 0) -> Evaluation:
-    """The pool, validation and test slices of ``data`` in evaluation ``mode`` (``fold`` in ``subject`` mode)."""
+def evaluation(data: "MRIData", mode: str, fold: int = 0, *, carve: bool = True) -> Evaluation:
+    """The pool, validation and test slices of ``data`` in evaluation ``mode`` (``fold`` in ``subject`` mode).
+
+    ``carve=False`` puts the validation slices back into the pool and leaves validation empty (the thesis's reading
+    without a validation carve; the test slices stay the same)."""
     check_mode(mode)
     train, test = data.train, data.test
     groups = None
@@ -172,4 +175,7 @@ def evaluation(data: "MRIData", mode: str, fold: int = 0) -> Evaluation:
                              "load_data(..., subjects=True) (the default), or use split='slice'")
         part = subject_partition(both.labels.numpy(), groups.numpy(), fold)
     pick = lambda index: both.subset(torch.from_numpy(index))  # noqa: E731
+    if not carve:
+        return Evaluation(mode, part.fold, pick(np.sort(np.concatenate([part.pool, part.validation]))),
+                          pick(np.empty(0, np.int64)), pick(part.test))
     return Evaluation(mode, part.fold, pick(part.pool), pick(part.validation), pick(part.test))

@@ -22,7 +22,7 @@ import torch
 
 from mri_synth import paths
 from mri_synth.data.types import CLASS_NAMES, MRIData, Split
-from mri_synth.study.protocol import Evaluation, evaluation
+from mri_synth.study.protocol import VALIDATION_SHARE, Evaluation, evaluation, stratified_carve
 from mri_synth.study.trials import PROTOCOL, TrialSpec
 from mri_synth.synth import registry
 from mri_synth.synth.bank import SyntheticBank
@@ -30,7 +30,7 @@ from mri_synth.synth.registry import GeneratorSettings
 from mri_synth.training.checkpoints import TrainResult
 from mri_synth.training.evaluation import metrics_from_proba
 from mri_synth.training.fit import fit
-from mri_synth.training.models import ModelSpec, get_spec
+from mri_synth.training.models import ModelSpec, create_model, get_spec
 from mri_synth.training.readouts import dementia_readouts
 from mri_synth.training.settings import TrainConfig
 
@@ -50,6 +50,7 @@ class StudyContext:
     device: str = "auto"
     cpu_threads: int = 0  # 0: torch's default; 1 is faster when other jobs share a small CPU (no spin-waiting)
     progress: bool = False  # inner progress bars (training, generation); the study has its own
+    carry_root: Path = field(default_factory=lambda: paths.cache_dir() / "carry")  # weights a carry trial leaves
     _evaluations: dict = field(default_factory=dict, init=False, repr=False)
 
     def evaluation(self, spec: TrialSpec) -> Evaluation:
@@ -57,9 +58,10 @@ class StudyContext:
         if spec.protocol != PROTOCOL:
             raise ValueError(f"trial {spec.key} was run under protocol {spec.protocol} (checkpoints chosen on test); "
                              "its results stay readable but it cannot be run again: run it as a new trial")
-        key = (spec.split, spec.fold)
+        carve = spec.validation != "none"
+        key = (spec.split, spec.fold, carve)
         if key not in self._evaluations:
-            self._evaluations[key] = evaluation(self.data, spec.split, spec.fold)
+            self._evaluations[key] = evaluation(self.data, spec.split, spec.fold, carve=carve)
         return self._evaluations[key]
 
     def generator_settings(self, spec: TrialSpec) -> GeneratorSettings:
@@ -199,9 +201,45 @@ def run_trial(spec: TrialSpec, context: StudyContext) -> dict[str, Any]:
     train_set = training_set(spec, context)
     synthesis = time.perf_counter() - start  # the generator's part (training or loading it, variations): not the
     start = time.perf_counter()              # classifier's, so train_time_s compares across arms and machines
-    result = fit(spec.arch, train_set.images, train_set.labels, ev.test.images, ev.test.labels,
-                 train_config(spec, context), spec=model_spec(spec), pretrained=spec.pretrained,
-                 validation=(ev.validation.images, ev.validation.labels), selection=selection_criterion(spec))
+    images, labels = train_set.images, train_set.labels
+    validation = (ev.validation.images, ev.validation.labels) if spec.validation == "carved" else None
+    if spec.validation == "own":  # the thesis's "validation loss", read literally: from the arm's own training set
+        rest, carved = (torch.from_numpy(i) for i in stratified_carve(labels.numpy(), VALIDATION_SHARE, spec.seed))
+        validation, images, labels = (images[carved], labels[carved]), images[rest], labels[rest]
+    model = carried_weights(spec, context) if spec.carry else spec.arch
+    result = fit(model, images, labels, ev.test.images, ev.test.labels, train_config(spec, context),
+                 spec=model_spec(spec), pretrained=spec.pretrained, validation=validation,
+                 selection=selection_criterion(spec))
+    if spec.carry:
+        keep_carried_weights(spec, context, result.model)
     outcome = trial_outcome(spec, context, train_set, result, time.perf_counter() - start)
     outcome["metrics"]["synthesis_time_s"] = synthesis
+    if spec.validation == "own":  # train_images counts the whole training set, these among them
+        outcome["metrics"]["own_validation_images"] = float(len(validation[1]))
     return outcome
+
+
+def carried_weights(spec: TrialSpec, context: StudyContext) -> torch.nn.Module | str:
+    """What a ``carry`` trial starts from: the model repeat ``seed - 1`` of the same spec ended with; repeat 0 starts
+    from fresh weights (the registry's name). The thesis's loop, read as creating its model once."""
+    if spec.seed == 0:
+        return spec.arch
+    previous = replace(spec, seed=spec.seed - 1)
+    path = context.carry_root / f"{previous.key}.pt"
+    if not path.exists():
+        raise ValueError(f"trial {spec.key} (repeat {spec.seed}) continues from the weights repeat {spec.seed - 1} "
+                         f"ended with, and {path} does not hold them: run the chain in order from repeat 0 (a "
+                         "chain whose weights were deleted is run again from its first repeat, in a new results "
+                         "folder)")
+    model = create_model(spec.arch, pretrained=False, spec=model_spec(spec))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
+
+
+def keep_carried_weights(spec: TrialSpec, context: StudyContext, model: torch.nn.Module) -> None:
+    """Store the weights a ``carry`` trial ended with, for its next repeat (atomically: a killed run keeps none)."""
+    context.carry_root.mkdir(parents=True, exist_ok=True)
+    path = context.carry_root / f"{spec.key}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(path)

@@ -33,8 +33,9 @@ one at a time unless a caller asks for more (``max_models``)."""
 
 
 def group_key(spec: TrialSpec, context: StudyContext) -> tuple | None:
-    """What trials must share to train in one stack; ``None`` for a trial that cannot (an epoch budget)."""
-    if spec.budget == "epochs":
+    """What trials must share to train in one stack; ``None`` for a trial that cannot (an epoch budget, a validation
+    other than the protocol's, weights carried from the previous repeat)."""
+    if spec.budget == "epochs" or spec.validation != "carved" or spec.carry:
         return None
     steps = trial.step_budget(spec, len(context.evaluation(spec).pool))
     return (spec.arch, spec.input_size, spec.pretrained, steps, spec.batch_size, spec.lr, spec.weight_decay,

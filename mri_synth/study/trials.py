@@ -50,6 +50,14 @@ RECORDED_FIELDS = frozenset({
 A field added since enters a key only when it differs from its default, so adding one renames no recorded trial."""
 
 
+VALIDATION_MODES = ("carved", "none", "own")
+"""Where a trial's checkpoint is chosen. ``carved``: the evaluation's fixed validation set, carved before any subset is
+drawn (the protocol). The other two are readings of the thesis's unstated rule, run to explain its numbers, never the
+study's own arms: ``none``: no carve, the whole training split is the pool and the last step is reported; ``own``:
+a stratified 15% of the trial's own training set (synthetic images included) chooses the checkpoint and its loss is
+reported as ``val_loss`` (the thesis's "median validation loss", read literally)."""
+
+
 @dataclass(frozen=True)
 class TrialSpec(TrainSettings):
     """Everything that determines one trial. Its :attr:`key` is a stable hash of the content.
@@ -69,9 +77,16 @@ class TrialSpec(TrainSettings):
     pretrained: bool | None = None  # None: the registry's default for the architecture
     generator: str = ""  # the generator's label (registry): what decides its images; empty for none/repeat arms
     protocol: int = PROTOCOL  # 2: a validation set chooses checkpoints; 1: older trials chosen on test (read only)
+    validation: str = "carved"  # VALIDATION_MODES: carved (the protocol), none or own (readings of the thesis)
+    carry: bool = False  # start from the weights repeat seed - 1 of this spec ended with (never re-initialised)
 
     def __post_init__(self) -> None:
         super().__post_init__()  # the training settings
+        if self.validation not in VALIDATION_MODES:
+            raise ValueError(f"validation must be one of {VALIDATION_MODES}, got {self.validation!r}")
+        if self.carry and self.validation != "none":
+            raise ValueError("carry=True continues from the weights the previous repeat ended with, so every step "
+                             "counts: use it with validation='none' (no checkpoint is chosen)")
         check_fraction(self.real_fraction, "real_fraction")
         check_mode(self.split)
         object.__setattr__(self, "synthetic_classes", tuple(sorted(self.synthetic_classes)))
@@ -151,7 +166,8 @@ class TrialSpec(TrainSettings):
             "split": self.split, "fold": self.fold, "protocol": self.protocol,
             "budget": self.budget, "epochs": self.epochs, "max_steps": self.max_steps or 0,
             "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
-            "input_size": self.input_size, "precision": self.precision,
+            "input_size": self.input_size, "precision": self.precision, "validation": self.validation,
+            "carry": self.carry,
             "pretrained": {None: "default", True: "yes", False: "no"}[self.pretrained], "seed": self.seed,
             "policy": self.policy, "generator": self.generator, "generator_kind": generator_kind(self.synthetic),
         }

@@ -129,3 +129,63 @@ def test_test_readouts_hold_the_four_way_metrics_and_the_dementia_readouts(sampl
     assert readouts["test_loss"] == pytest.approx(0.0, abs=1e-6) and "loss" not in readouts
     assert readouts["accuracy"] == 1.0 and readouts["dementia_auc"] == 1.0 and readouts["dementia_auc_person"] == 1.0
     assert readouts["people"] == len(set(test.groups.tolist())) and readouts["person_accuracy"] == 1.0
+
+
+TINY_THESIS = dict(epochs=1, batch_size=32, real_fraction=0.3)  # the thesis's budget: epochs of its own images
+
+
+def test_without_a_validation_carve_the_pool_is_the_whole_split_and_the_last_step_is_reported(context):
+    carved = context.evaluation(S.TrialSpec())
+    whole = context.evaluation(S.TrialSpec(validation="none"))
+    assert len(whole.pool) == len(carved.pool) + len(carved.validation) and len(whole.validation) == 0
+    assert set(whole.pool.ids) == set(carved.pool.ids) | set(carved.validation.ids)
+    assert whole.test.ids == carved.test.ids  # the same test slices
+    outcome = trial.run_trial(S.TrialSpec(validation="none", **TINY_THESIS), context)
+    metrics = outcome["metrics"]
+    assert metrics["best_step"] == metrics["steps"] and "val_loss" not in metrics
+    assert metrics["test_loss"] == metrics["test_loss_last"]
+
+
+def test_own_validation_is_carved_from_the_trials_own_training_set_and_reported(context, monkeypatch):
+    spec = S.TrialSpec(validation="own", **TINY_THESIS)
+    seen = {}
+    real_fit = trial.fit
+
+    def watching(model, images, labels, *args, validation=None, **kwargs):
+        seen["train"], seen["validation"] = len(labels), validation
+        return real_fit(model, images, labels, *args, validation=validation, **kwargs)
+
+    monkeypatch.setattr(trial, "fit", watching)
+    metrics = trial.run_trial(spec, context)["metrics"]
+    own = trial.training_set(spec, context)
+    assert seen["train"] + len(seen["validation"][1]) == len(own.labels) == metrics["train_images"]
+    assert metrics["own_validation_images"] == len(seen["validation"][1]) > 0
+    assert "val_loss" in metrics  # on the trial's own carve, not the protocol's validation set
+    assert len(seen["validation"][1]) != len(context.evaluation(spec).validation)
+
+
+def test_carried_weights_continue_from_the_previous_repeat_in_order(context, tmp_path):
+    chained = trial.StudyContext(data=context.data, bank_root=context.bank_root,
+                                 generator_root=context.generator_root, carry_root=tmp_path / "carry")
+    first, second = (S.TrialSpec(validation="none", carry=True, seed=s, **TINY_THESIS) for s in (0, 1))
+    with pytest.raises(ValueError, match="run the chain in order from repeat 0"):
+        trial.run_trial(second, chained)
+    trial.run_trial(first, chained)
+    ended = torch.load(tmp_path / "carry" / f"{first.key}.pt", weights_only=True)
+    start = trial.carried_weights(second, chained)
+    assert all(torch.equal(start.state_dict()[k], v) for k, v in ended.items())  # repeat 1 starts where 0 ended
+    carried = trial.run_trial(second, chained)["metrics"]
+    fresh = trial.run_trial(replace(second, carry=False), chained)["metrics"]
+    assert carried["test_loss"] != fresh["test_loss"]
+
+
+def test_validation_modes_are_checked_and_keep_the_recorded_keys():
+    with pytest.raises(ValueError, match="validation must be one of"):
+        S.TrialSpec(validation="test")
+    with pytest.raises(ValueError, match="use it with validation='none'"):
+        S.TrialSpec(carry=True)
+    spec = S.TrialSpec(real_fraction=0.3)
+    assert spec.key == S.TrialSpec(real_fraction=0.3, validation="carved", carry=False).key  # the defaults
+    assert len({spec.key, replace(spec, validation="none").key, replace(spec, validation="own").key,
+                S.TrialSpec(real_fraction=0.3, validation="none", carry=True).key}) == 4
+    assert spec.table_columns()["validation"] == "carved" and spec.table_columns()["carry"] is False
