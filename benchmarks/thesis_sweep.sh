@@ -28,7 +28,8 @@ declare -A FLAGS=(
 ORDER=(base batch16 batch32 lr1e-4 noval ownval epochs30 carry)
 FRACTIONS=${FRACTIONS:-0.3}
 for variant in "${@:-${ORDER[@]}}"; do
-  flags=${FLAGS[$variant]:?unknown variant $variant (choose among ${ORDER[*]})}
+  [[ -v FLAGS[$variant] ]] || { echo "unknown variant $variant (choose among ${ORDER[*]})" >&2; exit 2; }
+  flags=${FLAGS[$variant]}
   seeds=--seeds\ 10
   [[ $flags == *--seeds* ]] && seeds=""
   echo "== $variant: $flags (fractions $FRACTIONS)"
