@@ -22,34 +22,38 @@ from mri_synth.study.trials import TrialSpec
 
 
 def baseline_grid(arch: str, split: str, *, lrs: Sequence[float], weight_decays: Sequence[float],
-                  epochs: Sequence[int], seeds: Sequence[int], batch_size: int = 64, input_size: int = 0
-                  ) -> list[TrialSpec]:
-    """The 100% real arm at equal steps for every (lr, weight decay, epochs, seed) of the grid."""
+                  epochs: Sequence[int], seeds: Sequence[int], batch_size: int = 64, input_size: int = 0,
+                  input_sizes: Sequence[int] = ()) -> list[TrialSpec]:
+    """The 100% real arm at equal steps for every (input size, lr, weight decay, epochs, seed) of the grid."""
     return [TrialSpec(arch=arch, split=split, lr=lr, weight_decay=wd, epochs=e, equal_steps=True, seed=seed,
-                      batch_size=batch_size, input_size=input_size)
-            for lr, wd, e, seed in itertools.product(lrs, weight_decays, epochs, seeds)]
+                      batch_size=batch_size, input_size=size)
+            for size, lr, wd, e, seed in itertools.product(input_sizes or (input_size,), lrs, weight_decays, epochs,
+                                                           seeds)]
 
 
 def tune_baseline(context: StudyContext, results_dir: str | Path, arch: str = "cnn", split: str = "slice", *,
                   lrs: Sequence[float] = (1e-3, 3e-4), weight_decays: Sequence[float] = (0.0, 1e-4),
                   epochs: Sequence[int] = (5, 10), seeds: Sequence[int] = (0,), batch_size: int = 64,
-                  input_size: int = 0, progress: bool = True) -> pd.DataFrame:
+                  input_size: int = 0, input_sizes: Sequence[int] = (), progress: bool = True) -> pd.DataFrame:
     """Run (or resume) the grid and rank its settings on validation.
 
     Returns:
-        One row per setting, best first: ``lr``, ``weight_decay``, ``epochs``, ``criterion`` (its name),
-        ``score`` (the criterion's mean over seeds at the chosen checkpoints), ``n``, and ``chosen`` (True on the
-        first row). Written to ``<results_dir>/tuning_<split>.csv`` as well.
+        One row per setting, best first: ``input_size``, ``lr``, ``weight_decay``, ``epochs``, ``criterion`` (its
+        name), ``score`` (the criterion's mean over seeds at the chosen checkpoints), ``n``, ``best_at`` (where the
+        chosen checkpoint lies in the budget, mean over seeds: 1.0 means the last step, so a longer budget might
+        have done better) and ``chosen`` (True on the first row). Written to ``<results_dir>/tuning_<split>.csv``.
     """
     specs = baseline_grid(arch, split, lrs=lrs, weight_decays=weight_decays, epochs=epochs, seeds=seeds,
-                          batch_size=batch_size, input_size=input_size)
+                          batch_size=batch_size, input_size=input_size, input_sizes=input_sizes)
     results, _ = run_study(specs, context, results_dir, progress=progress)
     criterion = "val_loss" if split == "slice" else "val_dementia_auc"
-    rows = results[results.metric == criterion]
-    table = (rows.groupby(["lr", "weight_decay", "epochs"])["value"].agg(["mean", "size"])
-             .rename(columns={"mean": "score", "size": "n"}).reset_index())
+    setting = ["input_size", "lr", "weight_decay", "epochs"]
+    wide = results.pivot_table(index=["trial_key", *setting], columns="metric", values="value").reset_index()
+    wide["best_at"] = wide["best_step"] / wide["steps"]
+    table = (wide.groupby(setting).agg(score=(criterion, "mean"), n=(criterion, "size"), best_at=("best_at", "mean"))
+             .reset_index())
     table = table.sort_values("score", ascending=criterion == "val_loss", kind="stable").reset_index(drop=True)
-    table.insert(3, "criterion", criterion)
+    table.insert(4, "criterion", criterion)
     table["chosen"] = table.index == 0
     table.to_csv(Path(results_dir) / f"tuning_{split}.csv", index=False)
     return table

@@ -36,6 +36,9 @@ def test_the_grid_is_the_100_percent_real_arm_at_equal_steps_for_every_setting()
         (lr, wd, e, seed) for lr in (1e-3, 3e-4) for wd in (0.0, 1e-4) for e in (5, 10) for seed in (0, 1)}
     assert (grid[0].lr, grid[0].weight_decay, grid[0].epochs, grid[0].seed) == (1e-3, 0.0, 5, 0)  # lr-major order
     assert baseline_grid("cnn", "slice", lrs=(), weight_decays=(0.0,), epochs=(5,), seeds=(0,)) == []
+    sizes = baseline_grid("resnet18", "slice", lrs=(1e-3,), weight_decays=(0.0,), epochs=(5,), seeds=(0,),
+                          input_sizes=(64, 96, 128))
+    assert [s.input_size for s in sizes] == [64, 96, 128] and len({s.key for s in sizes}) == 3
 
 
 @pytest.mark.parametrize("split, criterion, best_first", [("slice", "val_loss", 3e-4),
@@ -49,16 +52,23 @@ def test_the_ranking_follows_the_evaluations_criterion(tmp_path, monkeypatch, sp
 
     def fake_run_study(specs, context, results_dir, progress):  # criterion 0.5 at lr 1e-3, 0.3 at 3e-4, per seed
         ran.extend(specs)
-        rows = [{"lr": s.lr, "weight_decay": s.weight_decay, "epochs": s.epochs, "metric": m,
-                 "value": (0.5 if s.lr == 1e-3 else 0.3) + 0.01 * s.seed} for s in specs
-                for m in ("val_loss", "val_dementia_auc", "test_loss")]
+        def value(s, metric):
+            steps = {"best_step": 10.0 if s.lr == 1e-3 else 5.0 + s.seed, "steps": 10.0}
+            return steps.get(metric, (0.5 if s.lr == 1e-3 else 0.3) + 0.01 * s.seed)
+
+        rows = [{"trial_key": s.key, "input_size": s.input_size, "lr": s.lr, "weight_decay": s.weight_decay,
+                 "epochs": s.epochs, "metric": m, "value": value(s, m)}
+                for s in specs for m in ("val_loss", "val_dementia_auc", "test_loss", "best_step", "steps")]
         return pd.DataFrame(rows), pd.DataFrame()
 
     monkeypatch.setattr(tuning, "run_study", fake_run_study)
     table = tuning.tune_baseline(None, tmp_path, split=split, lrs=(1e-3, 3e-4), weight_decays=(0.0,), epochs=(2,),
                                  seeds=(0, 1), progress=False)
     assert len(ran) == 4 and {s.split for s in ran} == {split}
-    assert list(table.columns) == ["lr", "weight_decay", "epochs", "criterion", "score", "n", "chosen"]
+    assert list(table.columns) == ["input_size", "lr", "weight_decay", "epochs", "criterion", "score", "n", "best_at",
+                                   "chosen"]
+    # where the chosen checkpoint lies in the budget: at its end for lr 1e-3 (a longer budget might do better)
+    assert table.set_index("lr").best_at.to_dict() == pytest.approx({1e-3: 1.0, 3e-4: 0.55})
     assert table.lr.tolist()[0] == best_first and table.chosen.tolist() == [True, False]
     assert set(table.criterion) == {criterion} and table.n.tolist() == [2, 2]
     assert sorted(table.score) == pytest.approx([0.305, 0.505])  # the mean over the seeds
