@@ -55,9 +55,13 @@ def problems(path: Path) -> list[str]:
             found.append(f"{where}: never executed")
         outputs = cell.get("outputs", [])
         shows_figure = any(t.startswith("<Figure size") for o in outputs for t in _texts(o))
+        images = sum("image/png" in o.get("data", {}) for o in outputs)
         if FIGURE_CALL.search(cell.source) or shows_figure:
-            if not any("image/png" in o.get("data", {}) for o in outputs):
+            if not images:
                 found.append(f"{where}: makes a figure but shows none")
+        calls = len(re.findall(r"(?<![\w.])show_figure\(", cell.source))
+        if calls and "for " not in cell.source and images > calls:  # pyplot kept the figure open: shown twice
+            found.append(f"{where}: shows {images} images for {calls} show_figure call(s)")
         for output in outputs:
             for text in _texts(output):
                 match = MACHINE_PATH.search(text)
@@ -99,6 +103,11 @@ PNG = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVB
 def test_problems_finds_an_unexecuted_cell(tmp_path):
     path = _write(tmp_path, [_code("x = 1", count=None), _code("y = 2")])
     assert problems(path) == [f"{path} cell 0: never executed"]
+
+
+def test_problems_finds_a_figure_shown_twice(tmp_path):
+    path = _write(tmp_path, [_code('show_figure(fig, "a", config.figures)', [PNG, PNG])])
+    assert problems(path) == [f"{path} cell 0: shows 2 images for 1 show_figure call(s)"]
 
 
 def test_problems_finds_a_figure_cell_without_an_image(tmp_path):
