@@ -47,7 +47,7 @@ lint: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[lab]'
 	GLIBC_TUNABLES="$$($(BIN)/python -c 'import os; from mri_synth.training import heap; print(heap.tunables(existing=os.environ.get("GLIBC_TUNABLES", "")))')" \
-		$(BIN)/jupyter lab --notebook-dir=. index.ipynb
+		$(BIN)/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root) index.ipynb
 
 clean-cache:
 	rm -rf .cache runs
