@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,10 +37,11 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mri_synth.data.cache import load_data  # noqa: E402
+from mri_synth.study.runner import cpu_name  # noqa: E402,F401  (stacked_throughput imports it from here)
 from mri_synth.training import heap, models  # noqa: E402
 from mri_synth.training.augment import POLICIES, make_augment  # noqa: E402
 from mri_synth.training.fit import fit  # noqa: E402
-from mri_synth.training.settings import TrainConfig
+from mri_synth.training.settings import TrainConfig  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "alzheimer_mri"
 
@@ -272,14 +272,6 @@ def _write(out: str | None, lines: list[str]) -> None:
         Path(out).write_text("\n".join(lines) + "\n")
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 if __name__ == "__main__":

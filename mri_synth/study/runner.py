@@ -40,7 +40,8 @@ class RecordingError(RuntimeError):
     """Trials would be recorded under ``benchmarks/results`` from code that no commit holds."""
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -67,7 +68,7 @@ def provenance(data: MRIData) -> dict[str, Any]:
     versions = {p: metadata.version(p) for p in ("torch", "torchvision", "timm", "diffusers", "numpy", "pandas")}
     return {"data_source": data.source, "data_fingerprint": data.fingerprint, "git_commit": commit,
             "git_dirty": dirty, "versions": versions, "python": platform.python_version(),
-            "machine": platform.machine(), "cpu": _cpu_name(),
+            "machine": platform.machine(), "cpu": cpu_name(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""}
 
 
@@ -309,6 +310,6 @@ def load_results(results_dir: str | os.PathLike, keys: Sequence[str] | None = No
     return results, history
 
 
-__all__ = ["RECORDED_RESULTS", "RecordingError", "finish_study", "load_predictions", "load_results",
+__all__ = ["RECORDED_RESULTS", "RecordingError", "cpu_name", "finish_study", "load_predictions", "load_results",
            "migrate_trial_keys", "open_results", "pending", "per_image_losses", "provenance", "require_clean_code",
            "run_study", "write_tables", "write_trial"]
