@@ -23,6 +23,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mri_synth.analysis.intervals import median_interval  # noqa: E402
 from mri_synth.analysis.plots import new_figure, save_figure  # noqa: E402
 from mri_synth.analysis.stats import THESIS_CNN_MEDIANS  # noqa: E402
 from mri_synth.study.runner import load_results  # noqa: E402
@@ -45,18 +46,6 @@ def variant_of(row: pd.Series) -> str:
     return "+".join(names.get(c, c) for c in changed) or "base"
 
 
-def order_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """The distribution-free interval of the median from order statistics (binomial), NaN for fewer than 6."""
-    from scipy.stats import binom
-
-    n = len(values)
-    if n < 6:
-        return float("nan"), float("nan")
-    x = np.sort(values)
-    lo = int(binom.ppf((1 - confidence) / 2, n, 0.5))
-    return float(x[max(lo - 1, 0)]), float(x[min(n - lo, n - 1)])
-
-
 def recorded_rows() -> pd.DataFrame:
     """The recorded thesis-budget trials: the reported number and the lowest and last test loss over epochs."""
     history = pd.read_parquet(RECORDED / "history.parquet")
@@ -75,7 +64,7 @@ def sweep_table(results: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (variant, fraction), group in wide.groupby(["variant", "real_fraction"], sort=False):
         values = group["test_loss"].to_numpy()
-        lo, hi = order_interval(values)
+        lo, hi, _ = median_interval(values)
         median = float(np.median(values))
         own = float(group["val_loss"].median()) if variant == "ownval" and "val_loss" in group else float("nan")
         closest = own if variant == "ownval" else median
