@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict, replace
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -61,14 +62,29 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace) -> None:
-    config = ArchitectureStudy(arch=args.arch, data_source=args.data or "", real_fractions=args.fractions,
-                               arms=args.arms, n_seeds=args.seeds, first_seed=args.first_seed, splits=args.split,
-                               pretrained=args.pretrained, diffusion_preset=args.diffusion_preset,
-                               openai_model=args.openai_model, openai_quality=args.openai_quality,
-                               synthetic_folder=_absolute(args.synthetic_folder), device=args.device,
-                               cpu_threads=args.cpu_threads, results_dir=_absolute(args.results),
-                               validation=args.validation, carry=args.carry,
-                               **asdict(TrainSettings.of(args)))  # --epochs, --lr, ...: the training settings
+    if args.profile:  # the profile's grid for --arch, as notebooks 04-06 would run it; the flags choose its trials
+        defaults = vars(build_parser().parse_args(["study"]))
+        ignored = sorted(f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                         if k not in PROFILE_STUDY_FLAGS and v != defaults.get(k, v))
+        if ignored:
+            raise ValueError(f"--profile {args.profile} takes every setting from the profile, so {', '.join(ignored)} "
+                             "would be ignored: drop them (only --arch, --first-seed, --seeds, --split and the Ray "
+                             "flags go with --profile), or run without --profile")
+        config = _profile_study(args.profile, args.arch)
+        chosen = {k: v for k, v in (("first_seed", args.first_seed), ("n_seeds", args.seeds),
+                                    ("splits", args.split)) if v is not None}
+        config = replace(config, **chosen)
+    else:
+        config = ArchitectureStudy(arch=args.arch, data_source=args.data or "", real_fractions=args.fractions,
+                                   arms=args.arms, n_seeds=_given(args.seeds, "n_seeds"),
+                                   first_seed=_given(args.first_seed, "first_seed"),
+                                   splits=_given(args.split, "splits"),
+                                   pretrained=args.pretrained, diffusion_preset=args.diffusion_preset,
+                                   openai_model=args.openai_model, openai_quality=args.openai_quality,
+                                   synthetic_folder=_absolute(args.synthetic_folder), device=args.device,
+                                   cpu_threads=args.cpu_threads, results_dir=_absolute(args.results),
+                                   validation=args.validation, carry=args.carry, subject_epochs=args.subject_epochs,
+                                   **asdict(TrainSettings.of(args)))  # --epochs, --lr, ...: the training settings
     print(config.plan().to_string())
     ray = dict(address=args.ray_address or None, num_gpus=args.ray_gpus) if args.ray or args.ray_address else None
     try:
@@ -83,13 +99,33 @@ def _study(args: argparse.Namespace) -> None:
     print(f"results: {config.results}")
 
 
-def _profile_study(name: str) -> ArchitectureStudy:
-    """The CNN grid a profile plans (its common and 04 sections), as notebook 04 would build it."""
+ARCH_NOTEBOOKS = {"04_train_cnn": "cnn", "05_train_resnet18": "resnet18", "06_train_vit": "vit"}
+"""The notebooks that train an architecture, with the one each trains unless its profile section names another."""
+
+
+PROFILE_STUDY_FLAGS = {"profile", "arch", "first_seed", "seeds", "split", "ray", "ray_address", "ray_gpus", "func",
+                       "command"}
+"""``mri-synth study`` flags that go with ``--profile``: which architecture and which of its trials, and where."""
+
+
+def _given(value: Any, field_name: str) -> Any:
+    """A flag's value, or ArchitectureStudy's default where it was not given (None)."""
+    default = ArchitectureStudy.__dataclass_fields__[field_name].default
+    return default if value is None else value
+
+
+def _profile_study(name: str, arch: str = "cnn") -> ArchitectureStudy:
+    """The grid of ``arch`` a profile plans (its common section and the notebook that trains ``arch``), as that
+    notebook (04-06) would build it."""
     profile = load_profile(name)
     notebooks = profile.get("notebooks") or {}
-    section = {**(profile.get("common") or {}), **(notebooks.get("04_train_cnn") or {})}
-    return ArchitectureStudy(arch="cnn", **{k: v for k, v in section.items()
-                                            if k in ArchitectureStudy.parameter_names()})
+    trained = {}
+    for notebook, default_arch in ARCH_NOTEBOOKS.items():
+        section = {"arch": default_arch, **(profile.get("common") or {}), **(notebooks.get(notebook) or {})}
+        trained[section["arch"]] = section
+    if arch not in trained:
+        raise ValueError(f"profile {name} trains no {arch!r}: its notebooks 04-06 train {', '.join(trained)}")
+    return ArchitectureStudy(**{k: v for k, v in trained[arch].items() if k in ArchitectureStudy.parameter_names()})
 
 
 def _generators(args: argparse.Namespace) -> None:
@@ -183,11 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="real fractions")
     st.add_argument("--arms", nargs="+", default=list(default["arms"]),
                     help=f"arms: none, {arms}; kind:Class,Class; joined by +; arm@0.3 (default: %(default)s)")
-    st.add_argument("--seeds", type=int, default=default["n_seeds"], help="repeats per setting")
-    st.add_argument("--first-seed", type=int, default=default["first_seed"],
-                    help="first repeat index (extend a finished study)")
-    st.add_argument("--split", nargs="+", default=list(default["splits"]), choices=["slice", "subject"],
-                    help="evaluations: slice (the source's split, thesis-comparable), subject (people never seen)")
+    st.add_argument("--profile", default="", help="run this profile's grid of --arch (every setting from the "
+                    "profile; --first-seed, --seeds and --split choose which of its trials)")
+    st.add_argument("--seeds", type=int, default=None, help=f"repeats per setting (default {default['n_seeds']})")
+    st.add_argument("--first-seed", type=int, default=None,
+                    help="first repeat index (extend a finished study; default 0)")
+    st.add_argument("--split", nargs="+", default=None, choices=["slice", "subject"],
+                    help="evaluations: slice (the source's split, thesis-comparable), subject (people never seen); "
+                         "default slice")
     st.add_argument("--pretrained", action="store_true", help="start from pretrained weights (timm cache or file)")
     st.add_argument("--validation", default="carved", choices=VALIDATION_MODES,
                     help="where checkpoints are chosen: carved (the protocol's fixed validation set), none (no carve, "
@@ -196,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "ended with (the thesis's loop read as never re-initialising; "
                                                          "needs --validation none and repeats run in order)")
     settings.add_arguments(st, **{name: default[name] for name in TrainSettings.names()})
+    st.add_argument("--subject-epochs", type=int, default=default["subject_epochs"],
+                    help="the subject evaluation's epochs when tuning froze another budget for it (0: --epochs)")
     _generator_options(st, default)
     st.add_argument("--results", default=None, help="results folder (default results/); the arch is a sub-folder")
     st.add_argument("--ray", action="store_true", help="run the trials as tasks on a local Ray (pip install -e "

@@ -47,6 +47,30 @@ def test_study_then_report_on_the_sample(capsys, tmp_path):
     assert "epochs" in summary[0] and len(summary) == 1 + 4  # 2 arms x 2 grids
 
 
+def test_study_runs_the_trials_a_profile_plans_a_repeat_at_a_time(capsys, tmp_path):
+    import json
+
+    import yaml
+
+    results = tmp_path / "results"
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump({
+        "common": {"data_source": "sample", "n_seeds": 4, "real_fractions": [0.3], "splits": ["slice", "subject"],
+                   "results_dir": str(results), "equal_steps": True},
+        "notebooks": {"04_train_cnn": {"arms": ["none"], "epochs": 1, "subject_epochs": 2, "batch_size": 32},
+                      "06_train_vit": {"arch": "vit_tiny", "epochs": 3}}}))
+    assert cli.main(["study", "--profile", str(profile), "--first-seed", "1", "--seeds", "1", "--split", "subject"]) == 0
+    specs = [json.loads(f.read_text())["spec"] for f in (results / "cnn" / "trials").glob("*.json")]
+    assert [(s["split"], s["seed"], s["epochs"], s["batch_size"]) for s in specs] == [("subject", 1, 2, 32)]
+    assert cli._profile_study(str(profile), "vit_tiny").training.epochs == 3  # 06's section names its arch
+    capsys.readouterr()
+    assert cli.main(["study", "--profile", str(profile), "--arch", "resnet50"]) == 2
+    assert "trains no 'resnet50'" in capsys.readouterr().err
+    assert cli.main(["study", "--profile", str(profile), "--epochs", "7", "--lr", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs, --lr would be ignored" in err and "Traceback" not in err
+
+
 def test_generate_dry_run_prices_without_a_key(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     args = ["generate", "--generator", "openai", "--data", "sample", "--fraction", "0.3", "--variants", "2",
@@ -65,7 +89,9 @@ def test_defaults_agree_across_layers():
     parser = cli.build_parser()
     study_args = parser.parse_args(["study"])
     defaults = ArchitectureStudy()
-    for option, field in [("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"), ("seeds", "n_seeds"),
+    assert (cli._given(study_args.seeds, "n_seeds"), cli._given(study_args.split, "splits")) == (
+        defaults.n_seeds, defaults.splits)  # not given: the configs' defaults
+    for option, field in [("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
                           ("diffusion_preset", "diffusion_preset"), ("arms", "arms"), ("fractions", "real_fractions")]:
         assert tuple(getattr(study_args, option)) == tuple(getattr(defaults, field)) if isinstance(
             getattr(defaults, field), tuple) else getattr(study_args, option) == getattr(defaults, field)

@@ -4,12 +4,19 @@ A *contrast* is ``"A vs B"`` (two policy labels, e.g. ``"30% real + 70% diffusio
 by repeat (repeat r of every arm shares the real subset, the seed and, in ``subject`` mode, the test people). For
 each contrast, within each evaluation (``split``) and grid, :func:`paired_contrasts` reports
 
-- the mean paired difference A - B with its BCa bootstrap interval (``intervals.bca_mean_interval``);
+- the mean paired difference A - B with its BCa bootstrap interval (``intervals.bca_mean_interval``), or in
+  ``subject`` mode the corrected t interval that goes with that mode's test (``intervals.corrected_mean_interval``;
+  the ``interval`` column names it);
 - the median paired difference with its order-statistic interval and the coverage it reaches;
 - where per-image test losses are given (``runner.per_image_losses``), a two-level bootstrap interval of the mean
   per-image loss difference, resampling repeats and test people (both sources of variation);
-- the exact Wilcoxon signed-rank p-value, Holm-adjusted over the family, and a warning where the number of
-  repeats cannot reach the stated level at all.
+- a p-value, Holm-adjusted over the family: in ``slice`` mode the exact Wilcoxon signed-rank test (with a
+  warning where the number of repeats cannot reach the stated level at all); in ``subject`` mode, where repeats r
+  and r + 5 share their test, validation and training people and every fold's training people overlap the
+  others', Nadeau and Bengio's corrected resampled t-test over the repeats (``intervals.corrected_resampled_t``,
+  with n_test/n_train = 1/(k - 1) for k person folds). The ``test`` column names the one used;
+- the smallest mean difference each contrast could have detected (80% power, two-sided at Holm's strictest level
+  alpha / m, from the pairs' spread and the same test's standard error), so "no difference detected" can be read.
 
 It is the package's one function that compares arms. The *declared* family is the profile's ``contrasts``, fixed
 before the run; any other reading (a policy against a reference, :func:`against_reference`; the README's
@@ -28,11 +35,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from mri_synth.analysis.intervals import bca_mean_interval, median_interval, significance_warning, two_level_interval
+from mri_synth.analysis.intervals import (bca_mean_interval, corrected_mean_interval, corrected_resampled_t,
+                                          detectable_difference, fold_ratio, median_interval, significance_warning,
+                                          two_level_interval)
 from mri_synth.analysis.stats import holm_adjust, is_lower_better, metric_rows, require_columns, setting_columns
 
 PRIMARY = {"slice": "test_loss", "subject": "dementia_auc_person"}
 """The readout each evaluation leads with."""
+
+POWER = 0.8
+"""The power at which ``detectable`` is stated."""
+
+WILCOXON = "exact Wilcoxon signed-rank"
+CORRECTED_T = "corrected resampled t (Nadeau-Bengio, {k} person folds)"
 
 
 def parse_contrast(text: str) -> tuple[str, str]:
@@ -91,10 +106,10 @@ def paired_contrasts(results: pd.DataFrame, family: Sequence[str], metric: str |
 
     Returns:
         One row per (evaluation/grid, contrast): ``split``, ``a``, ``b``, ``family`` (``"declared"`` or
-        ``"exploratory"``), ``metric``, ``n_pairs``, ``mean_diff``, ``mean_lo``, ``mean_hi`` (BCa),
-        ``median_diff``, ``median_lo``, ``median_hi``, ``median_coverage``, ``p_value``, ``p_holm``,
-        ``a_better_share``, ``image_diff``, ``image_lo``, ``image_hi`` (two-level; NaN without ``per_image``),
-        ``warning``.
+        ``"exploratory"``), ``metric``, ``n_pairs``, ``mean_diff``, ``mean_lo``, ``mean_hi`` (``interval`` names which),
+        ``median_diff``, ``median_lo``, ``median_hi``, ``median_coverage``, ``test``, ``p_value``, ``p_holm``,
+        ``detectable`` (the smallest mean difference detectable with 80% power), ``a_better_share``,
+        ``image_diff``, ``image_lo``, ``image_hi`` (two-level; NaN without ``per_image``), ``warning``.
 
     Raises:
         ValueError: a missing column or metric, a contrast not written ``"A vs B"``, an arm with several rows per
@@ -107,6 +122,8 @@ def paired_contrasts(results: pd.DataFrame, family: Sequence[str], metric: str |
     for split, part in results.groupby("split", sort=True) if "split" in results else [("slice", results)]:
         readout = metric or PRIMARY[split]
         rows = metric_rows(part, readout)
+        folds = part["fold"].nunique() if split == "subject" and "fold" in part else 0
+        ratio = fold_ratio(folds) if folds >= 2 else None  # repeats share people: the corrected test
         setting = setting_columns(rows, ["arch"], exclude=("generator",))
         for key, group in rows.groupby(setting, sort=True):
             key = key if isinstance(key, tuple) else (key,)
@@ -118,7 +135,8 @@ def paired_contrasts(results: pd.DataFrame, family: Sequence[str], metric: str |
                     continue
                 diff = (paired[a] - paired[b]).to_numpy()
                 records.append({**where, "a": a, "b": b, "family": label, "metric": readout,
-                                **_describe(diff, is_lower_better(readout), seed),
+                                **_describe(diff, is_lower_better(readout), seed, ratio, folds,
+                                            alpha / max(len(pairs), 1)),
                                 **_image_level(per_image, split, key, setting, a, b, seed)})
     table = pd.DataFrame.from_records(records)
     if table.empty:
@@ -131,7 +149,8 @@ def paired_contrasts(results: pd.DataFrame, family: Sequence[str], metric: str |
                          f"labels against {policies}")
     table["p_holm"] = table.groupby([c for c in table.columns if c in ("split", "arch")])["p_value"].transform(
         lambda p: holm_adjust(p.to_numpy()))
-    table["warning"] = [significance_warning(n, alpha, len(pairs)) for n in table.n_pairs]
+    table["warning"] = [significance_warning(n, alpha, len(pairs)) if test == WILCOXON else ""
+                        for n, test in zip(table.n_pairs, table.test)]
     return table
 
 
@@ -149,14 +168,24 @@ def _arm(group: pd.DataFrame, policy: str, where: dict) -> pd.Series:
     return rows.set_index("seed")["value"].astype(float)
 
 
-def _describe(diff: np.ndarray, lower_is_better: bool, seed: int) -> dict[str, float]:
-    low, high = bca_mean_interval(diff, seed=seed)
+def _describe(diff: np.ndarray, lower_is_better: bool, seed: int, ratio: float | None, folds: int,
+              strictest_alpha: float) -> dict[str, float | str]:
+    """The paired differences' estimates, test and detectable difference; ``ratio``: the corrected t-test's
+    n_test/n_train where repeats share people (None: the signed-rank test)."""
     median_lo, median_hi, coverage = median_interval(diff)
-    p = float(sps.wilcoxon(diff).pvalue) if len(diff) > 1 and np.any(diff != 0) else float("nan")
+    if ratio is not None:
+        test, p = CORRECTED_T.format(k=folds), corrected_resampled_t(diff, ratio)
+        interval, (low, high) = "corrected t", corrected_mean_interval(diff, ratio)
+    else:
+        test = WILCOXON
+        p = float(sps.wilcoxon(diff).pvalue) if len(diff) > 1 and np.any(diff != 0) else float("nan")
+        interval, (low, high) = "BCa", bca_mean_interval(diff, seed=seed)
     better = diff < 0 if lower_is_better else diff > 0
     return {"n_pairs": len(diff), "mean_diff": float(diff.mean()), "mean_lo": low, "mean_hi": high,
             "median_diff": float(np.median(diff)), "median_lo": median_lo, "median_hi": median_hi,
-            "median_coverage": coverage, "p_value": p, "a_better_share": float(better.mean())}
+            "median_coverage": coverage, "interval": interval, "test": test, "p_value": p,
+            "detectable": detectable_difference(diff, alpha=strictest_alpha, power=POWER, test_train_ratio=ratio),
+            "a_better_share": float(better.mean())}
 
 
 def _image_level(per_image: pd.DataFrame | None, split: str, key: tuple, setting: list[str], a: str, b: str,

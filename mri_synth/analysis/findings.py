@@ -49,7 +49,10 @@ def verdict(row: pd.Series, alpha: float = 0.05) -> str:
         a_better = (row.mean_diff < 0) if lower else (row.mean_diff > 0)
         return f"**{row.a if a_better else row.b}** is better (Holm p = {row.p_holm:.3g})"
     p = "n/a" if math.isnan(row.p_holm) else f"{row.p_holm:.3g}"
-    return f"no difference detected with {row.n_pairs} paired repeats (Holm p = {p})"
+    detectable = getattr(row, "detectable", float("nan"))
+    reach = "" if math.isnan(detectable) else (f"; a true difference of {detectable:.3f} would have been detected "
+                                                "80% of the time, a smaller one may be missed")
+    return f"no difference detected with {row.n_pairs} paired repeats (Holm p = {p}){reach}"
 
 
 def findings_block(results: pd.DataFrame, family: Sequence[str], *, arch: str = "cnn", alpha: float = 0.05) -> str:
@@ -78,9 +81,11 @@ def findings_block(results: pd.DataFrame, family: Sequence[str], *, arch: str = 
             if split == "slice":
                 cells.append(_number(row.thesis_median))
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"Declared contrasts (paired by repeat; mean difference A - B with its BCa interval; Holm over "
-                  f"{len(family)}):", ""]
         ran = contrasts[contrasts.split == split] if len(contrasts) else contrasts
+        how = (f"its {ran.interval.iloc[0]} interval; {ran.test.iloc[0]} test" if len(ran)
+               else "its interval; the evaluation's paired test")
+        lines += ["", f"Declared contrasts (paired by repeat; mean difference A - B with {how}, Holm over "
+                  f"{len(family)}):", ""]
         for text in family:
             a, b = parse_contrast(text)
             found = ran[(ran.a == a) & (ran.b == b)] if len(ran) else ran

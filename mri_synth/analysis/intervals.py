@@ -8,6 +8,10 @@
   people (``subject`` mode: both the training draw and the people tested vary).
 - :func:`smallest_p` and :func:`significance_warning`: the smallest two-sided p-value an exact signed-rank test
   of ``n`` pairs can reach, and a warning where that is above the stated level (5 repeats cannot reach 0.05).
+- :func:`corrected_resampled_t`: the paired test where repeats share test people (``subject`` mode: 5 person
+  folds x 2 seeds), Nadeau and Bengio's corrected resampled t-test as Bouckaert and Frank apply it to repeated
+  k-fold cross-validation.
+- :func:`detectable_difference`: the smallest mean difference a paired comparison of this spread could detect.
 
 Holm's adjustment over a family declared before the run is ``stats.holm_adjust``; the tables come from ``study``.
 """
@@ -94,3 +98,63 @@ def significance_warning(n_pairs: int, alpha: float = 0.05, family_size: int = 1
             f"{f' after Holm over {family_size} contrasts' if family_size > 1 else ''} (smallest p = {p:.3g} "
             f"x {family_size}); run at least {needed} repeats")
 
+
+
+def fold_ratio(n_folds: int) -> float:
+    """Test share over training share of ``n_folds``-fold cross-validation, ``1 / (k - 1)``: the correction's
+    ``n_test / n_train`` (Bouckaert and Frank 2004, repeated k-fold)."""
+    if n_folds < 2:
+        raise ValueError(f"a fold correction needs at least 2 folds, got {n_folds}")
+    return 1.0 / (n_folds - 1)
+
+
+def _standard_error(diff: np.ndarray, test_train_ratio: float | None) -> float:
+    """The paired mean's standard error: ``sd / sqrt(n)``, or Nadeau and Bengio's ``sd * sqrt(1/n + ratio)`` when
+    the pairs share test people (``test_train_ratio`` given)."""
+    n = diff.size
+    inflation = 1.0 / n + (test_train_ratio or 0.0)
+    return float(np.std(diff, ddof=1) * np.sqrt(inflation))
+
+
+def corrected_resampled_t(diff: np.ndarray, test_train_ratio: float) -> float:
+    """Two-sided p-value of Nadeau and Bengio's (2003) corrected resampled t-test of paired differences.
+
+    Repeats that reuse test (and training) people are not independent; the plain t-test's variance ``s^2 / n``
+    is then too small. The correction uses ``s^2 (1/n + n_test/n_train)`` with ``n - 1`` degrees of freedom; for
+    ``r`` repetitions of ``k``-fold cross-validation (the ``subject`` evaluation: 5 person folds x 2 seeds)
+    ``n_test/n_train = 1 / (k - 1)`` (:func:`fold_ratio`; Bouckaert and Frank 2004). NaN for fewer than 2 pairs
+    or no variation.
+    """
+    diff = np.asarray(diff, dtype=float)
+    if diff.size < 2 or np.ptp(diff) == 0:
+        return float("nan")
+    t = diff.mean() / _standard_error(diff, test_train_ratio)
+    return float(2 * sps.t.sf(abs(t), df=diff.size - 1))
+
+
+def corrected_mean_interval(diff: np.ndarray, test_train_ratio: float, confidence: float = 0.95
+                            ) -> tuple[float, float]:
+    """The t interval of the mean of paired differences with :func:`corrected_resampled_t`'s standard error: the
+    interval that goes with that test (a bootstrap over repeats that share people is too narrow)."""
+    diff = np.asarray(diff, dtype=float)
+    if diff.size < 2 or np.ptp(diff) == 0:
+        return float("nan"), float("nan")
+    half = sps.t.ppf(0.5 + confidence / 2, diff.size - 1) * _standard_error(diff, test_train_ratio)
+    return float(diff.mean() - half), float(diff.mean() + half)
+
+
+def detectable_difference(diff: np.ndarray, *, alpha: float = 0.05, power: float = 0.8,
+                          test_train_ratio: float | None = None) -> float:
+    """The smallest true mean difference a two-sided paired t-test at ``alpha`` detects with ``power``, given the
+    spread of ``diff``: ``(t_{1-alpha/2} + t_{power}) x SE`` with ``n - 1`` degrees of freedom, the standard error
+    corrected for shared test people when ``test_train_ratio`` is given (:func:`corrected_resampled_t`).
+
+    It reads "no difference detected": a true difference this large would have been found 80% of the time, a
+    smaller one may have been missed. Pass the family's strictest level (Holm's first step: ``alpha / m``).
+    NaN for fewer than 3 pairs.
+    """
+    diff = np.asarray(diff, dtype=float)
+    if diff.size < 3:
+        return float("nan")
+    df = diff.size - 1
+    return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * _standard_error(diff, test_train_ratio))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mri_synth import paths
-from mri_synth.analysis.contrasts import against_reference, paired_contrasts
+from mri_synth.analysis.contrasts import against_reference, paired_contrasts, parse_contrast
 from mri_synth.analysis.findings import thesis_budget_block
 from mri_synth.analysis.plots import (
     plot_loss_distribution,
@@ -39,6 +39,8 @@ class ResultsConfig(NotebookConfig):
     contrasts: tuple[str, ...] = (  # the family Holm corrects over, declared before the run: "A vs B"
         "30% real + 70% diffusion vs 30% real", "30% real + 70% diffusion vs 30% real + autoaugment",
         "30% real + 70% diffusion vs 100% real")
+    # issue 23's two-by-two reading (blur, new content), declared before the run: a family of its own, Holm over it
+    diagnostic_contrasts: tuple[str, ...] = ()
     alpha: float = 0.05  # the level the repeats are checked against
     # the thesis-comparable rows (the thesis's epoch budget, slice split) when recorded in a folder of their own
     thesis_budget_dir: str = ""
@@ -60,6 +62,19 @@ def exploratory_contrasts(results: pd.DataFrame, config: ResultsConfig) -> pd.Da
                             exploratory=True)
 
 
+def diagnostic_family(results: pd.DataFrame, config: ResultsConfig) -> pd.DataFrame | None:
+    """The declared diagnostic family (``config.diagnostic_contrasts``: the reconstruction arms beside repeat, 100%
+    real and diffusion), Holm-corrected over itself; where none is declared or none has both arms recorded yet, a
+    sentence saying so is printed and nothing is returned."""
+    arms = set(results.policy)
+    ready = [c for c in config.diagnostic_contrasts if set(parse_contrast(c)) <= arms]
+    if not ready:
+        print("no diagnostic contrasts declared (the profile's diagnostic_contrasts)" if not config.diagnostic_contrasts
+              else f"none of the diagnostic contrasts has both arms recorded yet: {list(config.diagnostic_contrasts)}")
+        return None
+    return paired_contrasts(results, ready, alpha=config.alpha)
+
+
 def thesis_budget_results(config: ResultsConfig) -> pd.DataFrame | None:
     """The thesis-budget rows (``config.thesis_budget_dir``, its ``cnn`` folder): ``None`` when none is named,
     an empty table when the folder holds no trials yet."""
@@ -69,7 +84,8 @@ def thesis_budget_results(config: ResultsConfig) -> pd.DataFrame | None:
     return load_results(folder)[0] if folder.is_dir() else pd.DataFrame()
 
 
-__all__ = ["CLASS_NAMES", "ResultsConfig", "by_evaluation", "evaluation_summary", "exploratory_contrasts",
+__all__ = ["CLASS_NAMES", "ResultsConfig", "by_evaluation", "diagnostic_family", "evaluation_summary",
+           "exploratory_contrasts",
            "load_all_results", "paired_contrasts", "per_image_losses", "plot_loss_distribution",
            "plot_per_class_recall", "plot_policies_at_fraction", "plot_two_evaluations", "save_figure", "show_figure",
            "thesis_budget_block", "thesis_budget_results", "thesis_comparison"]

@@ -50,6 +50,7 @@ class ArchitectureStudy(NotebookConfig, TrainSettings):
     synthetic_folder: str = ""  # the folder arm: images made elsewhere, one sub-folder per class
     validation: str = "carved"  # where checkpoints are chosen (study.trials.VALIDATION_MODES); carved: the protocol
     carry: bool = False  # each repeat starts from the weights the previous one ended with (needs validation none)
+    subject_epochs: int = 0  # the subject evaluation's budget when its tuning froze another; 0: epochs
     specs: tuple[TrialSpec, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -58,13 +59,24 @@ class ArchitectureStudy(NotebookConfig, TrainSettings):
         get_spec(self.arch)  # an unknown architecture fails here, with the registry's message
         if self.n_seeds < 1:
             raise ValueError(f"n_seeds must be a positive int (repeats per setting), got {self.n_seeds!r}")
+        if self.subject_epochs < 0:
+            raise ValueError(f"subject_epochs must be 0 (the same as epochs) or a positive int, got "
+                             f"{self.subject_epochs!r}")
         specs = [spec for split in self.splits
                  for spec in study_grid([self.arch], self.real_fractions, self.arms,
                                         range(self.first_seed, self.first_seed + self.n_seeds),
-                                        self.generator_settings(), **asdict(self.training), split=split,
+                                        self.generator_settings(), **self.training_of(split), split=split,
                                         pretrained=self.pretrained, validation=self.validation,
                                         carry=self.carry)]
         object.__setattr__(self, "specs", tuple(specs))
+
+    def training_of(self, split: str) -> dict[str, Any]:
+        """The training settings of one evaluation's trials: ``subject_epochs`` replaces ``epochs`` in ``subject``
+        mode when set (each evaluation's budget is tuned on its own validation set)."""
+        settings = asdict(self.training)
+        if split == "subject" and self.subject_epochs:
+            settings["epochs"] = self.subject_epochs
+        return settings
 
     def generator_settings(self) -> GeneratorSettings:
         """The generators' settings these parameters name (content and how to run them)."""

@@ -121,15 +121,27 @@ def training_set(spec: TrialSpec, context: StudyContext) -> TrainingSet:
     generator = registry.build(spec.synthetic, context.generator_settings(spec),
                                real if entry.learns_from_subset else None, seed=spec.seed)
     bank = SyntheticBank(context.bank_root)
+    # the study's rule: variations of the subset's own images; the reconstruction diagnostic's "rest" breaks it on
+    # purpose (the pool's other images, through the subset's autoencoder)
+    drawn = real if entry.draws_from == "subset" else rest_of_pool(full, real)
     images, labels, sources = [real.images], [real.labels], []
     for c, k in enumerate(wanted):
         if not k:
             continue
-        members = real.subset((real.labels == c).nonzero().flatten())
+        members = drawn.subset((drawn.labels == c).nonzero().flatten())
+        if not len(members):  # "rest" of a class whose every person is in the subset (subject mode, Moderate: 2
+            members = real.subset((real.labels == c).nonzero().flatten())  # people): its own, as the class prior
         img, lab, _, src = registry.fill_and_sample(generator, bank, members, k, seed=spec.seed,
                                                     progress=context.progress)
         images.append(img), labels.append(lab), sources.extend(src)
     return TrainingSet(torch.cat(images), torch.cat(labels), real.ids, tuple(sources), generator.fingerprint)
+
+
+def rest_of_pool(pool: Split, subset: Split) -> Split:
+    """The pool's images outside ``subset`` (in ``subject`` mode: the other training people's slices)."""
+    taken = set(subset.ids)
+    return pool.subset(torch.tensor([i for i, image_id in enumerate(pool.ids) if image_id not in taken],
+                                    dtype=torch.int64))
 
 
 def step_budget(spec: TrialSpec, pool_size: int) -> int | None:

@@ -30,6 +30,7 @@ from mri_synth.synth.bank import SyntheticBank
 from mri_synth.synth.base import Generator
 from mri_synth.synth.folder import FolderGenerator
 from mri_synth.synth.openai_gen import DEFAULT_MODEL, OpenAIGenerator
+from mri_synth.synth.reconstruction import ReconstructionGenerator
 
 DEFAULT_DIFFUSION_PRESET = "latent-cpu"
 """The diffusion preset every entry point uses unless told otherwise (the study and the command line): the latent
@@ -61,6 +62,10 @@ class GeneratorSettings:
         return get(name).parse(self, label)
 
 
+DRAWS_FROM = ("subset", "rest")
+"""Whose images a generator varies: the trial's own real subset, or the rest of its evaluation's training pool."""
+
+
 @dataclass(frozen=True)
 class GeneratorEntry:
     """One generator of the registry.
@@ -73,6 +78,9 @@ class GeneratorEntry:
         learns_from_subset: It trains on the trial's own real subset (and needs it to build).
         paid: It costs money per image: trials never fill the bank with it.
         about: One line for help texts and tables.
+        draws_from: Which real images it makes its images of: ``subset`` (the trial's own, the study's rule) or
+            ``rest`` (the evaluation's training pool outside the subset: the reconstruction diagnostic only).
+        diagnostic: A measurement arm, not an augmentation method (the tables say so).
     """
 
     name: str
@@ -82,10 +90,18 @@ class GeneratorEntry:
     learns_from_subset: bool = False
     paid: bool = False
     about: str = ""
+    draws_from: str = "subset"
+    diagnostic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.draws_from not in DRAWS_FROM:
+            raise ValueError(f"draws_from must be one of {DRAWS_FROM}, got {self.draws_from!r}")
 
     @property
     def kind(self) -> str:
         """How the study's tables describe the arm's images."""
+        if self.diagnostic:
+            return "diagnostic: the subset's autoencoder"
         return "learned on the trial's subset" if self.learns_from_subset else "external"
 
 
@@ -224,6 +240,14 @@ def _diffusion_build(settings: GeneratorSettings, train_on: "Split | None", seed
                                      cpu_threads=settings.cpu_threads or None, progress=settings.progress)
 
 
+def _reconstruction_build(settings: GeneratorSettings, train_on: "Split | None", seed: int) -> "Generator":
+    if not settings.diffusion_preset.startswith(LATENT_PREFIX):
+        raise ValueError(f"the reconstruction arms send images through a latent generator's autoencoder, and the "
+                         f"diffusion preset {settings.diffusion_preset!r} has none: choose a latent-* preset "
+                         f"({', '.join(p for p in diffusion_presets() if p.startswith(LATENT_PREFIX))})")
+    return ReconstructionGenerator(_diffusion_build(settings, train_on, seed))
+
+
 def _openai_generator(settings: GeneratorSettings):
     return OpenAIGenerator(settings.openai_model or DEFAULT_MODEL, quality=settings.openai_quality)
 
@@ -258,6 +282,16 @@ register(GeneratorEntry(
 register(GeneratorEntry(
     "folder", _folder_label, _folder_build, lambda settings, label: replace(settings, synthetic_folder=label),
     about="images made elsewhere, one sub-folder per class (named after their source to pair them)"))
+# the diagnostics of issue 23 (measurements, not augmentation methods): blur without new content, and with it
+register(GeneratorEntry(
+    "reconstruct_own", _diffusion_label, _reconstruction_build, _diffusion_parse, learns_from_subset=True,
+    diagnostic=True, about="diagnostic: the trial's own subset sent through its latent generator's autoencoder "
+                           "(the generator's blur, no new content)"))
+register(GeneratorEntry(
+    "reconstruct_other", _diffusion_label, _reconstruction_build, _diffusion_parse, learns_from_subset=True,
+    draws_from="rest", diagnostic=True,
+    about="diagnostic: the rest of the training pool sent through the subset's latent autoencoder (new content "
+          "through the generator's decoder; in the slice evaluation it includes test people's neighbouring slices)"))
 
 
 def settings_from(values: Mapping[str, Any]) -> GeneratorSettings:

@@ -238,3 +238,19 @@ def test_paired_contrasts_by_hand_with_holm_and_the_warning():
     assert subject.metric == "dementia_auc_person" and subject.a_better_share == 1.0  # a higher AUC is better
     with pytest.raises(ValueError, match="written 'A vs B'"):
         parse_contrast("diffusion against none")
+
+
+def test_subject_repeats_that_share_people_use_the_corrected_test_and_its_interval(paired_table):
+    table, differences = paired_table
+    slice_row = _one(table.assign(split="slice", fold=0), "A vs B")
+    subject = table.assign(split="subject", fold=table.seed % 5)
+    row = _one(subject, "A vs B")
+    assert slice_row["test"] == "exact Wilcoxon signed-rank" and slice_row["interval"] == "BCa"
+    assert row["test"] == "corrected resampled t (Nadeau-Bengio, 5 person folds)" and row["interval"] == "corrected t"
+    from mri_synth.analysis import intervals
+    assert row["p_value"] == pytest.approx(intervals.corrected_resampled_t(differences, 0.25))
+    assert (row["mean_lo"], row["mean_hi"]) == pytest.approx(intervals.corrected_mean_interval(differences, 0.25))
+    assert row["warning"] == ""  # the t-test can reach the level with 10 repeats; the signed-rank warning is not its
+    # the detectable difference at Holm's strictest level, with the corrected standard error
+    assert row["detectable"] == pytest.approx(intervals.detectable_difference(differences, test_train_ratio=0.25))
+    assert row["detectable"] > slice_row["detectable"] > 0

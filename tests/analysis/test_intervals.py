@@ -87,3 +87,38 @@ def test_smallest_p_and_the_repeats_a_family_needs():
     assert warning == ("with 6 paired repeats the exact signed-rank test cannot reach p < 0.05 after Holm over 3 "
                        "contrasts (smallest p = 0.0312 x 3); run at least 7 repeats")
     assert "run at least 8 repeats" in intervals.significance_warning(6, alpha=0.01)
+
+
+def test_corrected_resampled_t_by_hand_and_wider_than_the_plain_t():
+    diff = np.array([0.02, -0.01, 0.03, 0.01, 0.04, -0.02, 0.05, 0.00, 0.02, 0.03])
+    ratio = intervals.fold_ratio(5)
+    assert ratio == 0.25
+    se = diff.std(ddof=1) * np.sqrt(1 / 10 + 0.25)  # Nadeau and Bengio's variance, by hand
+    t = diff.mean() / se
+    assert intervals.corrected_resampled_t(diff, ratio) == pytest.approx(2 * sps.t.sf(abs(t), 9))
+    plain = sps.ttest_1samp(diff, 0).pvalue
+    assert intervals.corrected_resampled_t(diff, ratio) > plain  # shared people: less evidence than 10 free pairs
+    assert intervals.corrected_resampled_t(diff, 0.0) == pytest.approx(plain)  # no sharing: the paired t-test
+    low, high = intervals.corrected_mean_interval(diff, ratio)
+    half = sps.t.ppf(0.975, 9) * se
+    assert (low, high) == pytest.approx((diff.mean() - half, diff.mean() + half))
+    assert np.isnan(intervals.corrected_resampled_t(np.ones(5), ratio))
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        intervals.fold_ratio(1)
+
+
+def test_detectable_difference_is_the_power_formula_and_shrinks_with_repeats():
+    rng = np.random.default_rng(0)
+    diff = rng.normal(0.0, 0.05, size=10)
+    expected = (sps.t.ppf(0.975, 9) + sps.t.ppf(0.8, 9)) * diff.std(ddof=1) / np.sqrt(10)
+    assert intervals.detectable_difference(diff) == pytest.approx(expected)
+    stricter = intervals.detectable_difference(diff, alpha=0.05 / 3)
+    shared = intervals.detectable_difference(diff, test_train_ratio=0.25)
+    assert stricter > expected and shared > expected
+    more = np.concatenate([diff] * 4)  # the same spread over 40 repeats
+    assert intervals.detectable_difference(more) < expected / 1.8
+    # simulated: a true shift of the detectable size is found about 80% of the time by the t-test
+    size, n = expected, 10
+    hits = [sps.ttest_1samp(rng.normal(size, diff.std(ddof=1), n), 0).pvalue < 0.05 for _ in range(2000)]
+    assert 0.72 < np.mean(hits) < 0.88
+    assert np.isnan(intervals.detectable_difference(diff[:2]))

@@ -91,3 +91,18 @@ def test_load_all_results_says_what_to_run_when_the_folder_is_empty(tmp_path):
 
 def test_the_notebook_gets_what_it_shows():
     assert set(R.__all__) <= set(dir(R)) and "exploratory_contrasts" in R.__all__ and "ResultsConfig" in R.__all__
+
+
+def test_the_diagnostic_family_is_corrected_on_its_own_and_says_when_it_cannot_run(capsys):
+    rows = [{"arch": "cnn", "split": "slice", "policy": p, "seed": s, "metric": "test_loss", "value": v + 0.01 * s,
+             "real_fraction": 0.3, "trial_key": f"{p}{s}"}
+            for p, v in (("30% real + 70% reconstruct_own", 0.8), ("30% real + 70% repeat", 0.7)) for s in range(6)]
+    results = pd.DataFrame(rows)
+    assert R.diagnostic_family(results, R.ResultsConfig()) is None
+    assert "no diagnostic contrasts declared" in capsys.readouterr().out
+    family = ("30% real + 70% reconstruct_own vs 30% real + 70% repeat", "30% real + 70% reconstruct_other vs 100% real")
+    table = R.diagnostic_family(results, R.ResultsConfig(diagnostic_contrasts=family))
+    assert len(table) == 1 and table.mean_diff.iloc[0] == pytest.approx(0.1) and (table.family == "declared").all()
+    assert R.diagnostic_family(results[results.policy == "30% real + 70% repeat"],
+                               R.ResultsConfig(diagnostic_contrasts=family)) is None
+    assert "has both arms recorded yet" in capsys.readouterr().out

@@ -34,12 +34,22 @@ def test_every_spec_carries_the_settings_the_split_and_the_preset(tmp_path):
     assert config.results == tmp_path / "cnn"  # the run writes the architecture's folder
 
 
+def test_each_evaluation_trains_its_own_frozen_budget():
+    config = ArchitectureStudy(splits=("slice", "subject"), epochs=10, subject_epochs=5, n_seeds=1)
+    assert {(s.split, s.epochs) for s in config.specs} == {("slice", 10), ("subject", 5)}
+    same = ArchitectureStudy(splits=("slice", "subject"), epochs=10, n_seeds=1)
+    assert {s.epochs for s in same.specs} == {10}
+    # a budget given for subject leaves the slice trials (and their keys) as they were
+    assert {s.key for s in config.specs if s.split == "slice"} == {s.key for s in same.specs if s.split == "slice"}
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(arch="alexnet9"), "alexnet9"),
     (dict(n_seeds=0), "n_seeds must be a positive int"),
     (dict(arms=("dalle2",)), "unknown arm part 'dalle2'"),
     (dict(splits=("people",)), "people"),
     (dict(equal_steps=True, max_steps=10), "set either max_steps"),
+    (dict(subject_epochs=-1), "subject_epochs must be 0"),
 ])
 def test_bad_parameters_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):

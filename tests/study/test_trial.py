@@ -189,3 +189,38 @@ def test_validation_modes_are_checked_and_keep_the_recorded_keys():
     assert len({spec.key, replace(spec, validation="none").key, replace(spec, validation="own").key,
                 S.TrialSpec(real_fraction=0.3, validation="none", carry=True).key}) == 4
     assert spec.table_columns()["validation"] == "carved" and spec.table_columns()["carry"] is False
+
+
+TOY_LATENT = "latent-toy:ae_steps=3,train_steps=2"  # the code path, not the images
+
+
+@pytest.mark.parametrize("split", ["slice", "subject"])
+def test_reconstruction_arms_draw_from_the_subset_or_from_the_rest_of_the_pool(sample_data, split, tmp_path_factory):
+    context = trial.StudyContext(data=sample_data, bank_root=tmp_path_factory.mktemp("bank"),
+                                 generator_root=tmp_path_factory.mktemp("generators"), cpu_threads=1)
+    base = S.TrialSpec(real_fraction=0.3, synthetic="reconstruct_own", synthetic_fraction=0.7, seed=1, split=split,
+                       generator=TOY_LATENT)
+    own = trial.training_set(base, context)
+    other = trial.training_set(replace(base, synthetic="reconstruct_other"), context)
+    ev = context.evaluation(base)
+    rest = set(ev.pool.ids) - set(own.real_ids)
+    assert own.real_ids == other.real_ids  # the same real subset, as every arm of the repeat
+    assert own.synthetic_sources and set(own.synthetic_sources) <= set(own.real_ids)
+    # never val or test; the subset only for a class with no other training image (its own reconstructions)
+    exhausted = {c for c in range(4) if not any(ev.pool.labels[i] == c for i, s in enumerate(ev.pool.ids) if s in rest)}
+    from_subset = set(other.synthetic_sources) - rest
+    assert other.synthetic_sources and set(other.synthetic_sources) <= rest | set(own.real_ids)
+    assert {int(ev.pool.labels[ev.pool.ids.index(s)]) for s in from_subset} <= exhausted
+    assert (split == "slice") == (not exhausted)  # the sample's subject folds exhaust a class: the fallback is tested
+    assert other.labels.bincount(minlength=4).tolist() == own.labels.bincount(minlength=4).tolist()
+    assert not set(other.synthetic_sources) & (set(ev.test.ids) | set(ev.validation.ids))
+    # both through one autoencoder: the subset's, the very generator the diffusion arm of the repeat uses
+    assert own.generator_fingerprint == other.generator_fingerprint
+    diffusion = trial.training_set(replace(base, synthetic="diffusion"), context)
+    assert diffusion.generator_fingerprint != own.generator_fingerprint
+    assert len(list(context.generator_root.iterdir())) == 1  # trained once for the three arms
+    # the added images are reconstructions: near their sources, not the sources themselves
+    pool = dict(zip(ev.pool.ids, ev.pool.images))
+    added = other.images[len(other.real_ids):]
+    sources = torch.stack([pool[s] for s in other.synthetic_sources])
+    assert added.shape == sources.shape and not torch.equal(added, sources)

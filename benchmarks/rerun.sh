@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The rerun of profiles/rerun.yaml (issues 23 and 24), one repeat at a time, with a commit after each: every trial of
+# one architecture and evaluation for repeat r (all its arms: a whole paired repeat), then the next repeat.
+#
+# Run it from a worktree of a clean commit, so every trial cites that commit, with the caches of the main checkout
+# (the generators are trained once per subset there and shared by every arm and architecture):
+#   git worktree add --detach ../runner HEAD && cd ../runner
+#   MRI_SYNTH_DATA=$(realpath ../shared/data/alzheimer_mri) PYTHONPATH=$PWD MRI_SYNTH_CACHE=$MAIN/.cache \
+#       MAIN=$MAIN bash benchmarks/rerun.sh ARCH SPLIT [FIRST [LAST]]
+# Two of these at once (say slice and subject), one thread each, fill the 2 cores. MAIN (the main checkout) receives
+# the trial files and a commit after each repeat; without it they stay here. A killed run resumes where it stopped.
+set -euo pipefail
+ARCH=${1:?usage: rerun.sh ARCH SPLIT [FIRST [LAST]] (ARCH: cnn, resnet18, vit_tiny; SPLIT: slice or subject)}
+SPLIT=${2:?usage: rerun.sh ARCH SPLIT [FIRST [LAST]]}
+FIRST=${3:-0}
+LAST=${4:-9}
+MRI=${MRI:-${MAIN:-.}/.venv/bin/mri-synth}
+OUT=benchmarks/results/rerun/results/$ARCH
+for repeat in $(seq "$FIRST" "$LAST"); do
+  echo "== $ARCH $SPLIT repeat $repeat"
+  OMP_NUM_THREADS=1 $MRI study --profile rerun --arch "$ARCH" --split "$SPLIT" --first-seed "$repeat" --seeds 1
+  if [[ -n ${MAIN:-} ]]; then
+    mkdir -p "$MAIN/$OUT" && cp -r "$OUT/." "$MAIN/$OUT/"
+    for try in 1 2 3; do  # another run (the other evaluation) may be committing at the same moment
+      git -C "$MAIN" add "$OUT" && git -C "$MAIN" commit -q -m "rerun ($ARCH, $SPLIT): repeat $repeat, trials" \
+        -- "$OUT" && break || sleep 5
+    done
+  fi
+done
