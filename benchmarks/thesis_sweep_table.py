@@ -93,6 +93,22 @@ def figure(wide: pd.DataFrame):
     return fig
 
 
+def carry_figure(wide: pd.DataFrame):
+    """The carried model's test loss after each repeat (one model, never re-initialised), per real fraction."""
+    carried = wide[wide.variant == "carry"].sort_values("seed")
+    fig = new_figure(8, 3.4)
+    ax = fig.subplots()
+    for fraction, group in carried.groupby("real_fraction"):
+        label = f"{fraction:.0%} real (median over {len(group)} repeats {np.median(group.test_loss):.3f})"
+        line = ax.plot(group.seed + 1, group.test_loss, marker="o", ms=3, label=label)[0]
+        ax.axhline(THESIS[round(float(fraction), 2)], color=line.get_color(), lw=1, ls="--")
+    ax.set_xlabel("repeats the one model has trained through (each: 10 epochs of a new stratified subset)")
+    ax.set_ylabel("test cross-entropy after the repeat")
+    ax.set_title("Weights carried from repeat to repeat (slice split, this CPU); dashed: the thesis's medians")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", default=str(SWEEP))
@@ -114,6 +130,8 @@ def main(argv: list[str] | None = None) -> str:
         own["variant"] = own.apply(variant_of, axis=1)
         own = own[own.variant == "ownval"].assign(test_loss=lambda t: t["value"], variant="ownval\n(its own val loss)")
         save_figure(figure(pd.concat([wide, own], ignore_index=True)), "thesis_row", args.out)
+        if (wide.variant == "carry").any():
+            save_figure(carry_figure(wide), "thesis_row_carry", args.out)
     text = "\n".join(lines)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "thesis_row.md").write_text(text + "\n")
