@@ -48,11 +48,31 @@ def evaluation_summary(results: pd.DataFrame, real_fraction: float | None = None
             rows = rows[np.isclose(rows.real_fraction.astype(float), real_fraction)]
         by = setting_columns(rows, ["arch", "policy", "real_fraction"], exclude=("generator",))
         for key, group in rows.groupby(by, sort=False):
-            low, high, coverage = median_interval(group.value.to_numpy())
-            row = {"split": split, **dict(zip(by, key)), "metric": PRIMARY[split], "n": len(group),
-                   "median": float(group.value.median()), "median_lo": low, "median_hi": high, "coverage": coverage}
+            values = group.value.dropna().to_numpy()  # an AUC is undefined on a fold without both kinds of people
+            low, high, coverage = median_interval(values)
+            row = {"split": split, **dict(zip(by, key)), "metric": PRIMARY[split], "n": len(values),
+                   "median": float(np.median(values)) if len(values) else np.nan, "median_lo": low, "median_hi": high,
+                   "coverage": coverage}
             records.append(row | {"thesis_median": _thesis(group.iloc[0]) if split == "slice" else np.nan})
     return pd.DataFrame.from_records(records)
+
+
+def architecture_table(results: pd.DataFrame, split: str = "subject") -> pd.DataFrame:
+    """Every architecture x arm of one evaluation on its primary readout (``subject``: the per-person dementia AUC on
+    people never seen), each cell "median [interval]" over the repeats: a table to read, not a pick of the best cell.
+
+    Rows are arms (100% real first), columns architectures; a cell is empty where that arm was not run. The repeats
+    behind each cell and the interval's coverage are in :func:`evaluation_summary`.
+    """
+    summary = evaluation_summary(results[results.split == split] if "split" in results else results)
+    if summary.empty:
+        raise ValueError(f"no {split} trials in the results: run the {split} evaluation first")
+    summary = summary.sort_values(["real_fraction", "policy"], ascending=[False, True])
+    summary["cell"] = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
+                       zip(summary["median"], summary.median_lo, summary.median_hi)]
+    table = summary.pivot_table(index="policy", columns="arch", values="cell", aggfunc="first", sort=False)
+    table.index.name, table.columns.name = "arm", None
+    return table.fillna("")
 
 
 def _thesis(row: pd.Series) -> float:

@@ -23,7 +23,7 @@ from mri_synth.analysis.plots import (
     save_figure,
     show_figure,
 )
-from mri_synth.analysis.report import by_evaluation, evaluation_summary, plot_two_evaluations
+from mri_synth.analysis.report import architecture_table, by_evaluation, evaluation_summary, plot_two_evaluations
 from mri_synth.analysis.stats import thesis_comparison
 from mri_synth.config import NotebookConfig
 from mri_synth.data.types import CLASS_NAMES
@@ -84,7 +84,7 @@ def thesis_budget_results(config: ResultsConfig) -> pd.DataFrame | None:
     return load_results(folder)[0] if folder.is_dir() else pd.DataFrame()
 
 
-__all__ = ["CLASS_NAMES", "ResultsConfig", "by_evaluation", "diagnostic_family", "evaluation_summary",
+__all__ = ["CLASS_NAMES", "ResultsConfig", "architecture_table", "by_evaluation", "diagnostic_family", "evaluation_summary",
            "exploratory_contrasts",
            "load_all_results", "paired_contrasts", "per_image_losses", "plot_loss_distribution",
            "plot_per_class_recall", "plot_policies_at_fraction", "plot_two_evaluations", "save_figure", "show_figure",

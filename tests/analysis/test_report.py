@@ -94,3 +94,18 @@ def test_one_evaluation_gives_one_panel():
     table = results_table()
     fig = report.plot_two_evaluations(table[table.split == "slice"], real_fraction=0.3)
     assert len(fig.axes) == 1 and fig.axes[0].get_title() == report.LABELS["slice"]
+
+
+def test_architecture_table_puts_every_arch_and_arm_side_by_side_with_intervals():
+    both = pd.concat([results_table("cnn"), results_table("resnet18")], ignore_index=True)
+    both = both[~((both.arch == "resnet18") & (both.policy == "30% real + 70% repeat"))]  # an arm not run there
+    table = report.architecture_table(both)
+    assert list(table.columns) == ["cnn", "resnet18"] and table.index[0] == "100% real"
+    assert table.loc["30% real", "cnn"] == "0.700 [0.680, 0.730]"  # median and [min, max] of 5 repeats
+    assert table.loc["30% real + 70% repeat", "resnet18"] == ""
+    nan_fold = both.copy()  # a fold without both kinds of people has no AUC: left out, not an interval of NaN
+    nan_fold.loc[(nan_fold.metric == "dementia_auc_person") & (nan_fold.seed == 4), "value"] = np.nan
+    assert report.architecture_table(nan_fold).loc["30% real", "cnn"] == "0.695 [0.680, 0.710]"  # the four defined repeats
+    assert report.architecture_table(both, "slice").loc["100% real", "cnn"] == "0.170 [0.150, 0.200]"
+    with pytest.raises(ValueError, match="no subject trials"):
+        report.architecture_table(both[both.split == "slice"])
