@@ -1,4 +1,5 @@
-"""Figures of synthetic images: real/synthetic pairs (the thesis's Figure 2.2) and the fidelity checks.
+"""Figures of synthetic images: real/synthetic pairs (the thesis's Figure 2.2), the fidelity checks, and each source's
+outcome against its FD (Figure 7.3).
 
 Each function takes tensors or the tidy tables of :mod:`mri_synth.analysis.fidelity` and returns a matplotlib
 figure; saving (PNG and PDF) is ``mri_synth.analysis.plots.save_figure``'s, the image grid
@@ -14,6 +15,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
+from mri_synth.analysis.intervals import median_interval
 from mri_synth.analysis.plots import PANEL_SIZE, image_grid, new_figure
 from mri_synth.data.types import CLASS_NAMES
 
@@ -78,4 +80,43 @@ def plot_classifier_labels(table: pd.DataFrame) -> Figure:
                 annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", ax=ax, cbar=False)
     ax.set_xlabel("labelled as (classifier trained on real images)")
     ax.set_ylabel("made as")
+    return fig
+
+
+OUTCOME_LABELS = {"test_loss": "slice: four-way test cross-entropy (lower is better)",
+                  "dementia_auc_person": "subject: dementia vs none AUC per person (higher is better)"}
+
+
+def outcome_against_fd(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: str = "cnn") -> Figure:
+    """The thesis-style Figure 7.3: for every source of added images, each evaluation's primary readout against the
+    images' FD to real validation slices; medians over the repeats with their order-statistic intervals both ways.
+
+    Args:
+        results: the runner's long results table (``trial_key``, ``split``, ``metric``, ``value``, ``arch``).
+        fidelity: one row per trial (``trial_key``, ``split``, ``source``, ``fd``), as
+            ``benchmarks/source_fidelity.py`` writes it.
+    """
+    readouts = {"slice": "test_loss", "subject": "dementia_auc_person"}
+    rows = results[(results.arch == arch) & results.metric.isin(readouts.values())]
+    joined = fidelity.merge(rows[["trial_key", "metric", "value"]], on="trial_key")
+    joined = joined[[readouts.get(s) == m for s, m in zip(joined.split, joined.metric)]]
+    if joined.empty:
+        raise ValueError("no trial of the fidelity table is in the results (match them by trial_key): measure the "
+                         "recorded trials with benchmarks/source_fidelity.py")
+    splits = [s for s in readouts if s in set(joined.split)]
+    fig = new_figure(PANEL_SIZE[0] * 1.4 * len(splits), PANEL_SIZE[1] * 1.3)
+    axes = fig.subplots(1, len(splits), squeeze=False)[0]
+    sources = sorted(joined.source.unique())
+    colours = dict(zip(sources, sns.color_palette("tab10", len(sources))))
+    for ax, split in zip(axes, splits):
+        for source, group in joined[joined.split == split].groupby("source"):
+            (x_lo, x_hi, _), (y_lo, y_hi, _) = median_interval(group.fd), median_interval(group.value)
+            x, y = group.fd.median(), group.value.median()
+            ax.errorbar(x, y, xerr=[[x - x_lo], [x_hi - x]], yerr=[[y - y_lo], [y_hi - y]], fmt="o", capsize=3,
+                        color=colours[source], label=f"{source} ({len(group)} repeats)")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("FD of the added images to real validation slices (feature CNN of latent_fidelity.md)")
+        ax.set_ylabel(OUTCOME_LABELS[readouts[split]])
+        ax.set_title(f"{arch}, {split} evaluation")
+    axes[-1].legend(fontsize=7, loc="best")
     return fig

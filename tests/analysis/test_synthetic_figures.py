@@ -16,3 +16,28 @@ def test_pairs_figure_has_a_row_per_source_and_names_a_mismatch():
     assert len(fig.axes) == 4 * 3  # one row per class: the real slice and two variations
     with pytest.raises(ValueError, match="ids must match their source ids"):
         figures.real_synthetic_pairs(images, labels, ids, synthetic, ["test/1"] * len(synthetic))
+
+
+def test_outcome_against_fd_puts_each_source_at_its_medians_with_intervals():
+    import pandas as pd
+
+    sources = {"repeat": (0.5, 0.70), "diffusion latent-cpu-fast": (12.0, 0.75), "real (the other 70% of the pool)":
+               (0.3, 0.20)}
+    results, fidelity = [], []
+    for split, metric in (("slice", "test_loss"), ("subject", "dementia_auc_person")):
+        for source, (fd, outcome) in sources.items():
+            for seed in range(5):
+                key = f"{split}-{source}-{seed}"
+                fidelity.append({"trial_key": key, "split": split, "source": source, "fd": fd + 0.1 * seed})
+                results += [{"trial_key": key, "arch": "cnn", "metric": metric, "value": outcome + 0.01 * seed},
+                            {"trial_key": key, "arch": "cnn", "metric": "accuracy", "value": 0.5}]
+    fig = figures.outcome_against_fd(pd.DataFrame(results), pd.DataFrame(fidelity))
+    slice_ax, subject_ax = fig.axes
+    assert "cross-entropy" in slice_ax.get_ylabel() and "AUC" in subject_ax.get_ylabel()
+    points = {line.get_label(): line for line in slice_ax.containers}
+    repeat = next(c for c in slice_ax.containers if c.get_label().startswith("repeat"))
+    x, y = repeat.lines[0].get_data()
+    assert (float(x[0]), float(y[0])) == pytest.approx((0.7, 0.72))  # medians of 5 repeats
+    assert len(points) == 3 and "(5 repeats)" in repeat.get_label()
+    with pytest.raises(ValueError, match="by trial_key"):
+        figures.outcome_against_fd(pd.DataFrame(results).assign(trial_key="other"), pd.DataFrame(fidelity))
