@@ -152,7 +152,8 @@ def _tune(args: argparse.Namespace) -> None:
     for split in args.split:
         table = tune_baseline(context, results / split, args.arch, split, lrs=args.lrs,
                               weight_decays=args.weight_decays, epochs=args.epochs, seeds=range(args.seeds),
-                              batch_size=args.batch_size, input_sizes=args.input_sizes)
+                              batch_size=args.batch_size, input_sizes=args.input_sizes,
+                              prefix_budgets=not args.train_every_budget)
         print(f"{split}: chosen on validation ({table.criterion[0]}):")
         print(table.to_string(index=False), end="\n\n")
 
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-4])
     tu.add_argument("--weight-decays", type=float, nargs="+", default=[0.0, 1e-4])
     tu.add_argument("--epochs", type=int, nargs="+", default=[5, 10], help="epochs of the 100%% pool (equal steps)")
+    tu.add_argument("--train-every-budget", action="store_true", help="train each budget on its own instead of "
+                    "reading the shorter ones from the longest run's history (the same run, step for step)")
     tu.add_argument("--seeds", type=int, default=1)
     tu.add_argument("--input-sizes", type=int, nargs="+", default=[0],
                     help="input sizes in px to choose among (0: the architecture's own)")

@@ -34,8 +34,15 @@ def baseline_grid(arch: str, split: str, *, lrs: Sequence[float], weight_decays:
 def tune_baseline(context: StudyContext, results_dir: str | Path, arch: str = "cnn", split: str = "slice", *,
                   lrs: Sequence[float] = (1e-3, 3e-4), weight_decays: Sequence[float] = (0.0, 1e-4),
                   epochs: Sequence[int] = (5, 10), seeds: Sequence[int] = (0,), batch_size: int = 64,
-                  input_size: int = 0, input_sizes: Sequence[int] = (), progress: bool = True) -> pd.DataFrame:
+                  input_size: int = 0, input_sizes: Sequence[int] = (), progress: bool = True,
+                  prefix_budgets: bool = True) -> pd.DataFrame:
     """Run (or resume) the grid and rank its settings on validation.
+
+    With ``prefix_budgets`` only the longest budget of each setting is trained, and every shorter one is read from
+    its history: at a constant learning rate the first ``e`` epochs of a longer run are the ``e``-epoch run, step for
+    step (the same seed, batch order and validation points; the recorded CNN tuning shows it), so the checkpoint an
+    ``e``-epoch run would choose is the best validation point among the longer run's first ``e`` epochs. That
+    trains 20 epochs per setting instead of 5 + 10 + 20.
 
     Returns:
         One row per setting, best first: ``input_size``, ``lr``, ``weight_decay``, ``epochs``, ``criterion`` (its
@@ -43,13 +50,17 @@ def tune_baseline(context: StudyContext, results_dir: str | Path, arch: str = "c
         chosen checkpoint lies in the budget, mean over seeds: 1.0 means the last step, so a longer budget might
         have done better) and ``chosen`` (True on the first row). Written to ``<results_dir>/tuning_<split>.csv``.
     """
-    specs = baseline_grid(arch, split, lrs=lrs, weight_decays=weight_decays, epochs=epochs, seeds=seeds,
+    trained = [max(epochs)] if prefix_budgets else epochs
+    specs = baseline_grid(arch, split, lrs=lrs, weight_decays=weight_decays, epochs=trained, seeds=seeds,
                           batch_size=batch_size, input_size=input_size, input_sizes=input_sizes)
-    results, _ = run_study(specs, context, results_dir, progress=progress)
+    results, history = run_study(specs, context, results_dir, progress=progress)
     criterion = "val_loss" if split == "slice" else "val_dementia_auc"
     setting = ["input_size", "lr", "weight_decay", "epochs"]
-    wide = results.pivot_table(index=["trial_key", *setting], columns="metric", values="value").reset_index()
-    wide["best_at"] = wide["best_step"] / wide["steps"]
+    if prefix_budgets:
+        wide = prefix_readings(results, history, criterion, epochs)
+    else:
+        wide = results.pivot_table(index=["trial_key", *setting], columns="metric", values="value").reset_index()
+        wide["best_at"] = wide["best_step"] / wide["steps"]
     table = (wide.groupby(setting).agg(score=(criterion, "mean"), n=(criterion, "size"), best_at=("best_at", "mean"))
              .reset_index())
     table = table.sort_values("score", ascending=criterion == "val_loss", kind="stable").reset_index(drop=True)
@@ -57,3 +68,26 @@ def tune_baseline(context: StudyContext, results_dir: str | Path, arch: str = "c
     table["chosen"] = table.index == 0
     table.to_csv(Path(results_dir) / f"tuning_{split}.csv", index=False)
     return table
+
+
+def prefix_readings(results: pd.DataFrame, history: pd.DataFrame, criterion: str,
+                    epochs: Sequence[int]) -> pd.DataFrame:
+    """Each trial's reading at every budget of ``epochs`` no longer than its own: the best ``criterion`` among its
+    validation points within the budget (the first of equal ones, as ``fit`` chooses) and where it lies.
+
+    Returns one row per (trial, budget): ``trial_key``, ``input_size``, ``lr``, ``weight_decay``, ``epochs`` (the
+    budget), ``criterion``'s value and ``best_at`` (best step / the budget's steps).
+    """
+    steps = results[results.metric == "steps"].set_index("trial_key")["value"]
+    points = history[history.metric == criterion].sort_values("step", kind="stable")
+    rows = []
+    for key, curve in points.groupby("trial_key", sort=False):
+        own = int(curve.epochs.iloc[0])
+        per_epoch = steps[key] / own
+        for budget in (e for e in epochs if e <= own):
+            within = curve[curve.step <= budget * per_epoch + 1e-9]
+            best = within.value.idxmin() if criterion == "val_loss" else within.value.idxmax()
+            rows.append({"trial_key": key, **curve.iloc[0][["input_size", "lr", "weight_decay"]].to_dict(),
+                         "epochs": budget, criterion: float(within.value[best]),
+                         "best_at": float(within.step[best] / (budget * per_epoch))})
+    return pd.DataFrame(rows)

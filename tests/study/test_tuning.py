@@ -63,7 +63,7 @@ def test_the_ranking_follows_the_evaluations_criterion(tmp_path, monkeypatch, sp
 
     monkeypatch.setattr(tuning, "run_study", fake_run_study)
     table = tuning.tune_baseline(None, tmp_path, split=split, lrs=(1e-3, 3e-4), weight_decays=(0.0,), epochs=(2,),
-                                 seeds=(0, 1), progress=False)
+                                 seeds=(0, 1), progress=False, prefix_budgets=False)
     assert len(ran) == 4 and {s.split for s in ran} == {split}
     assert list(table.columns) == ["input_size", "lr", "weight_decay", "epochs", "criterion", "score", "n", "best_at",
                                    "chosen"]
@@ -73,3 +73,35 @@ def test_the_ranking_follows_the_evaluations_criterion(tmp_path, monkeypatch, sp
     assert set(table.criterion) == {criterion} and table.n.tolist() == [2, 2]
     assert sorted(table.score) == pytest.approx([0.305, 0.505])  # the mean over the seeds
     assert pd.read_csv(tmp_path / f"tuning_{split}.csv").lr.tolist() == table.lr.tolist()
+
+
+@pytest.mark.parametrize("split", ["slice", "subject"])
+def test_shorter_budgets_read_from_the_longest_run_equal_their_own_runs(context, tmp_path, split):
+    from mri_synth.study.tuning import tune_baseline
+
+    grid = dict(split=split, lrs=(1e-3, 3e-3), weight_decays=(0.0,), epochs=(1, 2, 3), batch_size=32,
+                input_size=64, progress=False)
+    separate = tune_baseline(context, tmp_path / "separate", prefix_budgets=False, **grid)
+    read = tune_baseline(context, tmp_path / "read", **grid)
+    assert len(R.load_results(tmp_path / "read")[0].trial_key.unique()) == 2  # one run per lr: the longest
+    assert len(R.load_results(tmp_path / "separate")[0].trial_key.unique()) == 6
+    assert read[["lr", "epochs", "chosen"]].equals(separate[["lr", "epochs", "chosen"]])
+    assert read.score.tolist() == pytest.approx(separate.score.tolist(), abs=1e-6)  # step for step the same run
+    assert read.best_at.tolist() == pytest.approx(separate.best_at.tolist())
+
+
+def test_prefix_readings_choose_the_first_best_point_within_each_budget():
+    import pandas as pd
+
+    from mri_synth.study.tuning import prefix_readings
+
+    curve = [0.9, 0.5, 0.4, 0.4, 0.6, 0.3]  # validation loss after each of 6 epochs of 10 steps
+    common = {"trial_key": "k", "input_size": 0, "lr": 1e-3, "weight_decay": 0.0, "epochs": 6}
+    history = pd.DataFrame([{**common, "metric": "val_loss", "step": 10 * (i + 1), "value": v}
+                            for i, v in enumerate(curve)])
+    results = pd.DataFrame([{**common, "metric": "steps", "value": 60.0}])
+    read = prefix_readings(results, history, "val_loss", (2, 4, 6, 8)).set_index("epochs")
+    assert read.val_loss.to_dict() == {2: 0.5, 4: 0.4, 6: 0.3}  # no reading past the run's own budget (8)
+    assert read.best_at.to_dict() == pytest.approx({2: 1.0, 4: 30 / 40, 6: 1.0})  # the first of the two 0.4s
+    auc = prefix_readings(results, history.assign(metric="val_dementia_auc"), "val_dementia_auc", (4,))
+    assert auc.val_dementia_auc.tolist() == [0.9] and auc.best_at.tolist() == [0.25]
