@@ -84,6 +84,7 @@ def _study(args: argparse.Namespace) -> None:
                                    synthetic_folder=_absolute(args.synthetic_folder), device=args.device,
                                    cpu_threads=args.cpu_threads, results_dir=_absolute(args.results),
                                    validation=args.validation, carry=args.carry, subject_epochs=args.subject_epochs,
+                               compile_model=args.compile,
                                    **asdict(TrainSettings.of(args)))  # --epochs, --lr, ...: the training settings
     print(config.plan().to_string())
     ray = dict(address=args.ray_address or None, num_gpus=args.ray_gpus) if args.ray or args.ray_address else None
@@ -236,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "ended with (the thesis's loop read as never re-initialising; "
                                                          "needs --validation none and repeats run in order)")
     settings.add_arguments(st, **{name: default[name] for name in TrainSettings.names()})
+    st.add_argument("--compile", action="store_true", help="torch.compile each classifier (the same numbers; faster "
+                    "where benchmarks/results/arch_trial_cost_cpu.txt shows it)")
     st.add_argument("--subject-epochs", type=int, default=default["subject_epochs"],
                     help="the subject evaluation's epochs when tuning froze another budget for it (0: --epochs)")
     _generator_options(st, default)

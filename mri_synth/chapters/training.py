@@ -51,6 +51,7 @@ class ArchitectureStudy(NotebookConfig, TrainSettings):
     validation: str = "carved"  # where checkpoints are chosen (study.trials.VALIDATION_MODES); carved: the protocol
     carry: bool = False  # each repeat starts from the weights the previous one ended with (needs validation none)
     subject_epochs: int = 0  # the subject evaluation's budget when its tuning froze another; 0: epochs
+    compile_model: bool = False  # torch.compile each classifier (a speed-up where benchmarks/ shows one; same numbers)
     specs: tuple[TrialSpec, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ def run_architecture(config: ArchitectureStudy, *, progress: bool = True,
     ``ray``: run it on Ray instead, with these ``distributed.run_study_ray`` arguments (``{}``: a local Ray).
     """
     context = StudyContext(data=load_data(config.data_source), device=config.device, cpu_threads=config.cpu_threads,
+                           compile=config.compile_model,
                            generators=config.generator_settings())
     if ray is not None:
         return run_study_ray(config.specs, context, config.results, progress=progress, **ray)

@@ -50,6 +50,7 @@ class StudyContext:
     device: str = "auto"
     cpu_threads: int = 0  # 0: torch's default; 1 is faster when other jobs share a small CPU (no spin-waiting)
     progress: bool = False  # inner progress bars (training, generation); the study has its own
+    compile: bool = False  # torch.compile the classifier: how a trial runs, not what it computes (numerics agree)
     carry_root: Path = field(default_factory=lambda: paths.cache_dir() / "carry")  # weights a carry trial leaves
     _evaluations: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -169,7 +170,7 @@ def train_config(spec: TrialSpec, context: StudyContext) -> TrainConfig:
     evaluation's 100% pool, and this context's way of running."""
     budget = step_budget(spec, len(context.evaluation(spec).pool))
     return TrainConfig(**{**vars(spec.training), "max_steps": budget, "equal_steps": False}, augment=spec.augment,
-                       device=context.device, seed=spec.seed, progress=context.progress)
+                       device=context.device, seed=spec.seed, progress=context.progress, compile=context.compile)
 
 
 def model_spec(spec: TrialSpec) -> ModelSpec:

@@ -224,3 +224,10 @@ def test_reconstruction_arms_draw_from_the_subset_or_from_the_rest_of_the_pool(s
     added = other.images[len(other.real_ids):]
     sources = torch.stack([pool[s] for s in other.synthetic_sources])
     assert added.shape == sources.shape and not torch.equal(added, sources)
+
+
+def test_compiling_is_how_a_trial_runs_not_what_it_is(context):
+    spec = S.TrialSpec(real_fraction=0.3)
+    compiled = replace(context, compile=True)
+    assert trial.train_config(spec, compiled).compile and not trial.train_config(spec, context).compile
+    assert "compile" not in spec.key_fields()  # the same trial, the same key

@@ -184,3 +184,17 @@ def test_throughput_benchmark_quick_mode_runs_end_to_end(tmp_path):
     assert re.fullmatch(r"cnn: [\d.]+ img/s, [\d.]+x naive", summary[0])
     assert re.fullmatch(r"vit: [\d.]+ img/s, [\d.]+x naive", summary[1])
     assert re.fullmatch(r"cnn 1 epochs on the quick train split: [\d.]+ s", summary[2])
+
+
+def test_a_compiled_model_trains_to_the_same_numbers(sample_data):
+    train, test = sample_data.train, sample_data.test
+    runs = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)  # the same initial weights
+        model, spec = tiny_model("cnn")
+        runs[compiled] = fit(model, train.images, train.labels, test.images, test.labels,
+                             TrainConfig(max_steps=4, precision="fp32", compile=compiled, **QUIET), spec=spec)
+    plain, compiled = runs[False].history, runs[True].history
+    assert compiled.step.tolist() == plain.step.tolist()
+    torch.testing.assert_close(torch.tensor(compiled.test_loss.to_numpy()), torch.tensor(plain.test_loss.to_numpy()),
+                               rtol=1e-3, atol=1e-4)  # torch.compile changes how it runs, not what it computes
