@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 24: each architecture's input size, learning rate and budget, chosen on validation before its first trial
+# (the 100% real arm, one seed, from scratch, this CPU, one thread, auto precision: bf16 channels-last here).
+# Budgets 5, 10 and 20 epochs of the 100% pool; the shorter two are read from the 20-epoch run's history (mri-synth
+# tune: the same run, step for step, at a constant lr). Declared before the first run:
+#   sizes    slice, lr 1e-3: resnet18 at 64 and 96 px, vit_tiny at 64 and 128 px (ResNet-18 at 128 px alone would take
+#            24 CPU-hours of trials: benchmarks/results/arch_trial_cost_cpu.txt; the issue's budget is 25 for both)
+#   lrs      slice, at the size that won: lr 3e-4 and 3e-3 beside 1e-3
+#   subject  subject, at that size: lr 3e-4, 1e-3 and 3e-3
+# Whichever setting wins, its optimum must lie inside the budget frozen (best_at < 1); otherwise a longer budget is
+# run before freezing. Results: benchmarks/results/tuning/<arch>/<split>/ (tuning_<split>.csv ranks them).
+#
+# From a worktree of a clean commit, with the caches of the main checkout:
+#   MRI_SYNTH_DATA=... PYTHONPATH=$PWD MRI_SYNTH_CACHE=$MAIN/.cache MAIN=$MAIN bash benchmarks/arch_tuning.sh \
+#       resnet18 sizes|lrs|subject [SIZE]
+set -euo pipefail
+ARCH=${1:?usage: arch_tuning.sh ARCH sizes|lrs|subject [SIZE]}
+STEP=${2:?usage: arch_tuning.sh ARCH sizes|lrs|subject [SIZE]}
+MRI=${MRI:-${MAIN:-.}/.venv/bin/mri-synth}
+OUT=benchmarks/results/tuning/$ARCH
+declare -A SIZES=([resnet18]="64 96" [vit_tiny]="64 128")
+case $STEP in
+  sizes) split=slice; lrs="1e-3"; sizes=${SIZES[$ARCH]:?no declared sizes for $ARCH} ;;
+  lrs) split=slice; lrs="3e-4 3e-3"; sizes=${3:?the size that won the sizes step} ;;
+  subject) split=subject; lrs="3e-4 1e-3 3e-3"; sizes=${3:?the size that won the sizes step} ;;
+  *) echo "unknown step $STEP (sizes, lrs or subject)" >&2; exit 2 ;;
+esac
+OMP_NUM_THREADS=1 $MRI tune --arch "$ARCH" --split $split --lrs $lrs --weight-decays 0 --epochs 5 10 20 --seeds 1 \
+  --input-sizes $sizes --cpu-threads 1 --results "$OUT"
+if [[ -n ${MAIN:-} ]]; then
+  mkdir -p "$MAIN/$OUT" && cp -r "$OUT/." "$MAIN/$OUT/"
+  git -C "$MAIN" add "$OUT" && git -C "$MAIN" commit -q -m "tuning ($ARCH, issue 24): $STEP step, trials" -- "$OUT" || true
+fi
