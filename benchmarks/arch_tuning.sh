@@ -5,7 +5,7 @@
 # tune: the same run, step for step, at a constant lr). Declared before the first run:
 #   sizes    slice, lr 1e-3: resnet18 at 64 and 96 px, vit_tiny at 64 and 128 px (ResNet-18 at 128 px alone would take
 #            24 CPU-hours of trials: benchmarks/results/arch_trial_cost_cpu.txt; the budget is 25 for both)
-#   lrs      slice, at the size that won: lr 3e-4 and 3e-3 beside 1e-3
+#   lrs      slice, at the size that won: lr 3e-4 and 3e-3 beside 1e-3 (its run is reused, so all three are ranked)
 #   subject  subject, at that size: lr 3e-4, 1e-3 and 3e-3
 # Whichever setting wins, its optimum must lie inside the budget frozen (best_at < 1); otherwise a longer budget is
 # run before freezing. Results: benchmarks/results/tuning/<arch>/<split>/ (tuning_<split>.csv ranks them).
@@ -21,7 +21,7 @@ OUT=benchmarks/results/tuning/$ARCH
 declare -A SIZES=([resnet18]="64 96" [vit_tiny]="64 128")
 case $STEP in
   sizes) split=slice; lrs="1e-3"; sizes=${SIZES[$ARCH]:?no declared sizes for $ARCH} ;;
-  lrs) split=slice; lrs="3e-4 3e-3"; sizes=${3:?the size that won the sizes step} ;;
+  lrs) split=slice; lrs="3e-4 1e-3 3e-3"; sizes=${3:?the size that won the sizes step} ;;
   subject) split=subject; lrs="3e-4 1e-3 3e-3"; sizes=${3:?the size that won the sizes step} ;;
   *) echo "unknown step $STEP (sizes, lrs or subject)" >&2; exit 2 ;;
 esac
