@@ -84,6 +84,15 @@ class ArchitectureStudy(NotebookConfig, TrainSettings):
         return settings_from({k: getattr(self, k) for k in self.parameter_names()})
 
     @property
+    def label(self) -> str:
+        """The architecture as tables and figure titles name it, with how it was trained: a model that can start from
+        ImageNet weights says whether it did (the thesis fine-tuned pretrained ResNet-18 and ViT)."""
+        if get_spec(self.arch).timm_name is None:
+            return self.arch  # the basic CNN: from scratch, as in the thesis
+        how = "ImageNet-pretrained" if self.pretrained else "from scratch, not the thesis's ImageNet-pretrained setting"
+        return f"{self.arch} ({how})"
+
+    @property
     def results(self) -> Path:
         """This architecture's results folder (inside the run's results folder)."""
         return super().results / self.arch

@@ -54,3 +54,9 @@ def test_each_evaluation_trains_its_own_frozen_budget():
 def test_bad_parameters_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         ArchitectureStudy(**bad)
+
+
+def test_the_label_says_how_a_timm_model_was_trained():
+    assert ArchitectureStudy(arch="cnn").label == "cnn"
+    assert ArchitectureStudy(arch="vit_tiny").label == "vit_tiny (from scratch, not the thesis's ImageNet-pretrained setting)"
+    assert ArchitectureStudy(arch="resnet18", pretrained=True).label == "resnet18 (ImageNet-pretrained)"
