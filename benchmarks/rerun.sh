@@ -16,14 +16,17 @@ FIRST=${3:-0}
 LAST=${4:-9}
 MRI=${MRI:-${MAIN:-.}/.venv/bin/mri-synth}
 OUT=benchmarks/results/rerun/results/$ARCH
+README=benchmarks/results/rerun/README.md
 for repeat in $(seq "$FIRST" "$LAST"); do
   echo "== $ARCH $SPLIT repeat $repeat"
   OMP_NUM_THREADS=1 $MRI study --profile rerun --arch "$ARCH" --split "$SPLIT" --first-seed "$repeat" --seeds 1
   if [[ -n ${MAIN:-} ]]; then
     mkdir -p "$MAIN/$OUT" && cp -r "$OUT/." "$MAIN/$OUT/"
+    $MRI tables "$MAIN/$OUT" >/dev/null  # every trial file there, the other evaluation's included
+    $MRI findings --profile rerun --results "$MAIN/$OUT" --readme "$MAIN/$README" >/dev/null
     for try in 1 2 3; do  # another run (the other evaluation) may be committing at the same moment
-      git -C "$MAIN" add "$OUT" && git -C "$MAIN" commit -q -m "rerun ($ARCH, $SPLIT): repeat $repeat, trials" \
-        -- "$OUT" && break || sleep 5
+      git -C "$MAIN" add "$OUT" "$README" && git -C "$MAIN" commit -q -m "rerun ($ARCH, $SPLIT): repeat $repeat, \
+trials and findings block" -- "$OUT" "$README" && break || sleep 5
     done
   fi
 done

@@ -326,7 +326,9 @@ def _findings(args: argparse.Namespace) -> None:
     results, _ = load_results(folder)
     if results.empty:
         raise FileNotFoundError(f"no trial results under {folder}: run the {args.profile} profile's study first")
-    block = findings.progress_line(results, len(study.specs)) + "\n" + findings.findings_block(results, family)
+    diagnostics = (notebooks.get("07_results") or {}).get("diagnostic_contrasts") or []
+    block = findings.progress_line(results, len(study.specs)) + "\n" + findings.findings_block(
+        results, family, diagnostics=diagnostics)
     thesis_dir = (_absolute(args.thesis_budget) if args.thesis_budget
                   else (notebooks.get("07_results") or {}).get("thesis_budget_dir"))
     if thesis_dir:  # the thesis-comparable rows (the profile's folder unless --thesis-budget names one)

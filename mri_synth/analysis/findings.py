@@ -55,15 +55,18 @@ def verdict(row: pd.Series, alpha: float = 0.05) -> str:
     return f"no difference detected with {row.n_pairs} paired repeats (Holm p = {p}){reach}"
 
 
-def findings_block(results: pd.DataFrame, family: Sequence[str], *, arch: str = "cnn", alpha: float = 0.05) -> str:
-    """The Markdown block: per evaluation, the arms' medians and the declared contrasts with verdicts."""
+def findings_block(results: pd.DataFrame, family: Sequence[str], *, arch: str = "cnn", alpha: float = 0.05,
+                   diagnostics: Sequence[str] = ()) -> str:
+    """The Markdown block: per evaluation, the arms' medians and the declared contrasts with verdicts, then the
+    declared ``diagnostics`` (measurements such as the reconstruction arms: a family of their own, Holm over it)."""
     results = results[results.arch == arch]
     if results.empty:
         raise ValueError(f"no {arch} trials in the results: run the study (mri-synth notebooks --profile real) first")
     summary = evaluation_summary(results)
-    arms = set(results.policy)
-    ready = [c for c in family if set(parse_contrast(c)) <= arms]  # the others are listed as not run yet
-    contrasts = paired_contrasts(results, family, alpha=alpha) if ready else pd.DataFrame(columns=["split", "a", "b"])
+    families = [("Declared contrasts", family, _contrasts(results, family, alpha))]
+    if diagnostics:
+        families.append(("Declared diagnostic contrasts, measurements and not augmentation methods, a family of their "
+                         "own", diagnostics, _contrasts(results, diagnostics, alpha)))
     lines = []
     for split in [s for s in ("slice", "subject") if s in set(summary.split)]:
         part = summary[summary.split == split]
@@ -81,23 +84,37 @@ def findings_block(results: pd.DataFrame, family: Sequence[str], *, arch: str = 
             if split == "slice":
                 cells.append(_number(row.thesis_median))
             lines.append("| " + " | ".join(cells) + " |")
-        ran = contrasts[contrasts.split == split] if len(contrasts) else contrasts
-        how = (f"its {ran.interval.iloc[0]} interval; {ran.test.iloc[0]} test" if len(ran)
-               else "its interval; the evaluation's paired test")
-        lines += ["", f"Declared contrasts (paired by repeat; mean difference A - B with {how}, Holm over "
-                  f"{len(family)}):", ""]
-        for text in family:
-            a, b = parse_contrast(text)
-            found = ran[(ran.a == a) & (ran.b == b)] if len(ran) else ran
-            if found.empty:
-                missing = [arm for arm in (a, b) if arm not in set(part.policy)]
-                lines.append(f"- {a} vs {b}: not run yet ({', '.join(missing) or 'no paired repeats'})")
-                continue
-            row = found.iloc[0]
-            lines.append(f"- {a} vs {b}: {_signed(row.mean_diff)} [{_signed(row.mean_lo)}, {_signed(row.mean_hi)}]; "
-                         f"{verdict(row, alpha)}")
+        for title, texts, contrasts in families:
+            lines += _contrast_lines(title, texts, contrasts, split, set(part.policy), alpha)
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _contrasts(results: pd.DataFrame, family: Sequence[str], alpha: float) -> pd.DataFrame:
+    """The family's paired contrasts where both arms of one were run, else an empty table."""
+    arms = set(results.policy)
+    ready = [c for c in family if set(parse_contrast(c)) <= arms]  # the others are listed as not run yet
+    return paired_contrasts(results, family, alpha=alpha) if ready else pd.DataFrame(columns=["split", "a", "b"])
+
+
+def _contrast_lines(title: str, family: Sequence[str], contrasts: pd.DataFrame, split: str, arms: set[str],
+                    alpha: float) -> list[str]:
+    """One family's lines in one evaluation: each contrast with its interval and verdict, or why it is missing."""
+    ran = contrasts[contrasts.split == split] if len(contrasts) else contrasts
+    how = (f"its {ran.interval.iloc[0]} interval; {ran.test.iloc[0]} test" if len(ran)
+           else "its interval; the evaluation's paired test")
+    lines = ["", f"{title} (paired by repeat; mean difference A - B with {how}, Holm over {len(family)}):", ""]
+    for text in family:
+        a, b = parse_contrast(text)
+        found = ran[(ran.a == a) & (ran.b == b)] if len(ran) else ran
+        if found.empty:
+            missing = [arm for arm in (a, b) if arm not in arms]
+            lines.append(f"- {a} vs {b}: not run yet ({', '.join(missing) or 'no paired repeats'})")
+            continue
+        row = found.iloc[0]
+        lines.append(f"- {a} vs {b}: {_signed(row.mean_diff)} [{_signed(row.mean_lo)}, {_signed(row.mean_hi)}]; "
+                     f"{verdict(row, alpha)}")
+    return lines
 
 
 THESIS_BUDGET_ARMS = ("100% real", "30% real", "30% real + 70% repeat", "30% real + 70% diffusion")
