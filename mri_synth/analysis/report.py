@@ -78,6 +78,8 @@ def architecture_table(results: pd.DataFrame, split: str = "subject") -> pd.Data
 def _thesis(row: pd.Series) -> float:
     if row.get("arch") != "cnn" or row.get("augment", "none") != "none" or row.get("synthetic_classes", "all") != "all":
         return np.nan
+    if str(row.get("generator_kind", "")).startswith("diagnostic"):  # a measurement (the reconstruction arms)
+        return np.nan
     generative = row.synthetic not in ("none", "repeat")
     for thesis in THESIS_CNN_MEDIANS.itertuples(index=False):
         kind_matches = generative if thesis.synthetic == "generative" else row.synthetic == thesis.synthetic

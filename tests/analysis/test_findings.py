@@ -71,6 +71,14 @@ def test_the_readme_block_matches_the_recorded_real_data_trials():
     assert block.startswith("Recorded: ") and "planned cnn trials" in block
 
 
+def test_the_rerun_block_matches_its_trials_and_lists_the_diagnostics():
+    # benchmarks/rerun.sh regenerates it with every repeat it commits
+    readme = PROJECT_ROOT / "benchmarks/results/rerun/README.md"
+    assert cli.main(["findings", "--profile", "rerun", "--readme", str(readme), "--check"]) == 0
+    block = findings.read_block(readme)
+    assert "Declared diagnostic contrasts" in block and "reconstruct_own vs 30% real + 70% repeat" in block
+
+
 def test_check_fails_when_the_block_is_stale(tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text(f"{findings.START}\nRecorded: 0 of 140 planned cnn trials.\n{findings.END}\n")
@@ -113,3 +121,18 @@ def test_thesis_budget_contrasts_are_paired_and_labelled_exploratory():
     # without the repeat arm only the contrast with 30% real is run, and Holm corrects over that one
     no_repeat = findings.thesis_budget_block(pd.DataFrame([r for r in rows if r["policy"] != "30% real + 70% repeat"]))
     assert "Holm over 1)" in no_repeat and "vs 30% real + 70% repeat" not in no_repeat
+
+
+def test_diagnostics_are_a_family_of_their_own_after_the_declared_one():
+    table = results_table({"slice": {"100% real": -0.2, "30% real": 0.0, "30% real + 70% repeat": -0.1},
+                           "subject": {"100% real": 0.0, "30% real": 0.0, "30% real + 70% repeat": 0.0}})
+    diagnostics = ["30% real + 70% repeat vs 100% real", "30% real + 70% reconstruct_own vs 30% real + 70% repeat"]
+    block = findings.findings_block(table, FAMILY[:1], diagnostics=diagnostics)
+    slice_part = block.split("**subject evaluation**")[0]
+    declared, diagnostic = slice_part.split("Declared diagnostic contrasts")
+    assert "Holm over 1)" in declared and "Holm over 2)" in diagnostic  # corrected over its own family only
+    assert "- 30% real + 70% repeat vs 100% real: +0.10" in diagnostic
+    assert "reconstruct_own vs 30% real + 70% repeat: not run yet (30% real + 70% reconstruct_own)" in diagnostic
+    # the subject evaluation's test is named with its interval
+    assert "corrected t interval; corrected resampled t (Nadeau-Bengio, 5 person folds) test" in block
+    assert "would have been detected 80% of the time" in block.split("**subject evaluation**")[1]

@@ -109,3 +109,13 @@ def test_architecture_table_puts_every_arch_and_arm_side_by_side_with_intervals(
     assert report.architecture_table(both, "slice").loc["100% real", "cnn"] == "0.170 [0.150, 0.200]"
     with pytest.raises(ValueError, match="no subject trials"):
         report.architecture_table(both[both.split == "slice"])
+
+
+def test_a_diagnostic_arm_has_no_thesis_median():
+    table = results_table()
+    diagnostic = table[table.policy == "30% real + 70% diffusion"].assign(
+        policy="30% real + 70% reconstruct_own", synthetic="reconstruct_own",
+        generator_kind="diagnostic: the subset's autoencoder")
+    summary = report.evaluation_summary(pd.concat([table.assign(generator_kind=""), diagnostic], ignore_index=True))
+    medians = summary[summary.split == "slice"].set_index("policy").thesis_median
+    assert np.isnan(medians["30% real + 70% reconstruct_own"]) and medians["30% real + 70% diffusion"] == 0.174202
