@@ -25,6 +25,7 @@ from mri_synth.analysis.plots import (
 )
 from mri_synth.analysis.report import architecture_table, by_evaluation, evaluation_summary, plot_two_evaluations
 from mri_synth.analysis.stats import thesis_comparison
+from mri_synth.analysis.synthetic_figures import outcome_against_fd
 from mri_synth.config import NotebookConfig
 from mri_synth.data.types import CLASS_NAMES
 from mri_synth.study.runner import load_results, per_image_losses
@@ -44,6 +45,8 @@ class ResultsConfig(NotebookConfig):
     alpha: float = 0.05  # the level the repeats are checked against
     # the thesis-comparable rows (the thesis's epoch budget, slice split) when recorded in a folder of their own
     thesis_budget_dir: str = ""
+    # each trial's added images measured against real validation slices (benchmarks/source_fidelity.py): Figure 7.3
+    source_fidelity: str = ""
 
 
 def load_all_results(results_dir: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -75,6 +78,16 @@ def diagnostic_family(results: pd.DataFrame, config: ResultsConfig) -> pd.DataFr
     return paired_contrasts(results, ready, alpha=config.alpha)
 
 
+def show_outcome_against_fd(results: pd.DataFrame, config: ResultsConfig) -> None:
+    """Show and save Figure 7.3 from ``config.source_fidelity`` (one row per trial, written by
+    ``benchmarks/source_fidelity.py``); where none is named, print a sentence saying so."""
+    if not config.source_fidelity:
+        print("no source fidelity table named (source_fidelity): benchmarks/source_fidelity.py writes one")
+        return
+    fig = outcome_against_fd(results, pd.read_csv(paths.project_path(config.source_fidelity)))
+    show_figure(fig, "07_outcome_against_fd", config.figures)
+
+
 def thesis_budget_results(config: ResultsConfig) -> pd.DataFrame | None:
     """The thesis-budget rows (``config.thesis_budget_dir``, its ``cnn`` folder): ``None`` when none is named,
     an empty table when the folder holds no trials yet."""
@@ -84,8 +97,8 @@ def thesis_budget_results(config: ResultsConfig) -> pd.DataFrame | None:
     return load_results(folder)[0] if folder.is_dir() else pd.DataFrame()
 
 
-__all__ = ["CLASS_NAMES", "ResultsConfig", "architecture_table", "by_evaluation", "diagnostic_family", "evaluation_summary",
-           "exploratory_contrasts",
-           "load_all_results", "paired_contrasts", "per_image_losses", "plot_loss_distribution",
-           "plot_per_class_recall", "plot_policies_at_fraction", "plot_two_evaluations", "save_figure", "show_figure",
-           "thesis_budget_block", "thesis_budget_results", "thesis_comparison"]
+__all__ = ["CLASS_NAMES", "ResultsConfig", "architecture_table", "by_evaluation", "diagnostic_family",
+           "evaluation_summary", "exploratory_contrasts", "load_all_results", "paired_contrasts", "per_image_losses",
+           "plot_loss_distribution", "plot_per_class_recall", "plot_policies_at_fraction", "plot_two_evaluations",
+           "save_figure", "show_figure", "show_outcome_against_fd", "thesis_budget_block", "thesis_budget_results",
+           "thesis_comparison"]

@@ -106,3 +106,16 @@ def test_the_diagnostic_family_is_corrected_on_its_own_and_says_when_it_cannot_r
     assert R.diagnostic_family(results[results.policy == "30% real + 70% repeat"],
                                R.ResultsConfig(diagnostic_contrasts=family)) is None
     assert "has both arms recorded yet" in capsys.readouterr().out
+
+
+def test_figure_7_3_is_shown_from_the_named_fidelity_table_or_said_to_be_missing(tmp_path, capsys):
+    rows = [{"trial_key": f"k{s}", "arch": "cnn", "split": "slice", "metric": "test_loss", "value": 0.5 + s / 100}
+            for s in range(3)]
+    fidelity = tmp_path / "fidelity.csv"
+    pd.DataFrame([{"trial_key": f"k{s}", "split": "slice", "source": "repeat", "fd": 1.0 + s} for s in range(3)]
+                 ).to_csv(fidelity, index=False)
+    R.show_outcome_against_fd(pd.DataFrame(rows), R.ResultsConfig(figures_dir=str(tmp_path)))
+    assert "no source fidelity table named" in capsys.readouterr().out
+    R.show_outcome_against_fd(pd.DataFrame(rows), R.ResultsConfig(figures_dir=str(tmp_path),
+                                                                   source_fidelity=str(fidelity)))
+    assert (tmp_path / "07_outcome_against_fd.png").exists() and (tmp_path / "07_outcome_against_fd.pdf").exists()
