@@ -72,7 +72,14 @@ def architecture_table(results: pd.DataFrame, split: str = "subject") -> pd.Data
                        zip(summary["median"], summary.median_lo, summary.median_hi)]
     table = summary.pivot_table(index="policy", columns="arch", values="cell", aggfunc="first", sort=False)
     table.index.name, table.columns.name = "arm", None
-    return table.fillna("")
+    return table.fillna("").rename(columns=lambda arch: f"{arch}{_how_trained(results[results.arch == arch])}")
+
+
+def _how_trained(rows: pd.DataFrame) -> str:
+    """`` (from scratch)`` or `` (ImageNet-pretrained)`` from the trials' ``pretrained`` column (the thesis fine-tuned
+    pretrained ResNet-18 and ViT; a from-scratch run says so wherever it is shown), or nothing when mixed/unknown."""
+    kinds = set(rows["pretrained"].astype(str)) if "pretrained" in rows else set()
+    return {frozenset({"no"}): " (from scratch)", frozenset({"yes"}): " (ImageNet-pretrained)"}.get(frozenset(kinds), "")
 
 
 def _thesis(row: pd.Series) -> float:

@@ -100,7 +100,9 @@ def test_architecture_table_puts_every_arch_and_arm_side_by_side_with_intervals(
     both = pd.concat([results_table("cnn"), results_table("resnet18")], ignore_index=True)
     both = both[~((both.arch == "resnet18") & (both.policy == "30% real + 70% repeat"))]  # an arm not run there
     table = report.architecture_table(both)
-    assert list(table.columns) == ["cnn", "resnet18"] and table.index[0] == "100% real"
+    assert list(table.columns) == ["cnn", "resnet18"] and table.index[0] == "100% real"  # no pretrained column
+    labelled = report.architecture_table(both.assign(pretrained=np.where(both.arch == "cnn", "no", "yes")))
+    assert list(labelled.columns) == ["cnn (from scratch)", "resnet18 (ImageNet-pretrained)"]
     assert table.loc["30% real", "cnn"] == "0.700 [0.680, 0.730]"  # median and [min, max] of 5 repeats
     assert table.loc["30% real + 70% repeat", "resnet18"] == ""
     nan_fold = both.copy()  # a fold without both kinds of people has no AUC: left out, not an interval of NaN
