@@ -69,3 +69,13 @@ def test_a_table_missing_trials_or_holding_other_values_is_caught(tmp_path):
     changed.loc[changed.metric == "test_loss", "value"] += 0.01
     changed.to_parquet(folder / "results.parquet")
     assert disagreements(folder)[0].startswith("results.parquet differs from the trial files")
+
+
+@pytest.mark.parametrize("table", sorted((ROOT / "benchmarks" / "results").rglob("source_fidelity.csv")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_source_fidelity_rows_name_recorded_trials(table):
+    """Figure 7.3's table (benchmarks/source_fidelity.py) measures trials that are recorded beside it."""
+    rows = pd.read_csv(table)
+    keys = {p.stem for p in table.parent.rglob("trials/*.json")}
+    assert len(rows) and set(rows.trial_key) <= keys
+    assert rows.trial_key.is_unique and rows.fd.gt(0).all() and rows.label_fidelity.between(0, 1).all()
