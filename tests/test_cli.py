@@ -59,7 +59,8 @@ def test_study_runs_the_trials_a_profile_plans_a_repeat_at_a_time(capsys, tmp_pa
                    "results_dir": str(results), "equal_steps": True},
         "notebooks": {"04_train_cnn": {"arms": ["none"], "epochs": 1, "subject_epochs": 2, "batch_size": 32},
                       "06_train_vit": {"arch": "vit_tiny", "epochs": 3}}}))
-    assert cli.main(["study", "--profile", str(profile), "--first-seed", "1", "--seeds", "1", "--split", "subject"]) == 0
+    chosen = ["--first-seed", "1", "--seeds", "1", "--split", "subject"]
+    assert cli.main(["study", "--profile", str(profile), *chosen]) == 0
     specs = [json.loads(f.read_text())["spec"] for f in (results / "cnn" / "trials").glob("*.json")]
     assert [(s["split"], s["seed"], s["epochs"], s["batch_size"]) for s in specs] == [("subject", 1, 2, 32)]
     assert cli._profile_study(str(profile), "vit_tiny").training.epochs == 3  # 06's section names its arch

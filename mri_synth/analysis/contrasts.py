@@ -35,9 +35,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from mri_synth.analysis.intervals import (bca_mean_interval, corrected_mean_interval, corrected_resampled_t,
-                                          detectable_difference, fold_ratio, median_interval, significance_warning,
-                                          two_level_interval)
+from mri_synth.analysis.intervals import (
+    bca_mean_interval,
+    corrected_mean_interval,
+    corrected_resampled_t,
+    detectable_difference,
+    fold_ratio,
+    median_interval,
+    significance_warning,
+    two_level_interval,
+)
 from mri_synth.analysis.stats import holm_adjust, is_lower_better, metric_rows, require_columns, setting_columns
 
 PRIMARY = {"slice": "test_loss", "subject": "dementia_auc_person"}

@@ -79,7 +79,8 @@ def _how_trained(rows: pd.DataFrame) -> str:
     """`` (from scratch)`` or `` (ImageNet-pretrained)`` from the trials' ``pretrained`` column (the thesis fine-tuned
     pretrained ResNet-18 and ViT; a from-scratch run says so wherever it is shown), or nothing when mixed/unknown."""
     kinds = set(rows["pretrained"].astype(str)) if "pretrained" in rows else set()
-    return {frozenset({"no"}): " (from scratch)", frozenset({"yes"}): " (ImageNet-pretrained)"}.get(frozenset(kinds), "")
+    labels = {frozenset({"no"}): " (from scratch)", frozenset({"yes"}): " (ImageNet-pretrained)"}
+    return labels.get(frozenset(kinds), "")
 
 
 def _thesis(row: pd.Series) -> float:

@@ -107,7 +107,8 @@ def test_architecture_table_puts_every_arch_and_arm_side_by_side_with_intervals(
     assert table.loc["30% real + 70% repeat", "resnet18"] == ""
     nan_fold = both.copy()  # a fold without both kinds of people has no AUC: left out, not an interval of NaN
     nan_fold.loc[(nan_fold.metric == "dementia_auc_person") & (nan_fold.seed == 4), "value"] = np.nan
-    assert report.architecture_table(nan_fold).loc["30% real", "cnn"] == "0.695 [0.680, 0.710]"  # the four defined repeats
+    # the four defined repeats
+    assert report.architecture_table(nan_fold).loc["30% real", "cnn"] == "0.695 [0.680, 0.710]"
     assert report.architecture_table(both, "slice").loc["100% real", "cnn"] == "0.170 [0.150, 0.200]"
     with pytest.raises(ValueError, match="no subject trials"):
         report.architecture_table(both[both.split == "slice"])

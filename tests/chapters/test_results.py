@@ -100,7 +100,8 @@ def test_the_diagnostic_family_is_corrected_on_its_own_and_says_when_it_cannot_r
     results = pd.DataFrame(rows)
     assert R.diagnostic_family(results, R.ResultsConfig()) is None
     assert "no diagnostic contrasts declared" in capsys.readouterr().out
-    family = ("30% real + 70% reconstruct_own vs 30% real + 70% repeat", "30% real + 70% reconstruct_other vs 100% real")
+    family = ("30% real + 70% reconstruct_own vs 30% real + 70% repeat",
+              "30% real + 70% reconstruct_other vs 100% real")
     table = R.diagnostic_family(results, R.ResultsConfig(diagnostic_contrasts=family))
     assert len(table) == 1 and table.mean_diff.iloc[0] == pytest.approx(0.1) and (table.family == "declared").all()
     assert R.diagnostic_family(results[results.policy == "30% real + 70% repeat"],

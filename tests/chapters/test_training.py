@@ -58,5 +58,6 @@ def test_bad_parameters_are_refused(bad, message):
 
 def test_the_label_says_how_a_timm_model_was_trained():
     assert ArchitectureStudy(arch="cnn").label == "cnn"
-    assert ArchitectureStudy(arch="vit_tiny").label == "vit_tiny (from scratch, not the thesis's ImageNet-pretrained setting)"
+    scratch = "vit_tiny (from scratch, not the thesis's ImageNet-pretrained setting)"
+    assert ArchitectureStudy(arch="vit_tiny").label == scratch
     assert ArchitectureStudy(arch="resnet18", pretrained=True).label == "resnet18 (ImageNet-pretrained)"
