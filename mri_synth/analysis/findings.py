@@ -50,8 +50,12 @@ def verdict(row: pd.Series, alpha: float = 0.05) -> str:
         return f"**{row.a if a_better else row.b}** is better (Holm p = {row.p_holm:.3g})"
     p = "n/a" if math.isnan(row.p_holm) else f"{row.p_holm:.3g}"
     detectable = getattr(row, "detectable", float("nan"))
-    reach = "" if math.isnan(detectable) else (f"; a true difference of {detectable:.3f} would have been detected "
-                                                "80% of the time, a smaller one may be missed")
+    warning = getattr(row, "warning", "")
+    if isinstance(warning, str) and warning:  # the test cannot reach the level at all: no difference is detectable
+        reach = f"; {warning}"
+    else:
+        reach = "" if math.isnan(detectable) else (f"; a true difference of {detectable:.3f} would have been "
+                                                    "detected 80% of the time, a smaller one may be missed")
     return f"no difference detected with {row.n_pairs} paired repeats (Holm p = {p}){reach}"
 
 

@@ -136,3 +136,11 @@ def test_diagnostics_are_a_family_of_their_own_after_the_declared_one():
     # the subject evaluation's test is named with its interval
     assert "corrected t interval; corrected resampled t (Nadeau-Bengio, 5 person folds) test" in block
     assert "would have been detected 80% of the time" in block.split("**subject evaluation**")[1]
+
+
+def test_too_few_repeats_say_no_test_can_reach_the_level_instead_of_a_detectable_difference():
+    table = results_table({"slice": {"100% real": -0.2, "30% real": 0.0, "30% real + 70% repeat": -0.1},
+                           "subject": {"100% real": 0.0, "30% real": 0.0, "30% real + 70% repeat": 0.0}}, seeds=3)
+    slice_part = findings.findings_block(table, FAMILY).split("**subject evaluation**")[0]
+    assert "the exact signed-rank test cannot reach p < 0.05" in slice_part
+    assert "would have been detected" not in slice_part
