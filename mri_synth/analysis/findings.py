@@ -116,8 +116,9 @@ def _contrast_lines(title: str, family: Sequence[str], contrasts: pd.DataFrame, 
             lines.append(f"- {a} vs {b}: not run yet ({', '.join(missing) or 'no paired repeats'})")
             continue
         row = found.iloc[0]
-        lines.append(f"- {a} vs {b}: {_signed(row.mean_diff)} [{_signed(row.mean_lo)}, {_signed(row.mean_hi)}]; "
-                     f"{verdict(row, alpha)}")
+        interval = (f"[{_signed(row.mean_lo)}, {_signed(row.mean_hi)}]" if not math.isnan(row.mean_lo)
+                    else f"(no interval from {row.n_pairs} paired repeat{'s' if row.n_pairs != 1 else ''})")
+        lines.append(f"- {a} vs {b}: {_signed(row.mean_diff)} {interval}; {verdict(row, alpha)}")
     return lines
 
 

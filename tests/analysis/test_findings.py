@@ -144,3 +144,12 @@ def test_too_few_repeats_say_no_test_can_reach_the_level_instead_of_a_detectable
     slice_part = findings.findings_block(table, FAMILY).split("**subject evaluation**")[0]
     assert "the exact signed-rank test cannot reach p < 0.05" in slice_part
     assert "would have been detected" not in slice_part
+
+
+def test_one_repeat_gives_its_difference_and_says_there_is_no_interval_yet():
+    table = results_table({"slice": {"100% real": -0.2, "30% real": 0.0, "30% real + 70% repeat": -0.1},
+                           "subject": {"100% real": 0.0, "30% real": 0.0, "30% real + 70% repeat": 0.05}}, seeds=1)
+    block = findings.findings_block(table, FAMILY[:1])
+    assert "nan" not in block
+    assert "- 30% real + 70% repeat vs 30% real: -0.10" in block  # slice: the difference stands alone
+    assert "(no interval from 1 paired repeat);" in block
