@@ -49,6 +49,7 @@ class GeneratorSettings:
 
     diffusion_preset: str = DEFAULT_DIFFUSION_PRESET  # toy, quick, gpu (pixel) or latent-toy, latent-cpu, latent-gpu
     diffusion_overrides: tuple[tuple[str, Any], ...] = ()  # DiffusionConfig fields over the preset's
+    pixel_preset: str = "quick"  # the pixel_diffusion arm's pixel-space preset (toy, small, quick, gpu)
     openai_model: str = ""  # empty: the OpenAI generator's default model
     openai_quality: str = "low"  # results are shrunk to 128 px, so low is enough
     synthetic_folder: str = ""  # the folder arm: one sub-folder per class
@@ -292,6 +293,25 @@ register(GeneratorEntry(
     draws_from="rest", diagnostic=True,
     about="diagnostic: the rest of the training pool sent through the subset's latent autoencoder (new content "
           "through the generator's decoder; in the slice evaluation it includes test people's neighbouring slices)"))
+
+# Figure 7.3's far point (issue 23): the pixel-space generator beside a latent one, in one profile
+def _pixel_label(settings: GeneratorSettings) -> str:
+    label = settings.pixel_preset
+    _diffusion_config(replace(settings, diffusion_preset=label, diffusion_overrides=()))  # a bad name fails here
+    if label.startswith(LATENT_PREFIX):
+        raise ValueError(f"the pixel_diffusion arm is the pixel-space generator's, got the latent preset {label!r}: "
+                         "use the diffusion arm for latent presets")
+    return label
+
+
+def _pixel_parse(settings: GeneratorSettings, label: str) -> GeneratorSettings:
+    return replace(settings, pixel_preset=label, diffusion_preset=label, diffusion_overrides=())
+
+
+register(GeneratorEntry(
+    "pixel_diffusion", _pixel_label, _diffusion_build, _pixel_parse, learns_from_subset=True,
+    about="the pixel-space diffusion generator (pixel_preset, quick by default: 32 px, upsampled) trained on the "
+          "trial's own subset, beside a latent diffusion arm in the same profile; SDEdit variations"))
 
 
 def settings_from(values: Mapping[str, Any]) -> GeneratorSettings:

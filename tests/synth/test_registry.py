@@ -118,3 +118,25 @@ def test_latent_presets_are_the_diffusion_arm_through_the_one_path(sample_data, 
     with pytest.raises(ValueError, match="diffusion presets: toy, small, quick, gpu, latent-toy, latent-cpu, "
                                          "latent-cpu-fast, latent-gpu"):
         TrialSpec(synthetic="diffusion", synthetic_fraction=0.7, generator="latent-huge")
+
+
+def test_the_pixel_arm_trains_the_pixel_generator_beside_a_latent_diffusion_arm(sample_data, tmp_path):
+    from mri_synth.study.trial import StudyContext, training_set
+    from mri_synth.synth.diffusion import DiffusionGenerator
+
+    settings = registry.GeneratorSettings(diffusion_preset="latent-toy", pixel_preset="toy")
+    latent, pixel = study.study_grid(["cnn"], [0.3], ["diffusion", "pixel_diffusion"], [0], settings, epochs=1)
+    assert (latent.generator, pixel.generator) == ("latent-toy", "toy")  # the label says which generator ran
+    assert pixel.policy == "30% real + 70% pixel_diffusion" != latent.policy and pixel.key != latent.key
+    default = study.study_grid(["cnn"], [0.3], ["pixel_diffusion"], [0],
+                               registry.GeneratorSettings(diffusion_preset="latent-cpu-fast"), epochs=1)[0]
+    assert default.generator == "quick"  # the pixel preset of latent_fidelity.md, whatever the latent preset
+    context = StudyContext(data=sample_data, bank_root=tmp_path / "bank", generator_root=tmp_path / "generators")
+    built = registry.build("pixel_diffusion", context.generator_settings(pixel), context.evaluation(pixel).pool)
+    assert isinstance(built, DiffusionGenerator) and built.fingerprint.startswith("diffusion")
+    ts = training_set(pixel, context)
+    assert ts.generator_fingerprint.startswith("diffusion-")  # the pixel generator's (the latent one's: latent-)
+    assert set(ts.synthetic_sources) <= set(ts.real_ids) and len(ts.synthetic_sources) > 0
+    with pytest.raises(ValueError, match="pixel-space generator's, got the latent preset 'latent-toy'"):
+        study.study_grid(["cnn"], [0.3], ["pixel_diffusion"], [0],
+                         registry.GeneratorSettings(pixel_preset="latent-toy"), epochs=1)
