@@ -87,9 +87,20 @@ OUTCOME_LABELS = {"test_loss": "slice: four-way test cross-entropy (lower is bet
                   "dementia_auc_person": "subject: dementia vs none AUC per person (higher is better)"}
 
 
+BASELINE = "30% real"
+"""The arm every added source is added to (Figure 7.3's reference line)."""
+
+
+def _repeats(n: int) -> str:
+    return f"{n} repeat" + ("" if n == 1 else "s")
+
+
 def outcome_against_fd(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: str = "cnn") -> Figure:
     """The thesis-style Figure 7.3: for every source of added images, each evaluation's primary readout against the
     images' FD to real validation slices; medians over the repeats with their order-statistic intervals both ways.
+    Where the results hold the 30% real arm (``policy``, ``split``), its median and interval are the dashed line and
+    grey band every source is read against (it adds nothing, so it has no FD), over the repeats the sources were
+    measured in where both tables have ``seed``.
 
     Args:
         results: the runner's long results table (``trial_key``, ``split``, ``metric``, ``value``, ``arch``).
@@ -109,14 +120,23 @@ def outcome_against_fd(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: s
     sources = sorted(joined.source.unique())
     colours = dict(zip(sources, sns.color_palette("tab10", len(sources))))
     for ax, split in zip(axes, splits):
+        baseline = rows[(rows.policy == BASELINE) & (rows.split == split) & (rows.metric == readouts[split])] \
+            if {"policy", "split"} <= set(rows.columns) else rows.iloc[:0]
+        if len(baseline) and "seed" in baseline and "seed" in joined:  # the repeats the sources were measured in
+            baseline = baseline[baseline.seed.isin(joined[joined.split == split].seed)]
+        if len(baseline):  # the arm nothing is added to: what every source is measured against
+            low, high, _ = median_interval(baseline.value)
+            ax.axhspan(low, high, color="0.85", zorder=0)
+            ax.axhline(baseline.value.median(), color="0.4", linestyle="--", zorder=1,
+                       label=f"{BASELINE}, nothing added ({_repeats(len(baseline))}; no FD)")
         for source, group in joined[joined.split == split].groupby("source"):
             (x_lo, x_hi, _), (y_lo, y_hi, _) = median_interval(group.fd), median_interval(group.value)
             x, y = group.fd.median(), group.value.median()
             ax.errorbar(x, y, xerr=[[x - x_lo], [x_hi - x]], yerr=[[y - y_lo], [y_hi - y]], fmt="o", capsize=3,
-                        color=colours[source], label=f"{source} ({len(group)} repeats)")
+                        color=colours[source], label=f"{source} ({_repeats(len(group))})")
         ax.set_xscale("log")  # FDs from about 0.5 (real slices) to hundreds (pixel-space blobs)
         ax.set_xlabel("FD of the added images to real validation slices (feature CNN of latent_fidelity.md)")
         ax.set_ylabel(OUTCOME_LABELS[readouts[split]])
         ax.set_title(f"{arch}, {split} evaluation")
-    axes[-1].legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="best")
     return fig

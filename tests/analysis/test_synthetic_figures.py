@@ -41,3 +41,26 @@ def test_outcome_against_fd_puts_each_source_at_its_medians_with_intervals():
     assert len(points) == 3 and "(5 repeats)" in repeat.get_label()
     with pytest.raises(ValueError, match="by trial_key"):
         figures.outcome_against_fd(pd.DataFrame(results).assign(trial_key="other"), pd.DataFrame(fidelity))
+    # the 30% real arm (nothing added, no FD) is the reference line, at its median, in each evaluation
+    baseline = [{"trial_key": f"{split}-base-{seed}", "arch": "cnn", "split": split, "policy": "30% real",
+                 "metric": metric, "value": 0.6 + 0.01 * seed}
+                for split, metric in (("slice", "test_loss"), ("subject", "dementia_auc_person")) for seed in range(3)]
+    fig = figures.outcome_against_fd(pd.DataFrame(results + baseline), pd.DataFrame(fidelity))
+    for ax in fig.axes:
+        line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("30% real, nothing added"))
+        assert float(line.get_ydata()[0]) == pytest.approx(0.61) and "(3 repeats; no FD)" in line.get_label()
+        assert len(ax.get_legend().get_texts()) == 4  # a legend per panel: the line and the three sources
+
+
+def test_the_reference_line_takes_the_repeats_the_sources_were_measured_in():
+    import pandas as pd
+
+    fidelity = [{"trial_key": f"k{seed}", "split": "slice", "seed": seed, "source": "repeat", "fd": 0.5}
+                for seed in range(2)]
+    results = [{"trial_key": f"k{seed}", "arch": "cnn", "split": "slice", "seed": seed, "policy": "30% real + 70% "
+                "repeat", "metric": "test_loss", "value": 0.6} for seed in range(2)]
+    results += [{"trial_key": f"b{seed}", "arch": "cnn", "split": "slice", "seed": seed, "policy": "30% real",
+                 "metric": "test_loss", "value": value} for seed, value in enumerate([0.5, 0.7, 2.0])]
+    ax = figures.outcome_against_fd(pd.DataFrame(results), pd.DataFrame(fidelity)).axes[0]
+    line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("30% real, nothing added"))
+    assert float(line.get_ydata()[0]) == pytest.approx(0.6) and "(2 repeats" in line.get_label()  # seed 2 has no FD
