@@ -1,7 +1,13 @@
-r"""Execute the study's notebooks on the real data into benchmarks/results/real/: every chapter, one command (issue 21).
+r"""Execute the study's notebooks on the real data into benchmarks/results/<profile>/: every chapter, one command.
 
     MRI_SYNTH_DATA=$(realpath ../shared/data/alzheimer_mri) .venv/bin/python benchmarks/record_real_notebooks.py \
-        [--only 04 07]
+        [--profile real|rerun] [--only 04 07]
+
+``real`` (issue 21, the default) records every chapter into ``benchmarks/results/real/``, figures in ``figures/``;
+``rerun`` (issues 23 and 24) records the training and results chapters (04-07) of ``profiles/rerun.yaml`` into
+``benchmarks/results/rerun/``, figures in ``figures/rerun/``. A training notebook is recorded only when every trial
+its profile plans for that architecture is in the results folder: recording reads trials, it never trains the rest
+(``benchmarks/rerun.sh`` runs them a repeat at a time).
 
 Each runs with the real profile's parameters (profiles/real.yaml), except ``figures_dir``: it is left empty and the
 figures go to the project's ``figures/`` through ``MRI_SYNTH_FIGURES``, so that nbval, re-executing the recorded
@@ -39,6 +45,7 @@ from mri_synth.training import heap  # noqa: E402
 
 OUT = ROOT / "benchmarks/results/real"
 RESULTS = OUT / "results"
+FIGURES = {"real": ROOT / "figures", "rerun": ROOT / "figures" / "rerun"}
 
 OPENINGS = {
     "01": "Notebook 01 on the full Alzheimer MRI dataset (6,400 slices): the class counts of the thesis's Table 2.1, "
@@ -63,22 +70,53 @@ OPENINGS = {
           "from the recorded trials in `results/` and the thesis-budget rows in `thesis_budget/`. Every table below "
           "is recomputed from those trial files and checked by nbval in `make test`.",
 }
-ARCHITECTURE_OF = {"05": "resnet18", "06": "vit"}  # recorded once their grids are
+RERUN_OPENINGS = {
+    "04": "Notebook 04 of the rerun (`profiles/rerun.yaml`, issue 23): the basic CNN's grid on one machine at the "
+          "tuned budgets, both evaluations, read from the recorded trials in `results/cnn/` (nothing is trained "
+          "here). Every table below is recomputed from those trial files and checked by nbval in `make test`.",
+    "05": "Notebook 05 of the rerun (issue 24): ResNet-18 trained from scratch (not the thesis's ImageNet-pretrained "
+          "setting) at its tuned size and budget, read from the recorded trials in `results/resnet18/`. Every table "
+          "below is checked by nbval.",
+    "06": "Notebook 06 of the rerun (issue 24): ViT-Tiny trained from scratch (not the thesis's ImageNet-pretrained "
+          "ViT-B/16) at its tuned size and budget, read from the recorded trials in `results/vit_tiny/`. Every table "
+          "below is checked by nbval.",
+    "07": "Notebook 07 of the rerun: the study's answer for every architecture recorded in `results/`, both "
+          "evaluations, the declared and diagnostic contrasts and Figure 7.3. Every table below is recomputed from "
+          "the trial files and checked by nbval in `make test`.",
+}
+PROFILES = {"real": (OUT, OPENINGS), "rerun": (ROOT / "benchmarks/results/rerun", RERUN_OPENINGS)}
+ARCH_NOTEBOOK = {"04": "04_train_cnn", "05": "05_train_resnet18", "06": "06_train_vit"}
 
 
-def available() -> list[str]:
-    """The notebooks that can be recorded now: 05 and 06 join once their architecture's trials are recorded."""
-    return [stem for stem in OPENINGS
-            if stem not in ARCHITECTURE_OF or any(RESULTS.glob(f"{ARCHITECTURE_OF[stem]}*/trials/*.json"))]
+def missing_trials(profile: str, stem: str) -> tuple[int, int]:
+    """(trials of the architecture notebook ``stem``'s grid not in the profile's results folder, trials planned)."""
+    from mri_synth.cli import _profile_study
+
+    section = (load_profile(profile).get("notebooks") or {}).get(ARCH_NOTEBOOK[stem]) or {}
+    study = _profile_study(profile, section.get("arch") or cli_arch(stem))
+    folder = PROFILES[profile][0] / "results" / study.arch / "trials"
+    return sum(not (folder / f"{spec.key}.json").exists() for spec in study.specs), len(study.specs)
 
 
-def record(stem: str, profile: dict) -> Path:
+def cli_arch(stem: str) -> str:
+    from mri_synth.cli import ARCH_NOTEBOOKS
+
+    return ARCH_NOTEBOOKS[ARCH_NOTEBOOK[stem]]
+
+
+def available(profile: str = "real") -> list[str]:
+    """The notebooks that can be recorded now: a training notebook once every trial of its grid is recorded."""
+    return [stem for stem in PROFILES[profile][1] if stem not in ARCH_NOTEBOOK or missing_trials(profile, stem)[0] == 0]
+
+
+def record(stem: str, profile: dict, name: str = "real") -> Path:
     notebook = next(NOTEBOOK_DIR.glob(f"{stem}_*.ipynb"))
-    params = notebook_parameters(profile, notebook, ROOT / "runs" / "real")
+    out, openings = PROFILES[name]
+    params = notebook_parameters(profile, notebook, ROOT / "runs" / name)
     params["figures_dir"] = ""  # MRI_SYNTH_FIGURES below: figures/ now, a temporary folder under make test
-    output = OUT / notebook.name
+    output = out / notebook.name
     start = time.perf_counter()
-    os.environ["MRI_SYNTH_FIGURES"] = str(ROOT / "figures")
+    os.environ["MRI_SYNTH_FIGURES"] = str(FIGURES[name])
     with heap.retained_in_subprocesses():
         papermill.execute_notebook(str(notebook), str(output), parameters=params, cwd=str(NOTEBOOK_DIR),
                                    progress_bar={"desc": notebook.stem, "unit": "cell"})
@@ -86,7 +124,7 @@ def record(stem: str, profile: dict) -> Path:
     for cell in nb.cells:  # recorded outputs are compared whole: nbval's sanitize file masks what varies
         if cell.cell_type == "code":
             cell.source = cell.source.replace("# NBVAL_IGNORE_OUTPUT\n", "")
-    opening = nbformat.v4.new_markdown_cell(f"> **Recorded on the real data.** {OPENINGS[stem]}")
+    opening = nbformat.v4.new_markdown_cell(f"> **Recorded on the real data.** {openings[stem]}")
     opening.metadata["tags"] = ["recorded-opening"]
     nb.cells.insert(0, opening)
     nbformat.write(nb, output)
@@ -96,8 +134,9 @@ def record(stem: str, profile: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="real")
     parser.add_argument("--only", nargs="*", default=None,
-                        help=f"notebook prefixes (default every one recordable now: {' '.join(available())})")
+                        help="notebook prefixes (default every one recordable now)")
     args = parser.parse_args(argv)
     if not os.environ.get("MRI_SYNTH_DATA"):
         parser.error("set MRI_SYNTH_DATA to the real dataset (../shared/data/alzheimer_mri)")
@@ -107,11 +146,18 @@ def main(argv: list[str] | None = None) -> None:
     if dirty:
         print("warning: the code has uncommitted changes; commit it first so the recorded notebooks show a commit's "
               "results", file=sys.stderr)
-    profile = load_profile("real")
-    for stem in args.only or available():
-        if stem not in OPENINGS:
-            parser.error(f"--only {stem}: no such notebook (choose among {' '.join(OPENINGS)})")
-        record(stem, profile)
+    profile = load_profile(args.profile)
+    openings = PROFILES[args.profile][1]
+    for stem in args.only or available(args.profile):
+        if stem not in openings:
+            parser.error(f"--only {stem}: the {args.profile} profile records {' '.join(openings)}")
+        if stem in ARCH_NOTEBOOK:
+            missing, planned = missing_trials(args.profile, stem)
+            if missing:
+                parser.error(f"--only {stem}: {missing} of the {planned} trials the {args.profile} profile plans "
+                             "are not recorded, and recording would train them: run them first (benchmarks/rerun.sh "
+                             "for the rerun), then record")
+        record(stem, profile, args.profile)
 
 
 if __name__ == "__main__":
