@@ -29,8 +29,9 @@ study: $(STAMP)
 
 # Figures, results and caches of a test run go to a temporary folder: testing never rewrites figures/ or results/,
 # and every run starts as cold as CI (no generator or classifier trained by older code is reused). nbval also checks
-# the real-data study's recorded notebooks that only read recorded trials (04, 07; RECORDED): every table they show is
-# re-computed from the committed trials and compared, with only volatile parts masked (tests/nbval_sanitize.cfg).
+# the real-data study's recorded notebooks that only read recorded trials (real/ and rerun/, 04-07; RECORDED): every
+# table they show is re-computed from the committed trials and compared, with only volatile parts masked
+# (tests/nbval_sanitize.cfg).
 test: $(STAMP)
 	@test -n "$(MRI_SYNTH_DATA)" || echo "make test: MRI_SYNTH_DATA is not set, so the recorded real-data notebooks" \
 		"(benchmarks/results/real/04, 07) are not re-checked; set it to the dataset folder to include them"
@@ -60,5 +61,5 @@ refresh-notebooks: $(STAMP)
 	@for nb in $(NB); do echo "$$nb"; $(BIN)/papermill --cwd notebooks "$$nb" "$$nb" --no-progress-bar 2>&1 | grep -v 'TCP without encryption' || exit 1; done
 # the recorded real-data notebooks read the real dataset (class counts, the evaluations' people): checked where
 # MRI_SYNTH_DATA names it (CI, a development machine), left out with a note on a machine without it
-RECORDED := $(if $(MRI_SYNTH_DATA),$(wildcard benchmarks/results/real/0[4-7]_*.ipynb))
+RECORDED := $(if $(MRI_SYNTH_DATA),$(wildcard benchmarks/results/real/0[4-7]_*.ipynb benchmarks/results/rerun/0[4-7]_*.ipynb))
 NB ?= $(wildcard notebooks/[0-9][0-9]_*.ipynb)
