@@ -2,7 +2,8 @@
 
 For every candidate (architecture x input size) and every engine variant (fp32 contiguous, the engine's default
 channels-last in fp32, bf16 autocast, torch.compile), ``fit`` trains real training slices for a few steps, one
-thread, the variants alternating round by round so that their ratios hold on a busy machine; an evaluation pass
+thread (one variant: 2 threads, priced in CPU time, wall x 2: the thread layout), the variants alternating round by
+round so that their ratios hold on a busy machine; an evaluation pass
 (eval mode, batch 64, the variant's precision) is timed the same way. From the per-step and per-image costs it
 prices one trial of the study's grid at equal steps (5 epochs of the slice split's 100% pool: 68 steps an epoch,
 340 steps; validation 768 + test 1,280 slices evaluated after every epoch of the arm's own set: 5 times for the
@@ -44,6 +45,9 @@ VARIANTS = {  # name -> TrainConfig fields
     "fp32 channels-last": dict(precision="fp32", channels_last=True),
     "bf16 channels-last": dict(precision="bf16", channels_last=True),
     "bf16 channels-last compile": dict(precision="bf16", channels_last=True, compile=True),
+    # the thread layout: one 2-thread process instead of two 1-thread ones (CPU time = 2 x its wall time; only an
+    # idle machine measures it: on a busy one the second thread has no free core)
+    "bf16 channels-last 2 threads": dict(precision="bf16", channels_last=True, threads=2),
 }
 BASELINE = "fp32 channels-last"  # today's engine on this CPU pairs trials across machines in fp32
 TRIAL_STEPS = 340
@@ -52,15 +56,31 @@ EVALS_PER_ARM = {"100% real": 5, "30% real": 17, "30% real + 70% diffusion": 5, 
 
 
 def train_seconds(arch: str, size: int, variant: dict, images, labels, steps: int) -> float:
+    """CPU seconds (wall seconds x the variant's threads) of ``steps`` training steps."""
+    threads = variant.get("threads", 1)
     config = TrainConfig(max_steps=steps, batch_size=64, lr=1e-3, seed=0, progress=False, eval_every=steps,
-                         input_size=size, **variant)
+                         input_size=size, **{k: v for k, v in variant.items() if k != "threads"})
+    torch.set_num_threads(threads)
     start = time.perf_counter()
-    fit(arch, images, labels, images[:64], labels[:64], config, spec=get_spec(arch).with_input_size(size),
-        pretrained=False)
-    return time.perf_counter() - start
+    try:
+        fit(arch, images, labels, images[:64], labels[:64], config, spec=get_spec(arch).with_input_size(size),
+            pretrained=False)
+        return (time.perf_counter() - start) * threads
+    finally:
+        torch.set_num_threads(1)
 
 
 def eval_seconds_per_image(arch: str, size: int, variant: dict, images) -> float:
+    """CPU seconds per image of an evaluation pass (wall x threads)."""
+    threads = variant.get("threads", 1)
+    torch.set_num_threads(threads)
+    try:
+        return _eval_wall_per_image(arch, size, variant, images) * threads
+    finally:
+        torch.set_num_threads(1)
+
+
+def _eval_wall_per_image(arch: str, size: int, variant: dict, images) -> float:
     spec = get_spec(arch).with_input_size(size)
     fmt = torch.channels_last if variant.get("channels_last") else torch.contiguous_format
     model = create_model(arch, pretrained=False, spec=spec).to(memory_format=fmt).eval()
@@ -91,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     data = load_data("sample" if args.quick else args.data)
     images, labels = data.train.images[:1024], data.train.labels[:1024]
     lines = [f"# arch_trial_cost  {time.strftime('%Y-%m-%d %H:%M')}  quick={args.quick}",
-             f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread, "
+             f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread (the 2-thread "
+             "variant: 2; times are CPU seconds, wall x threads), "
              f"steps {steps} and {2 * steps} per timing, {rounds} round(s), load average {os.getloadavg()}"]
     print("\n".join(lines), flush=True)
     summary = []
@@ -118,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             trial = statistics.mean(arms.values())
             grid_h = 80 * trial / 3600
             ratio = f"{base / step:5.2f}x" if base else "  -  "
-            line = (f"{arch:9s} {size:3d}px {name:27s} step {step * 1000:7.0f} ms ({ratio} {BASELINE}) | "
+            line = (f"{arch:9s} {size:3d}px {name:28s} step {step * 1000:7.0f} ms ({ratio} {BASELINE}) | "
                     f"eval {ev * 1000:6.2f} ms/img | fixed {fixed:5.1f} s, once {once:5.1f} s | "
                     f"trial {trial / 60:5.1f} min | 80 trials {grid_h:5.1f} CPU-h")
             print(line, flush=True)
