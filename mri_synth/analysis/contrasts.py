@@ -14,7 +14,8 @@ each contrast, within each evaluation (``split``) and grid, :func:`paired_contra
   warning where the number of repeats cannot reach the stated level at all); in ``subject`` mode, where repeats r
   and r + 5 share their test, validation and training people and every fold's training people overlap the
   others', Nadeau and Bengio's corrected resampled t-test over the repeats (``intervals.corrected_resampled_t``,
-  with n_test/n_train = 1/(k - 1) for k person folds). The ``test`` column names the one used;
+  with n_test/n_train = 1/(k - 1) for the protocol's k = 5 person folds, however many are recorded yet). The
+  ``test`` column names the one used;
 - the smallest mean difference each contrast could have detected (80% power, two-sided at Holm's strictest level
   alpha / m, from the pairs' spread and the same test's standard error), so "no difference detected" can be read.
 
@@ -46,6 +47,7 @@ from mri_synth.analysis.intervals import (
     two_level_interval,
 )
 from mri_synth.analysis.stats import holm_adjust, is_lower_better, metric_rows, require_columns, setting_columns
+from mri_synth.data.subjects import N_FOLDS
 
 PRIMARY = {"slice": "test_loss", "subject": "dementia_auc_person"}
 """The readout each evaluation leads with."""
@@ -129,8 +131,11 @@ def paired_contrasts(results: pd.DataFrame, family: Sequence[str], metric: str |
     for split, part in results.groupby("split", sort=True) if "split" in results else [("slice", results)]:
         readout = metric or PRIMARY[split]
         rows = metric_rows(part, readout)
-        folds = part["fold"].nunique() if split == "subject" and "fold" in part else 0
-        ratio = fold_ratio(folds) if folds >= 2 else None  # repeats share people: the corrected test
+        # subject mode: every repeat trains on 4 of the protocol's 5 person folds and tests on the fifth, so the
+        # repeats' training sets overlap (and r, r + 5 share their people): the corrected test, with the design's
+        # n_test / n_train whatever number of folds is recorded yet
+        folds = N_FOLDS if split == "subject" else 0
+        ratio = fold_ratio(folds) if folds else None
         setting = setting_columns(rows, ["arch"], exclude=("generator",))
         for key, group in rows.groupby(setting, sort=True):
             key = key if isinstance(key, tuple) else (key,)

@@ -42,6 +42,8 @@ POOL = 2
 """Average-pool the images by this factor before comparing them: 64 px gives the same groups as 128 px, 4x faster."""
 CHUNK = 1024  # rows of the similarity matrix computed at once: 1024 x 6400 float32 is 26 MB
 _VERSION = 1  # bump when the recovery changes, so old caches are not reused
+N_FOLDS = 5
+"""Person-disjoint test folds of the ``subject`` evaluation (``study.protocol``; repeat r tests fold r % 5)."""
 
 
 class SubjectsWarning(UserWarning):

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from mri_synth.data.sampling import stratified_sample
+from mri_synth.data.subjects import N_FOLDS
 from mri_synth.data.types import MRIData, Split
 
 SPLIT_MODES = ("slice", "subject")
 VALIDATION_SHARE = 0.15
 """Share of the training slices (``slice``) or training people per class (``subject``) that validate."""
-N_FOLDS = 5
 PROTOCOL_SEED = 20240
 """Seeds the validation carve and the folds: fixed, so every arm, seed and run sees the same sets."""
 NEVER_VALIDATE = (1,)

@@ -254,3 +254,13 @@ def test_subject_repeats_that_share_people_use_the_corrected_test_and_its_interv
     # the detectable difference at Holm's strictest level, with the corrected standard error
     assert row["detectable"] == pytest.approx(intervals.detectable_difference(differences, test_train_ratio=0.25))
     assert row["detectable"] > slice_row["detectable"] > 0
+
+
+def test_the_corrected_test_takes_the_protocols_five_folds_before_every_fold_is_recorded(paired_table):
+    from mri_synth.analysis import intervals
+
+    table, differences = paired_table
+    first_two = table[table.seed < 2].assign(split="subject", fold=lambda t: t.seed % 5)  # repeats 0, 1: folds 0, 1
+    row = _one(first_two, "A vs B")
+    assert row["test"] == "corrected resampled t (Nadeau-Bengio, 5 person folds)"  # each repeat tests 1/5 of people
+    assert (row["mean_lo"], row["mean_hi"]) == pytest.approx(intervals.corrected_mean_interval(differences[:2], 0.25))
