@@ -87,6 +87,9 @@ OUTCOME_LABELS = {"test_loss": "slice: four-way test cross-entropy (lower is bet
                   "dementia_auc_person": "subject: dementia vs none AUC per person (higher is better)"}
 
 
+READOUTS = {"slice": "test_loss", "subject": "dementia_auc_person"}
+"""Each evaluation's primary readout."""
+READOUT_NAMES = {"slice": "test loss (lower is better)", "subject": "dementia AUC per person (higher is better)"}
 BASELINE = "30% real"
 """The arm every added source is added to (Figure 7.3's reference line)."""
 
@@ -107,20 +110,14 @@ def outcome_against_fd(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: s
         fidelity: one row per trial (``trial_key``, ``split``, ``source``, ``fd``), as
             ``benchmarks/source_fidelity.py`` writes it.
     """
-    readouts = {"slice": "test_loss", "subject": "dementia_auc_person"}
-    rows = results[(results.arch == arch) & results.metric.isin(readouts.values())]
-    joined = fidelity.merge(rows[["trial_key", "metric", "value"]], on="trial_key")
-    joined = joined[[readouts.get(s) == m for s, m in zip(joined.split, joined.metric)]]
-    if joined.empty:
-        raise ValueError("no trial of the fidelity table is in the results (match them by trial_key): measure the "
-                         "recorded trials with benchmarks/source_fidelity.py")
-    splits = [s for s in readouts if s in set(joined.split)]
+    rows, joined = _outcomes(results, fidelity, arch)
+    splits = [s for s in READOUTS if s in set(joined.split)]
     fig = new_figure(PANEL_SIZE[0] * 1.4 * len(splits), PANEL_SIZE[1] * 1.3)
     axes = fig.subplots(1, len(splits), squeeze=False)[0]
     sources = sorted(joined.source.unique())
     colours = dict(zip(sources, sns.color_palette("tab10", len(sources))))
     for ax, split in zip(axes, splits):
-        baseline = rows[(rows.policy == BASELINE) & (rows.split == split) & (rows.metric == readouts[split])] \
+        baseline = rows[(rows.policy == BASELINE) & (rows.split == split) & (rows.metric == READOUTS[split])] \
             if {"policy", "split"} <= set(rows.columns) else rows.iloc[:0]
         if len(baseline) and "seed" in baseline and "seed" in joined:  # the repeats the sources were measured in
             baseline = baseline[baseline.seed.isin(joined[joined.split == split].seed)]
@@ -136,7 +133,43 @@ def outcome_against_fd(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: s
                         color=colours[source], label=f"{source} ({_repeats(len(group))})")
         ax.set_xscale("log")  # FDs from about 0.5 (real slices) to hundreds (pixel-space blobs)
         ax.set_xlabel("FD of the added images to real validation slices (feature CNN of latent_fidelity.md)")
-        ax.set_ylabel(OUTCOME_LABELS[readouts[split]])
+        ax.set_ylabel(OUTCOME_LABELS[READOUTS[split]])
         ax.set_title(f"{arch}, {split} evaluation")
         ax.legend(fontsize=7, loc="best")
     return fig
+
+
+def _outcomes(results: pd.DataFrame, fidelity: pd.DataFrame, arch: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the architecture's primary-readout rows, the fidelity rows joined to their trial's readout ``value``)."""
+    rows = results[(results.arch == arch) & results.metric.isin(READOUTS.values())]
+    joined = fidelity.merge(rows[["trial_key", "metric", "value"]], on="trial_key")
+    joined = joined[[READOUTS.get(s) == m for s, m in zip(joined.split, joined.metric)]]
+    if joined.empty:
+        raise ValueError("no trial of the fidelity table is in the results (match them by trial_key): measure the "
+                         "recorded trials with benchmarks/source_fidelity.py")
+    return rows, joined
+
+
+TWO_BY_TWO = {  # source prefix -> (blur: through an autoencoder, new content: images outside the 30% subset)
+    "repeat": ("no", "no"), "reconstruct_own": ("yes", "no"), "reconstruct_other": ("yes", "yes"),
+    "real": ("no", "yes"), "diffusion": ("generated", "variations"), "pixel_diffusion": ("generated", "variations"),
+}
+"""Issue 23's two-by-two reading: which added source has the generator's blur, and which brings new content."""
+
+
+def source_table(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: str = "cnn") -> pd.DataFrame:
+    """Figure 7.3 as a table: per evaluation and source of added images, its place in the two-by-two reading
+    (:data:`TWO_BY_TWO`), the readout's median [order-statistic interval] over the repeats measured, and the
+    images' medians of FD, label fidelity and PSNR/SSIM to their own source (blank where the image is its source).
+    """
+    _, joined = _outcomes(results, fidelity, arch)
+    rows = []
+    for (split, source), group in joined.groupby(["split", "source"], sort=True):
+        low, high, _ = median_interval(group.value)
+        blur, content = TWO_BY_TWO.get(source.split(" ")[0], ("", ""))
+        rows.append({"evaluation": split, "source": source, "blur": blur, "new content": content,
+                     "repeats": len(group), "readout": READOUT_NAMES[split],
+                     "median [interval]": f"{group.value.median():.3f} [{low:.3f}, {high:.3f}]",
+                     "FD": group.fd.median(), "label fidelity": group.label_fidelity.median(),
+                     "PSNR (dB)": group.psnr.median(), "SSIM": group.ssim.median()})
+    return pd.DataFrame(rows).set_index(["evaluation", "source"])

@@ -25,7 +25,7 @@ from mri_synth.analysis.plots import (
 )
 from mri_synth.analysis.report import architecture_table, by_evaluation, evaluation_summary, plot_two_evaluations
 from mri_synth.analysis.stats import thesis_comparison
-from mri_synth.analysis.synthetic_figures import outcome_against_fd
+from mri_synth.analysis.synthetic_figures import outcome_against_fd, source_table
 from mri_synth.config import NotebookConfig
 from mri_synth.data.types import CLASS_NAMES
 from mri_synth.study.runner import load_results, per_image_losses
@@ -78,14 +78,16 @@ def diagnostic_family(results: pd.DataFrame, config: ResultsConfig) -> pd.DataFr
     return paired_contrasts(results, ready, alpha=config.alpha)
 
 
-def show_outcome_against_fd(results: pd.DataFrame, config: ResultsConfig) -> None:
+def show_outcome_against_fd(results: pd.DataFrame, config: ResultsConfig) -> pd.DataFrame | None:
     """Show and save Figure 7.3 from ``config.source_fidelity`` (one row per trial, written by
-    ``benchmarks/source_fidelity.py``); where none is named, print a sentence saying so."""
+    ``benchmarks/source_fidelity.py``) and return it as a table (``source_table``: the two-by-two reading, each
+    source's readout, FD, label fidelity, PSNR and SSIM); where no table is named, print a sentence saying so."""
     if not config.source_fidelity:
         print("no source fidelity table named (source_fidelity): benchmarks/source_fidelity.py writes one")
-        return
-    fig = outcome_against_fd(results, pd.read_csv(paths.project_path(config.source_fidelity)))
-    show_figure(fig, "07_outcome_against_fd", config.figures)
+        return None
+    fidelity = pd.read_csv(paths.project_path(config.source_fidelity))
+    show_figure(outcome_against_fd(results, fidelity), "07_outcome_against_fd", config.figures)
+    return source_table(results, fidelity).round(3)
 
 
 def thesis_budget_results(config: ResultsConfig) -> pd.DataFrame | None:

@@ -64,3 +64,25 @@ def test_the_reference_line_takes_the_repeats_the_sources_were_measured_in():
     ax = figures.outcome_against_fd(pd.DataFrame(results), pd.DataFrame(fidelity)).axes[0]
     line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("30% real, nothing added"))
     assert float(line.get_ydata()[0]) == pytest.approx(0.6) and "(2 repeats" in line.get_label()  # seed 2 has no FD
+
+
+def test_the_source_table_places_each_source_in_the_two_by_two_with_its_fidelity():
+    import pandas as pd
+
+    sources = {"repeat": ("no", "no"), "reconstruct_own latent-cpu-fast": ("yes", "no"),
+               "reconstruct_other latent-cpu-fast": ("yes", "yes"), "real (the other 70% of the pool)": ("no", "yes"),
+               "diffusion latent-cpu-fast": ("generated", "variations")}
+    fidelity, results = [], []
+    for i, source in enumerate(sources):
+        for seed in range(3):
+            key = f"{i}-{seed}"
+            fidelity.append({"trial_key": key, "split": "subject", "seed": seed, "source": source,
+                             "fd": 10.0 * i + seed, "label_fidelity": 0.8, "psnr": 26.0 + seed, "ssim": 0.9})
+            results.append({"trial_key": key, "arch": "cnn", "metric": "dementia_auc_person",
+                            "value": 0.7 + seed / 100})
+    table = figures.source_table(pd.DataFrame(results), pd.DataFrame(fidelity))
+    assert len(table) == 5 and set(table.index.get_level_values("evaluation")) == {"subject"}
+    for i, (source, (blur, content)) in enumerate(sources.items()):
+        row = table.loc[("subject", source)]
+        assert (row.blur, row["new content"], row.FD, row["PSNR (dB)"]) == (blur, content, 10.0 * i + 1, 27.0)
+        assert row["median [interval]"] == "0.710 [0.700, 0.720]" and "higher is better" in row.readout

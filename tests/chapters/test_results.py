@@ -113,10 +113,13 @@ def test_figure_7_3_is_shown_from_the_named_fidelity_table_or_said_to_be_missing
     rows = [{"trial_key": f"k{s}", "arch": "cnn", "split": "slice", "metric": "test_loss", "value": 0.5 + s / 100}
             for s in range(3)]
     fidelity = tmp_path / "fidelity.csv"
-    pd.DataFrame([{"trial_key": f"k{s}", "split": "slice", "source": "repeat", "fd": 1.0 + s} for s in range(3)]
-                 ).to_csv(fidelity, index=False)
-    R.show_outcome_against_fd(pd.DataFrame(rows), R.ResultsConfig(figures_dir=str(tmp_path)))
+    pd.DataFrame([{"trial_key": f"k{s}", "split": "slice", "source": "repeat", "fd": 1.0 + s, "label_fidelity": 0.9,
+                   "psnr": float("nan"), "ssim": float("nan")} for s in range(3)]).to_csv(fidelity, index=False)
+    assert R.show_outcome_against_fd(pd.DataFrame(rows), R.ResultsConfig(figures_dir=str(tmp_path))) is None
     assert "no source fidelity table named" in capsys.readouterr().out
-    R.show_outcome_against_fd(pd.DataFrame(rows), R.ResultsConfig(figures_dir=str(tmp_path),
-                                                                   source_fidelity=str(fidelity)))
+    table = R.show_outcome_against_fd(pd.DataFrame(rows), R.ResultsConfig(figures_dir=str(tmp_path),
+                                                                           source_fidelity=str(fidelity)))
     assert (tmp_path / "07_outcome_against_fd.png").exists() and (tmp_path / "07_outcome_against_fd.pdf").exists()
+    row = table.loc[("slice", "repeat")]  # the figure as a table: no blur, no new content
+    assert (row.blur, row["new content"], row.repeats, row.FD) == ("no", "no", 3, 2.0)
+    assert row["median [interval]"] == "0.510 [0.500, 0.520]" and row.readout.startswith("test loss")
