@@ -23,7 +23,7 @@ for repeat in $(seq "$FIRST" "$LAST"); do
   if [[ -n ${MAIN:-} ]]; then
     mkdir -p "$MAIN/$OUT" && cp -r "$OUT/." "$MAIN/$OUT/"
     $MRI tables "$MAIN/$OUT" >/dev/null  # every trial file there, the other evaluation's included
-    $MRI findings --profile rerun --results "$MAIN/$OUT" --readme "$MAIN/$README" >/dev/null
+    $MRI findings --profile rerun --arch "$ARCH" --results "$MAIN/$OUT" --readme "$MAIN/$README" >/dev/null
     for try in 1 2 3; do  # another run (the other evaluation) may be committing at the same moment
       git -C "$MAIN" add "$OUT" "$README" && git -C "$MAIN" commit -q -m "rerun ($ARCH, $SPLIT): repeat $repeat, \
 trials and findings block" -- "$OUT" "$README" && break || sleep 5

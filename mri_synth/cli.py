@@ -27,7 +27,7 @@ import pandas as pd
 
 from mri_synth import paths
 from mri_synth.analysis import findings
-from mri_synth.analysis.contrasts import against_reference, paired_contrasts
+from mri_synth.analysis.contrasts import against_reference, paired_contrasts, parse_contrast
 from mri_synth.analysis.stats import summarize, thesis_comparison
 from mri_synth.chapters.exploration import class_count_table
 from mri_synth.chapters.generation import GenerationConfig, fill_bank, real_sample
@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     fi = sub.add_parser("findings", help="write the README's findings block from a profile's recorded results")
     fi.add_argument("--profile", default="real", help="the profile whose study, results folder and contrasts to read")
     fi.add_argument("--readme", default="README.md", help="the Markdown file holding the findings markers")
+    fi.add_argument("--arch", default="cnn", help="the architecture whose block to write (its own markers; default "
+                    "cnn)")
     fi.add_argument("--check", action="store_true", help="fail if the file's block differs from the recorded tables'")
     fi.add_argument("--results", default=None, help="read the trials here instead of the profile's results folder "
                     "(e.g. a snapshot of the files being committed)")
@@ -320,31 +322,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _findings(args: argparse.Namespace) -> None:
     notebooks = load_profile(args.profile).get("notebooks") or {}
-    study = _profile_study(args.profile)
+    study = _profile_study(args.profile, args.arch)
     family = (notebooks.get("07_results") or {}).get("contrasts") or []
     folder = Path(_absolute(args.results)) if args.results else study.results
     results, _ = load_results(folder)
     if results.empty:
         raise FileNotFoundError(f"no trial results under {folder}: run the {args.profile} profile's study first")
-    diagnostics = (notebooks.get("07_results") or {}).get("diagnostic_contrasts") or []
-    block = findings.progress_line(results, len(study.specs)) + "\n" + findings.findings_block(
-        results, family, diagnostics=diagnostics)
+    planned = {spec.policy for spec in study.specs}  # an architecture without the diagnostic arms lists none
+    diagnostics = [c for c in (notebooks.get("07_results") or {}).get("diagnostic_contrasts") or []
+                   if set(parse_contrast(c)) <= planned]
+    block = findings.progress_line(results, len(study.specs), arch=args.arch) + "\n" + findings.findings_block(
+        results, family, arch=args.arch, diagnostics=diagnostics)
     thesis_dir = (_absolute(args.thesis_budget) if args.thesis_budget
                   else (notebooks.get("07_results") or {}).get("thesis_budget_dir"))
-    if thesis_dir:  # the thesis-comparable rows (the profile's folder unless --thesis-budget names one)
-
+    if thesis_dir and args.arch == "cnn":  # the basic CNN's thesis-comparable rows
         folder_tb = paths.project_path(thesis_dir)
         folder_tb = folder_tb / "cnn" if (folder_tb / "cnn").is_dir() else folder_tb
         thesis_results = load_results(folder_tb)[0] if folder_tb.is_dir() else pd.DataFrame()
         block += "\n" + findings.thesis_budget_block(thesis_results)
     readme = _absolute(args.readme)
     if args.check:
-        if findings.read_block(readme) != block:
+        if findings.read_block(readme, args.arch) != block:
             raise ValueError(f"the findings block in {readme} differs from what {folder} gives: run "
-                             f"mri-synth findings --profile {args.profile} and commit the file")
+                             f"mri-synth findings --profile {args.profile} --arch {args.arch} and commit the file")
         print(f"{readme}: the findings block matches {folder}")
         return
-    changed = findings.write_block(readme, block)
+    changed = findings.write_block(readme, block, args.arch)
     print(block + f"\n{readme} {'updated' if changed else 'already up to date'}")
 
 

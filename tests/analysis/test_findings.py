@@ -60,7 +60,7 @@ def test_the_block_is_written_between_the_markers_and_refused_without_them(tmp_p
     assert not findings.write_block(readme, "new block\n")  # unchanged: not rewritten
     plain = tmp_path / "plain.md"
     plain.write_text("# no markers\n")
-    with pytest.raises(ValueError, match="no findings markers: add the lines"):
+    with pytest.raises(ValueError, match="no findings markers for cnn: add the lines"):
         findings.write_block(plain, "x\n")
 
 
@@ -153,3 +153,28 @@ def test_one_repeat_gives_its_difference_and_says_there_is_no_interval_yet():
     assert "nan" not in block
     assert "- 30% real + 70% repeat vs 30% real: -0.10" in block  # slice: the difference stands alone
     assert "(no interval from 1 paired repeat);" in block
+
+
+def test_each_architecture_has_its_own_block_and_lists_only_the_contrasts_its_grid_plans(tmp_path):
+    import json
+
+    trials = tmp_path / "results" / "trials"
+    trials.mkdir(parents=True)
+    for path in sorted((PROJECT_ROOT / "benchmarks/results/rerun/results/cnn/trials").glob("*.json")):
+        trial = json.loads(path.read_text())
+        if trial["spec"]["split"] == "slice" and trial["spec"]["seed"] == 0:  # one repeat, made a resnet18 one
+            trial["spec"]["arch"] = "resnet18"
+            (trials / path.name).write_text(json.dumps(trial))
+    start, end = findings.markers("resnet18")
+    assert "resnet18" in start and "resnet18" in end and findings.markers("cnn") == (findings.START, findings.END)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{findings.START}\ncnn block\n{findings.END}\n\n{start}\nold\n{end}\n")
+    assert cli.main(["findings", "--profile", "rerun", "--arch", "resnet18", "--results", str(tmp_path / "results"),
+                     "--readme", str(readme)]) == 0
+    block = findings.read_block(readme, "resnet18")
+    assert findings.read_block(readme) == "cnn block\n"  # the CNN's block is left alone
+    assert "planned resnet18 trials" in block and "| 30% real + 70% diffusion | 1 |" in block
+    # the rerun declares the reconstruction diagnostics for the CNN's grid only: no "not run yet" lines for them here
+    assert "Declared contrasts" in block and "diagnostic" not in block
+    assert cli.main(["findings", "--profile", "rerun", "--arch", "resnet18", "--results", str(tmp_path / "results"),
+                     "--readme", str(readme), "--check"]) == 0
