@@ -25,7 +25,7 @@ case $STEP in
   subject) split=subject; lrs="3e-4 1e-3 3e-3"; sizes=${3:?the size that won the sizes step} ;;
   *) echo "unknown step $STEP (sizes, lrs or subject)" >&2; exit 2 ;;
 esac
-OMP_NUM_THREADS=1 $MRI tune --arch "$ARCH" --split $split --lrs $lrs --weight-decays 0 --epochs 5 10 20 --seeds 1 \
+OMP_NUM_THREADS=1 $MRI tune --arch "$ARCH" --from-scratch --split $split --lrs $lrs --weight-decays 0 --epochs 5 10 20 --seeds 1 \
   --input-sizes $sizes --cpu-threads 1 --results "$OUT"
 if [[ -n ${MAIN:-} ]]; then
   mkdir -p "$MAIN/$OUT" && cp -r "$OUT/." "$MAIN/$OUT/"

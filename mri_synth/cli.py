@@ -154,7 +154,7 @@ def _tune(args: argparse.Namespace) -> None:
         table = tune_baseline(context, results / split, args.arch, split, lrs=args.lrs,
                               weight_decays=args.weight_decays, epochs=args.epochs, seeds=range(args.seeds),
                               batch_size=args.batch_size, input_sizes=args.input_sizes,
-                              prefix_budgets=not args.train_every_budget)
+                              prefix_budgets=not args.train_every_budget, pretrained=args.pretrained)
         print(f"{split}: chosen on validation ({table.criterion[0]}):")
         print(table.to_string(index=False), end="\n\n")
 
@@ -270,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--train-every-budget", action="store_true", help="train each budget on its own instead of "
                     "reading the shorter ones from the longest run's history (the same run, step for step)")
     tu.add_argument("--seeds", type=int, default=1)
+    weights = tu.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", dest="pretrained", action="store_const", const=True, default=None,
+                         help="start from the architecture's pretrained weights (timm cache or a local file)")
+    weights.add_argument("--from-scratch", dest="pretrained", action="store_const", const=False,
+                         help="start from random weights (default: the architecture's own default, pretrained for "
+                              "resnet18 and vit)")
     tu.add_argument("--input-sizes", type=int, nargs="+", default=[0],
                     help="input sizes in px to choose among (0: the architecture's own)")
     tu.add_argument("--batch-size", type=int, default=default["batch_size"])

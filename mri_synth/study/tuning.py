@@ -23,10 +23,11 @@ from mri_synth.study.trials import TrialSpec
 
 def baseline_grid(arch: str, split: str, *, lrs: Sequence[float], weight_decays: Sequence[float],
                   epochs: Sequence[int], seeds: Sequence[int], batch_size: int = 64, input_size: int = 0,
-                  input_sizes: Sequence[int] = ()) -> list[TrialSpec]:
-    """The 100% real arm at equal steps for every (input size, lr, weight decay, epochs, seed) of the grid."""
+                  input_sizes: Sequence[int] = (), pretrained: bool | None = None) -> list[TrialSpec]:
+    """The 100% real arm at equal steps for every (input size, lr, weight decay, epochs, seed) of the grid;
+    ``pretrained``: from the architecture's pretrained weights (True), from scratch (False) or its default (None)."""
     return [TrialSpec(arch=arch, split=split, lr=lr, weight_decay=wd, epochs=e, equal_steps=True, seed=seed,
-                      batch_size=batch_size, input_size=size)
+                      batch_size=batch_size, input_size=size, pretrained=pretrained)
             for size, lr, wd, e, seed in itertools.product(input_sizes or (input_size,), lrs, weight_decays, epochs,
                                                            seeds)]
 
@@ -35,7 +36,7 @@ def tune_baseline(context: StudyContext, results_dir: str | Path, arch: str = "c
                   lrs: Sequence[float] = (1e-3, 3e-4), weight_decays: Sequence[float] = (0.0, 1e-4),
                   epochs: Sequence[int] = (5, 10), seeds: Sequence[int] = (0,), batch_size: int = 64,
                   input_size: int = 0, input_sizes: Sequence[int] = (), progress: bool = True,
-                  prefix_budgets: bool = True) -> pd.DataFrame:
+                  prefix_budgets: bool = True, pretrained: bool | None = None) -> pd.DataFrame:
     """Run (or resume) the grid and rank its settings on validation.
 
     With ``prefix_budgets`` only the longest budget of each setting is trained, and every shorter one is read from
@@ -52,7 +53,8 @@ def tune_baseline(context: StudyContext, results_dir: str | Path, arch: str = "c
     """
     trained = [max(epochs)] if prefix_budgets else epochs
     specs = baseline_grid(arch, split, lrs=lrs, weight_decays=weight_decays, epochs=trained, seeds=seeds,
-                          batch_size=batch_size, input_size=input_size, input_sizes=input_sizes)
+                          batch_size=batch_size, input_size=input_size, input_sizes=input_sizes,
+                          pretrained=pretrained)
     results, history = run_study(specs, context, results_dir, progress=progress)
     criterion = "val_loss" if split == "slice" else "val_dementia_auc"
     setting = ["input_size", "lr", "weight_decay", "epochs"]

@@ -105,3 +105,19 @@ def test_prefix_readings_choose_the_first_best_point_within_each_budget():
     assert read.best_at.to_dict() == pytest.approx({2: 1.0, 4: 30 / 40, 6: 1.0})  # the first of the two 0.4s
     auc = prefix_readings(results, history.assign(metric="val_dementia_auc"), "val_dementia_auc", (4,))
     assert auc.val_dementia_auc.tolist() == [0.9] and auc.best_at.tolist() == [0.25]
+
+
+def test_a_from_scratch_grid_says_so_in_every_spec_and_the_command_line_asks_for_it():
+    from mri_synth import cli
+    from mri_synth.study.tuning import baseline_grid
+
+    scratch = baseline_grid("resnet18", "slice", lrs=(1e-3,), weight_decays=(0.0,), epochs=(20,), seeds=(0,),
+                            input_sizes=(64, 96), pretrained=False)
+    default = baseline_grid("resnet18", "slice", lrs=(1e-3,), weight_decays=(0.0,), epochs=(20,), seeds=(0,),
+                            input_sizes=(64, 96))
+    assert all(s.pretrained is False for s in scratch) and all(s.pretrained is None for s in default)
+    assert {s.key for s in scratch}.isdisjoint(s.key for s in default)  # never read as the pretrained runs
+    parser = cli.build_parser()
+    assert parser.parse_args(["tune", "--arch", "resnet18", "--from-scratch"]).pretrained is False
+    assert parser.parse_args(["tune", "--arch", "resnet18", "--pretrained"]).pretrained is True
+    assert parser.parse_args(["tune", "--arch", "resnet18"]).pretrained is None
