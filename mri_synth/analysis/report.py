@@ -134,6 +134,7 @@ def plot_two_evaluations(results: pd.DataFrame, real_fraction: float = 0.3, *, a
             unique = dict(zip(labels, handles))
             ax.legend(unique.values(), unique.keys(), fontsize="small", loc="best")
     axes[0].invert_yaxis()
-    fig.suptitle(f"{arch}: each arm's median with its order-statistic interval (grey: one repeat each)",
+    fig.suptitle(f"{arch}{_how_trained(results[results.arch == arch])}: each arm's median with its "
+                 "order-statistic interval (grey: one repeat each)",
                  fontsize="medium")
     return fig

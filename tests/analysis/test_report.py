@@ -90,6 +90,13 @@ def test_the_figure_of_the_two_evaluations():
         report.plot_two_evaluations(without_full, real_fraction=0.5)
 
 
+def test_the_figure_says_how_the_architecture_was_trained():
+    scratch = results_table("resnet18").assign(pretrained="no")
+    fig = report.plot_two_evaluations(scratch, real_fraction=0.3, arch="resnet18")
+    assert fig._suptitle.get_text().startswith("resnet18 (from scratch): ")
+    assert report.plot_two_evaluations(results_table(), 0.3)._suptitle.get_text().startswith("cnn: ")  # no column
+
+
 def test_one_evaluation_gives_one_panel():
     table = results_table()
     fig = report.plot_two_evaluations(table[table.split == "slice"], real_fraction=0.3)
