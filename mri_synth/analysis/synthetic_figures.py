@@ -15,6 +15,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
+from mri_synth.analysis.contrasts import PRIMARY
 from mri_synth.analysis.intervals import median_interval
 from mri_synth.analysis.plots import PANEL_SIZE, image_grid, new_figure
 from mri_synth.data.types import CLASS_NAMES
@@ -87,9 +88,6 @@ OUTCOME_LABELS = {"test_loss": "slice: four-way test cross-entropy (lower is bet
                   "dementia_auc_person": "subject: dementia vs none AUC per person (higher is better)"}
 
 
-READOUTS = {"slice": "test_loss", "subject": "dementia_auc_person"}
-"""Each evaluation's primary readout."""
-READOUT_NAMES = {"slice": "test loss (lower is better)", "subject": "dementia AUC per person (higher is better)"}
 BASELINE = "30% real"
 """The arm every added source is added to (Figure 7.3's reference line)."""
 
@@ -111,13 +109,13 @@ def outcome_against_fd(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: s
             ``benchmarks/source_fidelity.py`` writes it.
     """
     rows, joined = _outcomes(results, fidelity, arch)
-    splits = [s for s in READOUTS if s in set(joined.split)]
+    splits = [s for s in PRIMARY if s in set(joined.split)]
     fig = new_figure(PANEL_SIZE[0] * 1.4 * len(splits), PANEL_SIZE[1] * 1.3)
     axes = fig.subplots(1, len(splits), squeeze=False)[0]
     sources = sorted(joined.source.unique())
     colours = dict(zip(sources, sns.color_palette("tab10", len(sources))))
     for ax, split in zip(axes, splits):
-        baseline = rows[(rows.policy == BASELINE) & (rows.split == split) & (rows.metric == READOUTS[split])] \
+        baseline = rows[(rows.policy == BASELINE) & (rows.split == split) & (rows.metric == PRIMARY[split])] \
             if {"policy", "split"} <= set(rows.columns) else rows.iloc[:0]
         if len(baseline) and "seed" in baseline and "seed" in joined:  # the repeats the sources were measured in
             baseline = baseline[baseline.seed.isin(joined[joined.split == split].seed)]
@@ -133,7 +131,7 @@ def outcome_against_fd(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: s
                         color=colours[source], label=f"{source} ({_repeats(len(group))})")
         ax.set_xscale("log")  # FDs from about 0.5 (real slices) to hundreds (pixel-space blobs)
         ax.set_xlabel("FD of the added images to real validation slices (feature CNN of latent_fidelity.md)")
-        ax.set_ylabel(OUTCOME_LABELS[READOUTS[split]])
+        ax.set_ylabel(OUTCOME_LABELS[PRIMARY[split]])
         ax.set_title(f"{arch}, {split} evaluation")
         ax.legend(fontsize=7, loc="best")
     return fig
@@ -141,9 +139,9 @@ def outcome_against_fd(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: s
 
 def _outcomes(results: pd.DataFrame, fidelity: pd.DataFrame, arch: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the architecture's primary-readout rows, the fidelity rows joined to their trial's readout ``value``)."""
-    rows = results[(results.arch == arch) & results.metric.isin(READOUTS.values())]
+    rows = results[(results.arch == arch) & results.metric.isin(PRIMARY.values())]
     joined = fidelity.merge(rows[["trial_key", "metric", "value"]], on="trial_key")
-    joined = joined[[READOUTS.get(s) == m for s, m in zip(joined.split, joined.metric)]]
+    joined = joined[[PRIMARY.get(s) == m for s, m in zip(joined.split, joined.metric)]]
     if joined.empty:
         raise ValueError("no trial of the fidelity table is in the results (match them by trial_key): measure the "
                          "recorded trials with benchmarks/source_fidelity.py")
@@ -168,7 +166,7 @@ def source_table(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: str = "
         low, high, _ = median_interval(group.value)
         blur, content = TWO_BY_TWO.get(source.split(" ")[0], ("", ""))
         rows.append({"evaluation": split, "source": source, "blur": blur, "new content": content,
-                     "repeats": len(group), "readout": READOUT_NAMES[split],
+                     "repeats": len(group), "readout": OUTCOME_LABELS[PRIMARY[split]],
                      "median [interval]": f"{group.value.median():.3f} [{low:.3f}, {high:.3f}]",
                      "FD": group.fd.median(), "label fidelity": group.label_fidelity.median(),
                      "PSNR (dB)": group.psnr.median(), "SSIM": group.ssim.median()})
