@@ -278,7 +278,7 @@ def plot_per_class_recall(
 
 def plot_learning_curves(
     history: pd.DataFrame,
-    metrics: Sequence[str] = ("train_loss", "test_loss"),
+    metrics: Sequence[str] | None = None,
     *,
     x: str | None = None,
     hue: str | None = None,
@@ -288,7 +288,9 @@ def plot_learning_curves(
 
     Args:
         history: the runner's history table (key columns + epoch, step, metric, value).
-        metrics: one row of panels per metric.
+        metrics: one row of panels per metric; default the training and test losses, or the training and
+            validation losses where the test set was predicted only at the chosen and last steps
+            (``held_out_curve=False``: the test loss has gaps).
         x: the x axis column; default ``epoch`` (pass ``"step"`` for a step budget).
         hue: the column naming the lines; default the policy.
         title: figure title; default says what is drawn, and the evaluation where the history holds one.
@@ -296,6 +298,10 @@ def plot_learning_curves(
     x = x or "epoch"
     hue = hue or "policy"
     require_columns(history, ["metric", "value", x, hue], what="history table")
+    if metrics is None:
+        test = history.loc[history["metric"] == "test_loss", "value"]
+        gaps = "val_loss" in set(history["metric"]) and (test.empty or bool(test.isna().any()))
+        metrics = ("train_loss", "val_loss" if gaps else "test_loss")
     missing = sorted(set(metrics) - set(history["metric"]))
     if missing:
         raise ValueError(f"history has no {missing}; its metrics are {sorted(set(history['metric']))}")

@@ -8,6 +8,11 @@ AUC is undefined) and early stopping counts evaluations without a better criteri
 predicted, never compared, so changing them changes the reported numbers and nothing else. Without one (a caller
 that has only a held-out set, e.g. the reference classifier) early stopping, when asked for, watches the held-out
 loss as before. The test probabilities at the chosen checkpoint and at the last step are kept for the report.
+
+With ``held_out_curve=False`` (``TrainSettings``) the test slices are predicted only where the report reads them:
+at the chosen checkpoint (from its saved weights, in :meth:`EvaluationLog.result`) and at the last step (and at the
+evaluation where early stopping stops, since a stacked model steps on after it). Those two history rows carry the
+test metrics, the others leave them empty; the reported numbers are the same as with the full curve.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class EvaluationLog:
         self.test_proba_best = self.test_proba_last = None
         self.since_best, self.stopped_early, self._last_step = 0, False, 0
         self._start = time.perf_counter()
+        self.curve = config.held_out_curve or validation is None  # without validation the held-out set watches
 
     def _proba(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return predict_proba(model, images, self.spec, batch_size=self.config.eval_batch_size, device=self.device,
@@ -85,12 +91,16 @@ class EvaluationLog:
             return row["val_dementia_auc"]
         return -row["val_loss"]
 
+    def _test_metrics(self, proba: torch.Tensor) -> dict[str, float]:
+        metrics = metrics_from_proba(proba, self.test_labels)
+        return {"test_loss": metrics.pop("loss"), **metrics}
+
     def record(self, model: nn.Module, epoch: int, step: int, loss_sum: torch.Tensor) -> dict[str, float]:
         """Evaluate ``model`` after ``step``; ``loss_sum`` is the sum of the training losses since the last row."""
-        test_proba = self._proba(model, self.test_images)
-        metrics = metrics_from_proba(test_proba, self.test_labels)
-        row = {"epoch": epoch, "step": step, "train_loss": (loss_sum / (step - self._last_step)).item(),
-               "test_loss": metrics.pop("loss"), **metrics}
+        row = {"epoch": epoch, "step": step, "train_loss": (loss_sum / (step - self._last_step)).item()}
+        test_proba = self._proba(model, self.test_images) if self.curve else None
+        if test_proba is not None:
+            row |= self._test_metrics(test_proba)
         if self.validation is not None:
             val_proba = self._proba(model, self.validation[0])
             val = metrics_from_proba(val_proba, self.validation[1])
@@ -108,18 +118,37 @@ class EvaluationLog:
             if score > self.best_score:
                 self.best_score, self.best_epoch, self.best_step, self.since_best = score, epoch, step, 0
                 self.best_state = copy.deepcopy(model.state_dict())
-                self.test_proba_best = test_proba
+                self.test_proba_best = test_proba  # None without the curve: predicted from best_state at the end
             else:
                 self.since_best += 1
                 patience = self.config.early_stopping_patience
                 self.stopped_early = patience is not None and self.since_best >= patience
+                if self.stopped_early and test_proba is None:  # the last evaluation: these weights are the last
+                    self.test_proba_last = self._proba(model, self.test_images)
+                    row |= self._test_metrics(self.test_proba_last)
         return row
+
+    def _fill(self, step: int, proba: torch.Tensor) -> None:
+        """Write the test metrics of ``proba`` into the last history row at ``step`` (one the curve skipped)."""
+        row = next(row for row in reversed(self.rows) if row["step"] == step)
+        if "test_loss" not in row:
+            row |= self._test_metrics(proba)
 
     def result(self, model: nn.Module, spec: ModelSpec, config: TrainConfig, *,
                optimizer_steps: int | None = None) -> TrainResult:
-        """The run's outcome: ``model`` with the chosen weights loaded, and the history."""
+        """The run's outcome: ``model`` with the chosen weights loaded, and the history.
+
+        ``model`` holds the weights of the last evaluation (or, stopped early, ones the last evaluation predicted).
+        """
+        if not self.curve and self.rows:
+            if self.test_proba_last is None:
+                self.test_proba_last = self._proba(model, self.test_images)
+            self._fill(self.rows[-1]["step"], self.test_proba_last)
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
+            if self.test_proba_best is None:
+                self.test_proba_best = self._proba(model, self.test_images)
+                self._fill(self.best_step, self.test_proba_best)
         last_step = self.rows[-1]["step"] if self.rows else 0
         best = self.test_proba_best if self.test_proba_best is not None else self.test_proba_last
         return TrainResult(model=model, history=pd.DataFrame(self.rows), spec=spec, config=config,

@@ -175,7 +175,7 @@ def fit(model_name_or_module: str | nn.Module, train_images: torch.Tensor, train
                 row = log.record(model, batches.epoch_label(), step, loss_sum)
                 model.train()
                 loss_sum = torch.zeros((), device=device)
-                bar.set_postfix(test_loss=f"{row['test_loss']:.4f}", accuracy=f"{row['accuracy']:.3f}")
+                bar.set_postfix({k: f"{row[k]:.4f}" for k in ("test_loss", "val_loss", "accuracy") if k in row})
                 if log.stopped_early:
                     break
         bar.close()

@@ -49,6 +49,9 @@ class TrainSettings:
         weight_decay: Adam's (L2) weight decay; 0 as in the thesis.
         input_size: Model input side in pixels; 0 means the registry's (128 for the CNN, 224 for pretrained models).
         precision: ``auto``, ``fp32`` or ``bf16`` (:data:`PRECISIONS`).
+        held_out_curve: Predict the held-out (test) set at every evaluation, for its learning curve; ``False``: only
+            at the checkpoint validation chose and at the last step, the two the study reports (same weights, same
+            numbers), which saves a third of a 30% arm's evaluations (``benchmarks/arch_trial_cost.py``).
     """
 
     epochs: int = 10  # the thesis's budget
@@ -59,6 +62,7 @@ class TrainSettings:
     weight_decay: float = 0.0  # the thesis used none
     input_size: int = 0  # 0: the model's own size (registry)
     precision: str = "auto"  # bf16 where native; fp32 pairs trials across machines
+    held_out_curve: bool = True  # False: the test set only at the chosen checkpoint and the last step
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -76,6 +80,8 @@ class TrainSettings:
                              f"{self.input_size!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"{owner}.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.held_out_curve, bool):
+            raise ValueError(f"{owner}.held_out_curve must be true or false, got {self.held_out_curve!r}")
         if self.equal_steps and self.max_steps:
             raise ValueError("set either max_steps (a budget in steps) or equal_steps (epochs of the 100% pool), "
                              "not both")
@@ -203,6 +209,8 @@ _HELP = {
     "input_size": "model input side in pixels (0: the model's own; 224 for the pretrained models)",
     "precision": "classifier arithmetic: auto = bf16 autocast where native (CUDA, AVX-512 bf16 CPUs); fp32 = no "
                  "autocast and no TF32 (trials that pair across machines); bf16 = autocast",
+    "held_out_curve": "predict the test set at every evaluation (its learning curve); --no-held-out-curve: only at "
+                      "the checkpoint validation chose and at the last step (the reported numbers, fewer evaluations)",
 }
 
 
@@ -215,6 +223,8 @@ def add_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "equal_steps":
             parser.add_argument(flag, action="store_true", default=default, help=_HELP[f.name])
+        elif f.name == "held_out_curve":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=_HELP[f.name])
         elif f.name == "precision":
             parser.add_argument(flag, choices=PRECISIONS, default=default, help=_HELP[f.name])
         else:

@@ -128,6 +128,17 @@ def test_learning_curves_have_a_panel_per_metric_and_architecture(history):
         plots.plot_learning_curves(history, ["accuracy"])
 
 
+def test_learning_curves_show_the_validation_loss_where_the_test_set_was_predicted_at_two_steps_only(history):
+    # held_out_curve=False: the test loss only at the chosen and last steps, so the default curve is validation's
+    test = history[history["metric"] == "test_loss"]
+    sparse = pd.concat([history[history["metric"] == "train_loss"], test.assign(metric="val_loss"),
+                        test.assign(value=np.where(test["epoch"] == 2, np.nan, test["value"]))])
+    fig = plots.plot_learning_curves(sparse)
+    assert [ax.get_title() for ax in fig.axes][2:] == ["cnn val_loss", "vit val_loss"]
+    assert [ax.get_title() for ax in plots.plot_learning_curves(
+        pd.concat([history, test.assign(metric="val_loss")])).axes][2:] == ["cnn test_loss", "vit test_loss"]
+
+
 def test_unknown_policy_and_missing_column_raise(results):
     with pytest.raises(ValueError, match="policies \\['50% real'\\] have no 'test_loss' rows"):
         plots.plot_loss_distribution(results, ["50% real"])

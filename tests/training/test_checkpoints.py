@@ -106,3 +106,43 @@ def test_without_validation_or_patience_the_last_step_is_reported():
     assert torch.equal(result.test_proba_best, result.test_proba_last)
     assert "val_loss" not in result.history and list(result.history.columns[:4]) == ["epoch", "step", "train_loss",
                                                                                       "test_loss"]
+
+
+def test_without_the_held_out_curve_only_the_chosen_and_last_rows_are_predicted_and_the_report_is_the_same():
+    # held_out_curve=False predicts the test set at the chosen checkpoint (from its saved weights) and the last
+    # step only: the same weights as with the curve, so the same reported probabilities, in fewer evaluations
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 255, (96, 1, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(96) % 4
+    val, test = (images[:24].flip(-1), labels[:24]), (images[24:48], labels[24:48])
+    spec = get_spec("cnn").with_input_size(32)
+    runs = {curve: fit("cnn", images, labels, *test, TrainConfig(epochs=4, batch_size=16, eval_every=3, device="cpu",
+                                                                 held_out_curve=curve, **QUIET),
+                       spec=spec, validation=val) for curve in (True, False)}
+    full, sparse = runs[True], runs[False]
+    assert full.best_step == sparse.best_step < sparse.history.step.iloc[-1]  # a checkpoint before the last step
+    torch.testing.assert_close(sparse.test_proba_best, full.test_proba_best, atol=0, rtol=0)
+    torch.testing.assert_close(sparse.test_proba_last, full.test_proba_last, atol=0, rtol=0)
+    pd.testing.assert_series_equal(sparse.history.val_loss, full.history.val_loss)
+    predicted = sparse.history.step[sparse.history.test_loss.notna()].tolist()
+    assert predicted == [sparse.best_step, sparse.history.step.iloc[-1]] and len(sparse.history) == 8
+    at = full.history.step.isin(predicted)
+    assert sparse.history.test_loss[at].tolist() == full.history.test_loss[at].tolist()
+
+
+def test_without_the_curve_a_run_that_stops_early_is_predicted_where_it_stopped():
+    log, spec = _log(torch.tensor([2, 2]), early_stopping_patience=1, held_out_curve=False)
+    model = FixedLogits()
+    first = log.record(model.set(0.0, 0.0, 3.0, 0.0), 1, 2, torch.tensor(2.0))
+    assert "test_loss" not in first  # the chosen checkpoint so far: predicted from its weights at the end
+    stop = log.record(model.set(3.0, 0.0, 0.0, 0.0), 2, 4, torch.tensor(2.0))
+    assert log.stopped_early and "test_loss" in stop  # a stacked model steps on after this: predicted now
+    result = log.result(model.set(0.0, 3.0, 0.0, 0.0), spec, TrainConfig(progress=False))  # stepped on
+    assert result.test_proba_last.argmax(1).tolist() == [0] * 4  # where it stopped, not the later weights
+    assert result.test_proba_best.argmax(1).tolist() == [2] * 4 and model.logits.tolist() == [0.0, 0.0, 3.0, 0.0]
+    assert result.history.test_loss.notna().tolist() == [True, True]
+
+
+def test_held_out_curve_must_be_a_bool():
+    with pytest.raises(ValueError, match="held_out_curve must be true or false, got 'no'"):
+        TrainConfig(held_out_curve="no")

@@ -17,8 +17,9 @@ from mri_synth.training.settings import PRECISIONS, TrainConfig, TrainSettings, 
 from mri_synth.training.settings import precision_scope as _precision
 
 DEFAULTS = {"epochs": 10, "max_steps": None, "equal_steps": False, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0,
-            "input_size": 0, "precision": "auto"}
-"""The thesis's settings (Adam at 1e-3, 10 epochs), batch 64, the model's own input size, bf16 where native."""
+            "input_size": 0, "precision": "auto", "held_out_curve": True}
+"""The thesis's settings (Adam at 1e-3, 10 epochs), batch 64, the model's own input size, bf16 where native, the
+test set predicted at every evaluation."""
 
 CARRIERS = [TrainConfig, TrialSpec, ArchitectureStudy, GradCamConfig, ClassifierRecipe]
 """Everything that carries the settings: what fit takes, a trial, the notebooks' configs, the reference classifier."""
@@ -54,6 +55,7 @@ def test_the_settings_and_their_defaults():
     (dict(input_size=-32), r"input_size must be 0 \(the model's own\) or a positive size, got -32"),
     (dict(precision="fp16"), r"TrainSettings.precision must be one of \('auto', 'fp32', 'bf16'\), got 'fp16'"),
     (dict(precision="FP32"), r"precision must be one of \('auto', 'fp32', 'bf16'\), got 'FP32'"),
+    (dict(held_out_curve=0), "TrainSettings.held_out_curve must be true or false, got 0"),
     (dict(equal_steps=True, max_steps=100), r"set either max_steps \(a budget in steps\) or equal_steps \(epochs of "
                                             r"the 100% pool\), not both"),
 ])
@@ -126,6 +128,7 @@ def test_add_arguments_round_trips_through_argparse():
                               "--input-size", "32", "--precision", "bf16"])
     assert TrainSettings.of(args) == TrainSettings(epochs=3, max_steps=40, batch_size=16, weight_decay=1e-4,
                                                    input_size=32, precision="bf16")
+    assert TrainSettings.of(parser.parse_args(["--no-held-out-curve"])) == TrainSettings(held_out_curve=False)
     assert isinstance(args.lr, float) and isinstance(args.epochs, int) and isinstance(args.weight_decay, float)
 
 

@@ -276,3 +276,18 @@ def test_stacked_benchmark_quick_mode_runs_end_to_end(tmp_path):
     summary = out.read_text().split("## summary\n")[1].splitlines()
     for k, line in zip((1, 2), summary, strict=True):
         assert re.fullmatch(rf"K={k}: stacked [\d.]+ img/s, one at a time [\d.]+ img/s, [\d.]+x", line)
+
+
+def test_stacked_without_the_held_out_curve_reports_what_it_reports_with_it(sample_data):
+    spec = tiny_model("cnn")[1]
+    test, validation = sample_data.test.subset(range(32)), sample_data.test.subset(range(32, 65))
+    trials = trials_of(sample_data, policies=("autoaugment", "none"))[:2]
+    runs = {curve: fit_stacked("cnn", trials, test.images, test.labels,
+                               TrainConfig(max_steps=12, batch_size=16, eval_every=2, held_out_curve=curve, **FP32),
+                               spec=spec, pretrained=False, validation=(validation.images, validation.labels))
+            for curve in (True, False)}
+    for full, sparse in zip(runs[True], runs[False]):
+        assert sparse.best_step == full.best_step
+        torch.testing.assert_close(sparse.test_proba_best, full.test_proba_best, atol=0, rtol=0)
+        torch.testing.assert_close(sparse.test_proba_last, full.test_proba_last, atol=0, rtol=0)
+        assert sparse.history.test_loss.notna().sum() == len({sparse.best_step, 12}) < len(full.history)
