@@ -288,9 +288,8 @@ def plot_learning_curves(
 
     Args:
         history: the runner's history table (key columns + epoch, step, metric, value).
-        metrics: one row of panels per metric; default the training and test losses, or the training and
-            validation losses where the test set was predicted only at the chosen and last steps
-            (``held_out_curve=False``: the test loss has gaps).
+        metrics: one row of panels per metric; default the training and test losses, or validation's where the
+            test loss has gaps (``held_out_curve=False``: predicted only at the chosen and last steps).
         x: the x axis column; default ``epoch`` (pass ``"step"`` for a step budget).
         hue: the column naming the lines; default the policy.
         title: figure title; default says what is drawn, and the evaluation where the history holds one.
