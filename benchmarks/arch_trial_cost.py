@@ -11,7 +11,10 @@ full-size arms, 17 for the 30% arms) and the issue's grid (4 arms x 10 repeats x
 architecture) in CPU-hours. A process's first call of each variant is timed apart ("once": ``torch.compile``
 compiles there, once per process, since the runner trains a repeat's trials in one process); the rounds after it
 give the per-step cost ("step", from the difference of a run of N and of 2N steps), what every call pays besides
-("fixed": building the model, one evaluation) and the evaluation's cost per image.
+("fixed": building the model, one evaluation) and the evaluation's cost per image. ``--epochs`` prices another
+budget (68 steps and one evaluation of the full-size arms per epoch; a 30% arm evaluates every 21 steps). Each row
+also prices the trial with ``held_out_curve=False`` ("no curve": the 1,280 test slices predicted at the chosen
+checkpoint and the last step only, validation still after every epoch), from the same measured costs.
 
     .venv/bin/python benchmarks/arch_trial_cost.py --out benchmarks/results/arch_trial_cost_cpu.txt
     .venv/bin/python benchmarks/arch_trial_cost.py --quick     # seconds: tiny sizes, checks it runs
@@ -20,6 +23,7 @@ give the per-step cost ("step", from the difference of a run of N and of 2N step
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -50,9 +54,20 @@ VARIANTS = {  # name -> TrainConfig fields
     "bf16 channels-last 2 threads": dict(precision="bf16", channels_last=True, threads=2),
 }
 BASELINE = "fp32 channels-last"  # today's engine on this CPU pairs trials across machines in fp32
-TRIAL_STEPS = 340
-EVAL_IMAGES = 768 + 1280
-EVALS_PER_ARM = {"100% real": 5, "30% real": 17, "30% real + 70% diffusion": 5, "30% real + autoaugment": 17}
+POOL_STEPS, SUBSET_STEPS = 68, 21  # an epoch of the slice pool (4,352 slices) and of its 30% subset, batch 64
+VAL_IMAGES, TEST_IMAGES = 768, 1280
+FULL_SIZE_ARMS = ("100% real", "30% real + 70% diffusion")  # the other two train on the 30% subset alone
+
+
+def trial_seconds(epochs: int, step: float, per_image: float, curve: bool = True) -> float:
+    """One trial's CPU seconds, the mean over the grid's four arms, at ``epochs`` of the 100% pool (equal steps)."""
+    steps = POOL_STEPS * epochs
+    arms = []
+    for arm in ("100% real", "30% real", "30% real + 70% diffusion", "30% real + autoaugment"):
+        evals = epochs if arm in FULL_SIZE_ARMS else math.ceil(steps / SUBSET_STEPS)
+        images = evals * (VAL_IMAGES + TEST_IMAGES) if curve else evals * VAL_IMAGES + 2 * TEST_IMAGES
+        arms.append(steps * step + images * per_image)
+    return statistics.mean(arms)
 
 
 def train_seconds(arch: str, size: int, variant: dict, images, labels, steps: int) -> float:
@@ -97,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default=os.environ.get("MRI_SYNTH_DATA") or str(SHARED))
     parser.add_argument("--steps", type=int, default=12, help="training steps per timing (and twice that)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=5, help="the priced budget: epochs of the 100%% pool")
     parser.add_argument("--only", nargs="*", default=None, help="arch@size candidates, e.g. resnet18@64")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script runs")
@@ -113,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"# arch_trial_cost  {time.strftime('%Y-%m-%d %H:%M')}  quick={args.quick}",
              f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread (the 2-thread "
              "variant: 2; times are CPU seconds, wall x threads), "
-             f"steps {steps} and {2 * steps} per timing, {rounds} round(s), load average {os.getloadavg()}"]
+             f"steps {steps} and {2 * steps} per timing, {rounds} round(s), priced at {args.epochs} epochs, "
+             f"load average {os.getloadavg()}"]
     print("\n".join(lines), flush=True)
     summary = []
     for arch, size in candidates:
@@ -135,17 +152,19 @@ def main(argv: list[str] | None = None) -> None:
             ev = statistics.median(per[name]["eval"])
             fixed = statistics.median(per[name]["fixed"])
             once = max(first_call[name] - (fixed + steps * step), 0.0)  # compilation (and first-call warm-up)
-            arms = {arm: TRIAL_STEPS * step + evals * EVAL_IMAGES * ev for arm, evals in EVALS_PER_ARM.items()}
-            trial = statistics.mean(arms.values())
-            grid_h = 80 * trial / 3600
+            trial = trial_seconds(args.epochs, step, ev)
+            sparse = trial_seconds(args.epochs, step, ev, curve=False)
+            grid_h = 80 * sparse / 3600
             ratio = f"{base / step:5.2f}x" if base else "  -  "
             line = (f"{arch:9s} {size:3d}px {name:28s} step {step * 1000:7.0f} ms ({ratio} {BASELINE}) | "
                     f"eval {ev * 1000:6.2f} ms/img | fixed {fixed:5.1f} s, once {once:5.1f} s | "
-                    f"trial {trial / 60:5.1f} min | 80 trials {grid_h:5.1f} CPU-h")
+                    f"trial {trial / 60:5.1f} min, no curve {sparse / 60:5.1f} ({trial / sparse:4.2f}x) | "
+                    f"80 trials {grid_h:5.1f} CPU-h")
             print(line, flush=True)
             lines.append(line)
-            summary.append((arch, size, name, step, trial, grid_h))
-    lines.append("\n## summary: cheapest variant per candidate (CPU-hours of 80 trials: 4 arms x 10 repeats x 2 evals)")
+            summary.append((arch, size, name, step, sparse, grid_h))
+    lines.append(f"\n## summary: cheapest variant per candidate at {args.epochs} epochs, no curve (CPU-hours of 80 "
+                 "trials: 4 arms x 10 repeats x 2 evals)")
     for arch, size in candidates:
         rows = [r for r in summary if r[:2] == (arch, size)]
         best = min(rows, key=lambda r: r[4])
