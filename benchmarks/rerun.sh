@@ -9,15 +9,19 @@
 #       MAIN=$MAIN bash benchmarks/rerun.sh ARCH SPLIT [FIRST [LAST]]
 # Two of these at once (say slice and subject), one thread each, fill the 2 cores. MAIN (the main checkout) receives
 # the trial files and a commit after each repeat; without it they stay here. A killed run resumes where it stopped.
+# ARCH may list several architectures (cnn,resnet18,vit_tiny): each repeat then runs all of them in turn, so they
+# draw on its generator while the cache holds it (a cache does not outlive a session's machine; retraining a
+# generator costs about 26 CPU-minutes).
 set -euo pipefail
-ARCH=${1:?usage: rerun.sh ARCH SPLIT [FIRST [LAST]] (ARCH: cnn, resnet18, vit_tiny; SPLIT: slice or subject)}
-SPLIT=${2:?usage: rerun.sh ARCH SPLIT [FIRST [LAST]]}
+ARCHS=${1:?usage: rerun.sh ARCH[,ARCH...] SPLIT [FIRST [LAST]] (ARCH: cnn, resnet18, vit_tiny; SPLIT: slice or subject)}
+SPLIT=${2:?usage: rerun.sh ARCH[,ARCH...] SPLIT [FIRST [LAST]]}
 FIRST=${3:-0}
 LAST=${4:-9}
 MRI=${MRI:-${MAIN:-.}/.venv/bin/mri-synth}
-OUT=benchmarks/results/rerun/results/$ARCH
 README=benchmarks/results/rerun/README.md
 for repeat in $(seq "$FIRST" "$LAST"); do
+ for ARCH in ${ARCHS//,/ }; do
+  OUT=benchmarks/results/rerun/results/$ARCH
   echo "== $ARCH $SPLIT repeat $repeat"
   OMP_NUM_THREADS=1 $MRI study --profile rerun --arch "$ARCH" --split "$SPLIT" --first-seed "$repeat" --seeds 1
   if [[ -n ${MAIN:-} ]]; then
@@ -29,4 +33,5 @@ for repeat in $(seq "$FIRST" "$LAST"); do
 trials and findings block" -- "$OUT" "$README" && break || sleep 5
     done
   fi
+ done
 done
