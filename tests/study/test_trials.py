@@ -92,6 +92,9 @@ def test_a_field_added_after_the_recorded_study_enters_the_key_only_off_its_defa
     # the recorded fields enter every key, at their defaults too; a newer one only where it is set
     assert set(S.TrialSpec().key_fields()) == S.RECORDED_FIELDS
     assert S.TrialSpec(precision="fp32").key_fields() == {**S.TrialSpec().key_fields(), "precision": "fp32"}
+    # held_out_curve=False keeps the reported numbers but not the test curve: a trial of its own, recorded ones kept
+    assert "held_out_curve" not in S.RECORDED_FIELDS and S.TrialSpec(held_out_curve=True).key == S.TrialSpec().key
+    assert S.TrialSpec(held_out_curve=False).key_fields() == {**S.TrialSpec().key_fields(), "held_out_curve": False}
 
 
 @dataclass(frozen=True)
