@@ -9,6 +9,12 @@
 #            39 CPU-hours of trials alone, 29 min a slice trial (benchmarks/results/arch_trial_cost_cpu_10ep.txt),
 #            beside ResNet-18 at 96 px's 19; at 64 px 11. Its size is the budget's choice, not validation's.
 #   lrs      slice, at the size that won: lr 3e-4 and 3e-3 beside 1e-3 (its run is reused, so all three are ranked)
+#            "Won" means the best validation loss among the (size, budget) pairs the trial budget can pay for. For
+#            ResNet-18 that is 64 px at 20 epochs (0.144, optimum at 55% of the budget), not 96 px: 96 px is best
+#            at 20 epochs (0.081) but costs 28 CPU-hours there, and at the 10 epochs it can pay for (0.182) its
+#            20-epoch run keeps improving, so that budget would not be converged. The lrs step first ran at 96 px
+#            (lr 3e-4 finished, tuning/resnet18/slice/tuning_slice_96px_lr.csv; 3e-3 was stopped) before the cost
+#            at 10 epochs was measured (benchmarks/results/arch_trial_cost_cpu_10ep.txt); it then runs at 64 px.
 #   subject  subject, at that size: lr 3e-4, 1e-3 and 3e-3
 # Whichever setting wins, its optimum must lie inside the budget frozen (best_at < 1); otherwise a longer budget is
 # run before freezing. Results: benchmarks/results/tuning/<arch>/<split>/ (tuning_<split>.csv ranks them).
