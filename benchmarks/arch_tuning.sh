@@ -17,7 +17,8 @@
 #            at 10 epochs was measured (benchmarks/results/arch_trial_cost_cpu_10ep.txt); it then runs at 64 px.
 #   subject  subject, at that size: lr 3e-4, 1e-3 and 3e-3
 # Whichever setting wins, its optimum must lie inside the budget frozen (best_at < 1); otherwise a longer budget is
-# run before freezing. Results: benchmarks/results/tuning/<arch>/<split>/ (tuning_<split>.csv ranks them).
+# run before freezing. Where the winning lr is at an end of the grid, the step is run again with the next lr beyond
+# it in LRS_EXTRA (e.g. LRS_EXTRA=1e-4): its finished runs are read back, only the new lr trains. Results: benchmarks/results/tuning/<arch>/<split>/ (tuning_<split>.csv ranks them).
 #
 # From a worktree of a clean commit, with the caches of the main checkout:
 #   MRI_SYNTH_DATA=... PYTHONPATH=$PWD MRI_SYNTH_CACHE=$MAIN/.cache MAIN=$MAIN bash benchmarks/arch_tuning.sh \
@@ -30,8 +31,8 @@ OUT=benchmarks/results/tuning/$ARCH
 declare -A SIZES=([resnet18]="64 96" [vit_tiny]="64")
 case $STEP in
   sizes) split=slice; lrs="1e-3"; sizes=${SIZES[$ARCH]:?no declared sizes for $ARCH} ;;
-  lrs) split=slice; lrs="3e-4 1e-3 3e-3"; sizes=${3:?the size that won the sizes step} ;;
-  subject) split=subject; lrs="3e-4 1e-3 3e-3"; sizes=${3:?the size that won the sizes step} ;;
+  lrs) split=slice; lrs="${LRS_EXTRA:-} 3e-4 1e-3 3e-3"; sizes=${3:?the size that won the sizes step} ;;
+  subject) split=subject; lrs="${LRS_EXTRA:-} 3e-4 1e-3 3e-3"; sizes=${3:?the size that won the sizes step} ;;
   *) echo "unknown step $STEP (sizes, lrs or subject)" >&2; exit 2 ;;
 esac
 OMP_NUM_THREADS=1 $MRI tune --arch "$ARCH" --from-scratch --split $split --lrs $lrs --weight-decays 0 --epochs 5 10 20 --seeds 1 \
