@@ -84,7 +84,7 @@ def _study(args: argparse.Namespace) -> None:
                                    synthetic_folder=_absolute(args.synthetic_folder), device=args.device,
                                    cpu_threads=args.cpu_threads, results_dir=_absolute(args.results),
                                    validation=args.validation, carry=args.carry, subject_epochs=args.subject_epochs,
-                               compile_model=args.compile,
+                                   subject_lr=args.subject_lr, compile_model=args.compile,
                                    **asdict(TrainSettings.of(args)))  # --epochs, --lr, ...: the training settings
     print(config.plan().to_string())
     ray = dict(address=args.ray_address or None, num_gpus=args.ray_gpus) if args.ray or args.ray_address else None
@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "where benchmarks/results/arch_trial_cost_cpu.txt shows it)")
     st.add_argument("--subject-epochs", type=int, default=default["subject_epochs"],
                     help="the subject evaluation's epochs when tuning froze another budget for it (0: --epochs)")
+    st.add_argument("--subject-lr", type=float, default=default["subject_lr"],
+                    help="the subject evaluation's lr when tuning froze another for it (0: --lr)")
     _generator_options(st, default)
     st.add_argument("--results", default=None, help="results folder (default results/); the arch is a sub-folder")
     st.add_argument("--ray", action="store_true", help="run the trials as tasks on a local Ray (pip install -e "

@@ -51,6 +51,7 @@ class ArchitectureStudy(NotebookConfig, TrainSettings):
     validation: str = "carved"  # where checkpoints are chosen (study.trials.VALIDATION_MODES); carved: the protocol
     carry: bool = False  # each repeat starts from the weights the previous one ended with (needs validation none)
     subject_epochs: int = 0  # the subject evaluation's budget when its tuning froze another; 0: epochs
+    subject_lr: float = 0.0  # the subject evaluation's lr when its tuning froze another; 0: lr
     compile_model: bool = False  # torch.compile each classifier (a speed-up where benchmarks/ shows one; same numbers)
     specs: tuple[TrialSpec, ...] = field(init=False, repr=False)
 
@@ -63,6 +64,8 @@ class ArchitectureStudy(NotebookConfig, TrainSettings):
         if self.subject_epochs < 0:
             raise ValueError(f"subject_epochs must be 0 (the same as epochs) or a positive int, got "
                              f"{self.subject_epochs!r}")
+        if not (isinstance(self.subject_lr, (int, float)) and 0 <= self.subject_lr < 1):
+            raise ValueError(f"subject_lr must be 0 (the same as lr) or in (0, 1), got {self.subject_lr!r}")
         specs = [spec for split in self.splits
                  for spec in study_grid([self.arch], self.real_fractions, self.arms,
                                         range(self.first_seed, self.first_seed + self.n_seeds),
@@ -72,11 +75,14 @@ class ArchitectureStudy(NotebookConfig, TrainSettings):
         object.__setattr__(self, "specs", tuple(specs))
 
     def training_of(self, split: str) -> dict[str, Any]:
-        """The training settings of one evaluation's trials: ``subject_epochs`` replaces ``epochs`` in ``subject``
-        mode when set (each evaluation's budget is tuned on its own validation set)."""
+        """The training settings of one evaluation's trials: ``subject_epochs`` and ``subject_lr`` replace ``epochs``
+        and ``lr`` in ``subject`` mode when set (each evaluation's budget and lr are tuned on its own validation
+        set)."""
         settings = asdict(self.training)
         if split == "subject" and self.subject_epochs:
             settings["epochs"] = self.subject_epochs
+        if split == "subject" and self.subject_lr:
+            settings["lr"] = self.subject_lr
         return settings
 
     def generator_settings(self) -> GeneratorSettings:

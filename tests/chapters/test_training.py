@@ -41,6 +41,8 @@ def test_each_evaluation_trains_its_own_frozen_budget():
     assert {s.epochs for s in same.specs} == {10}
     # a budget given for subject leaves the slice trials (and their keys) as they were
     assert {s.key for s in config.specs if s.split == "slice"} == {s.key for s in same.specs if s.split == "slice"}
+    own_lr = ArchitectureStudy(splits=("slice", "subject"), epochs=10, lr=3e-4, subject_lr=1e-3, n_seeds=1)
+    assert {(s.split, s.lr) for s in own_lr.specs} == {("slice", 3e-4), ("subject", 1e-3)}
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -50,6 +52,7 @@ def test_each_evaluation_trains_its_own_frozen_budget():
     (dict(splits=("people",)), "people"),
     (dict(equal_steps=True, max_steps=10), "set either max_steps"),
     (dict(subject_epochs=-1), "subject_epochs must be 0"),
+    (dict(subject_lr=1.5), r"subject_lr must be 0 \(the same as lr\) or in \(0, 1\), got 1.5"),
 ])
 def test_bad_parameters_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
