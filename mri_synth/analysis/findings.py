@@ -204,7 +204,13 @@ def read_block(path: str | Path, arch: str = "cnn") -> str | None:
 
 
 def progress_line(results: pd.DataFrame, planned: int, arch: str = "cnn") -> str:
-    """How many of the planned trials the recorded tables hold."""
-    done = results[results.arch == arch].drop_duplicates(["split", "policy", "real_fraction", "seed"]).shape[0]
+    """How many of the planned trials the recorded tables hold, and how a model that can start from ImageNet
+    weights started (the thesis fine-tuned pretrained ResNet-18 and ViT: a from-scratch run says so)."""
+    rows = results[results.arch == arch]
+    done = rows.drop_duplicates(["split", "policy", "real_fraction", "seed"]).shape[0]
     still = "" if done >= planned else "; the rest are not run yet, and the numbers below are of what is recorded"
-    return f"Recorded: {done} of {planned} planned {arch} trials{still}.\n"
+    how = {"no": " from scratch, not the thesis's ImageNet-pretrained setting",
+           "yes": " ImageNet-pretrained, as the thesis"} if arch != "cnn" else {}
+    kinds = set(rows["pretrained"].astype(str)) if "pretrained" in rows else set()
+    trained = f",{how[kinds.pop()]}" if len(kinds) == 1 and kinds <= set(how) else ""
+    return f"Recorded: {done} of {planned} planned {arch} trials{trained}{still}.\n"

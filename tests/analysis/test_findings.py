@@ -79,6 +79,15 @@ def test_the_rerun_block_matches_its_trials_and_lists_the_diagnostics():
     assert "Declared diagnostic contrasts" in block and "reconstruct_own vs 30% real + 70% repeat" in block
 
 
+def test_the_rerun_resnet18_block_matches_its_trials_and_says_from_scratch():
+    readme = PROJECT_ROOT / "benchmarks/results/rerun/README.md"
+    results = PROJECT_ROOT / "benchmarks/results/rerun/results/resnet18"
+    assert cli.main(["findings", "--profile", "rerun", "--arch", "resnet18", "--results", str(results),
+                     "--readme", str(readme), "--check"]) == 0
+    assert "from scratch, not the thesis's ImageNet-pretrained setting" in findings.read_block(readme, "resnet18")
+    assert "from scratch" not in findings.read_block(readme)  # the basic CNN has no pretrained setting to deny
+
+
 def test_check_fails_when_the_block_is_stale(tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text(f"{findings.START}\nRecorded: 0 of 140 planned cnn trials.\n{findings.END}\n")
@@ -174,6 +183,7 @@ def test_each_architecture_has_its_own_block_and_lists_only_the_contrasts_its_gr
     block = findings.read_block(readme, "resnet18")
     assert findings.read_block(readme) == "cnn block\n"  # the CNN's block is left alone
     assert "planned resnet18 trials" in block and "| 30% real + 70% diffusion | 1 |" in block
+    assert "planned resnet18 trials, from scratch, not the thesis's ImageNet-pretrained setting;" in block
     # the rerun declares the reconstruction diagnostics for the CNN's grid only: no "not run yet" lines for them here
     assert "Declared contrasts" in block and "diagnostic" not in block
     assert cli.main(["findings", "--profile", "rerun", "--arch", "resnet18", "--results", str(tmp_path / "results"),
