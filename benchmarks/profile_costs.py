@@ -95,7 +95,8 @@ def profile_rows(name: str) -> list[dict]:
         if section is None:
             continue
         params = {k: v for k, v in {**common, **section}.items() if k in ArchitectureStudy.parameter_names()}
-        config = ArchitectureStudy(arch=arch, **params)
+        config = ArchitectureStudy(**{"arch": arch, **params})  # a section may name another model (vit_tiny)
+        arch = config.arch
         pool = pool_counts(config.data_source)
         # in batch-64 steps at the measured input size
         step_count = sum(steps(s, pool) * s.batch_size / 64 * pixels(s) for s in config.specs)
