@@ -2,21 +2,14 @@
 curve, and a quick run end to end on the bundled sample."""
 
 import math
-import sys
 
+import benchmark_scripts  # tests/ is on sys.path (conftest.py)
 import pytest
-
-from mri_synth.paths import PROJECT_ROOT
 
 
 @pytest.fixture
 def arch_trial_cost():
-    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-    try:
-        import arch_trial_cost
-    finally:
-        sys.path.pop(0)
-    return arch_trial_cost
+    return benchmark_scripts.load("arch_trial_cost")
 
 
 def test_a_trial_is_priced_from_its_steps_and_the_images_it_evaluates(arch_trial_cost):

@@ -1,17 +1,10 @@
 """The README's cost model: trials and generators counted from the profiles as the notebooks build them."""
 
-import sys
-
-from mri_synth.paths import PROJECT_ROOT
+import benchmark_scripts  # tests/ is on sys.path (conftest.py)
 
 
 def _profile_costs():
-    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-    try:
-        import profile_costs
-    finally:
-        sys.path.pop(0)
-    return profile_costs
+    return benchmark_scripts.load("profile_costs")
 
 
 def test_thesis_profile_counts_and_totals():

@@ -5,15 +5,13 @@ import os
 import subprocess
 import sys
 
+import benchmark_scripts  # tests/ is on sys.path (conftest.py)
+
 from mri_synth.paths import PROJECT_ROOT
 
 
 def test_core_works_without_the_optional_modules(tmp_path):
-    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.pop(0)
+    gpu_check = benchmark_scripts.load("gpu_check")
     lines = gpu_check.imports(None)
     assert "loaded optional modules: none" in lines
     assert any("a trial without them: test_loss" in line for line in lines)

@@ -2,21 +2,16 @@
 recording reads trials and never trains the rest."""
 
 import json
-import sys
 
+import benchmark_scripts  # tests/ is on sys.path (conftest.py)
 import pytest
 
 from mri_synth.cli import _profile_study
-from mri_synth.paths import PROJECT_ROOT
 
 
 @pytest.fixture
 def recorder(tmp_path, monkeypatch):
-    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-    try:
-        import record_real_notebooks
-    finally:
-        sys.path.pop(0)
+    record_real_notebooks = benchmark_scripts.load("record_real_notebooks")
     monkeypatch.setitem(record_real_notebooks.PROFILES, "rerun",
                         (tmp_path, record_real_notebooks.PROFILES["rerun"][1]))
     return record_real_notebooks

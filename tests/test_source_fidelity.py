@@ -1,23 +1,16 @@
 """benchmarks/source_fidelity.py (Figure 7.3's x axis) end to end on the bundled sample: it rebuilds each trial's
 added images from the cache, measures them against the validation set, and resumes."""
 
-import sys
-
+import benchmark_scripts  # tests/ is on sys.path (conftest.py)
 import pandas as pd
 import pytest
 
 from mri_synth import cli
-from mri_synth.paths import PROJECT_ROOT
 
 
 @pytest.fixture
 def source_fidelity():
-    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-    try:
-        import source_fidelity
-    finally:
-        sys.path.pop(0)
-    return source_fidelity
+    return benchmark_scripts.load("source_fidelity")
 
 
 def test_each_trials_added_images_are_measured_once(source_fidelity, tmp_path, monkeypatch, capsys):
