@@ -3,12 +3,8 @@
 import benchmark_scripts  # tests/ is on sys.path (conftest.py)
 
 
-def _profile_costs():
-    return benchmark_scripts.load("profile_costs")
-
-
 def test_thesis_profile_counts_and_totals():
-    rows = {r["what"]: r for r in _profile_costs().profile_rows("thesis")}
+    rows = {r["what"]: r for r in benchmark_scripts.load("profile_costs").profile_rows("thesis")}
     # 100 seeds x 2 evaluations (slice, subject) x (5 fractions x arms, fills skipped at 100%); one generator per
     # (evaluation, seed, fraction below 100%): the counts the README's table states
     assert {w: r["count"] for w, r in rows.items()} == {
@@ -17,7 +13,7 @@ def test_thesis_profile_counts_and_totals():
 
 
 def test_the_script_prints_a_total_per_profile(tmp_path, capsys):
-    lines = _profile_costs().main(["--out", str(tmp_path / "costs.txt")])
+    lines = benchmark_scripts.load("profile_costs").main(["--out", str(tmp_path / "costs.txt")])
     totals = [line for line in lines if line.split()[1:2] == ["TOTAL"]]
     assert {line.split()[0] for line in totals} >= {"quick", "thesis"}
     assert all("H100(s) for a 8 h day" in line for line in totals)
@@ -25,7 +21,7 @@ def test_the_script_prints_a_total_per_profile(tmp_path, capsys):
 
 
 def test_the_thesis_total_with_the_cheapest_measured_generator_swaps_only_the_generators():
-    costs = _profile_costs()
+    costs = benchmark_scripts.load("profile_costs")
     rows = costs.profile_rows("thesis")
     lines = costs.main([])
     [line] = [line for line in lines if line.startswith("thesis") and "latent-cpu generators" in line]
@@ -37,7 +33,7 @@ def test_the_thesis_total_with_the_cheapest_measured_generator_swaps_only_the_ge
 
 def test_the_thesis_total_at_fewer_repeats_scales_with_the_repeats():
     # every trial and generator belongs to one repeat: at 10 of the thesis's 100 repeats the cost is a tenth
-    costs = _profile_costs()
+    costs = benchmark_scripts.load("profile_costs")
     lines = costs.main(["--repeats", "10"])
     [full] = [line for line in lines if line.startswith("thesis") and "latent-cpu generators" in line]
     [fewer] = [line for line in lines if line.startswith("thesis") and "at 10 of 100 repeats" in line]
@@ -47,7 +43,7 @@ def test_the_thesis_total_at_fewer_repeats_scales_with_the_repeats():
 
 
 def test_full_profile_is_the_three_architectures_at_ten_paired_repeats():
-    rows = {r["what"]: r for r in _profile_costs().profile_rows("full")}
+    rows = {r["what"]: r for r in benchmark_scripts.load("profile_costs").profile_rows("full")}
     # 10 repeats x 2 evaluations x (100% real, 30% real, 30% + diffusion, 30% + AutoAugment) per architecture;
     # one generator per (evaluation, repeat), shared by the three architectures
     assert {w: r["count"] for w, r in rows.items()} == {
