@@ -16,16 +16,22 @@
 #            (lr 3e-4 finished, tuning/resnet18/slice/tuning_slice_96px_lr.csv; 3e-3 was stopped) before the cost
 #            at 10 epochs was measured (benchmarks/results/arch_trial_cost_cpu_10ep.txt); it then runs at 64 px.
 #   subject  subject, at that size: lr 3e-4, 1e-3 and 3e-3
+#   long     slice, at that size, 40 epochs (5, 10 and 20 read from it) at the lrs in LONG_LRS (default 3e-4): the
+#            longer budget the rule below asks for when the winner's optimum is its last step. Declared for vit_tiny
+#            on 2026-12-06 before its run: at 20 epochs lr 3e-4 (0.358) beat 1e-3 (0.768) with its optimum at the last
+#            step, so 3e-4 and the next lr below it, 1e-4, run 40 epochs. The lrs step's 3e-3 run is dropped: the
+#            higher lr was the worse at every budget read (1e-3 against 3e-4), and the CPU-hours go to the longer
+#            budget instead.
 # Whichever setting wins, its optimum must lie inside the budget frozen (best_at < 1); otherwise a longer budget is
 # run before freezing. Where the winning lr is at an end of the grid, the step is run again with the next lr beyond
 # it in LRS_EXTRA (e.g. LRS_EXTRA=1e-4): its finished runs are read back, only the new lr trains. Results: benchmarks/results/tuning/<arch>/<split>/ (tuning_<split>.csv ranks them).
 #
 # From a worktree of a clean commit, with the caches of the main checkout:
 #   MRI_SYNTH_DATA=... PYTHONPATH=$PWD MRI_SYNTH_CACHE=$MAIN/.cache MAIN=$MAIN bash benchmarks/arch_tuning.sh \
-#       resnet18 sizes|lrs|subject [SIZE]
+#       resnet18 sizes|lrs|subject|long [SIZE]
 set -euo pipefail
-ARCH=${1:?usage: arch_tuning.sh ARCH sizes|lrs|subject [SIZE]}
-STEP=${2:?usage: arch_tuning.sh ARCH sizes|lrs|subject [SIZE]}
+ARCH=${1:?usage: arch_tuning.sh ARCH sizes|lrs|subject|long [SIZE]}
+STEP=${2:?usage: arch_tuning.sh ARCH sizes|lrs|subject|long [SIZE]}
 MRI=${MRI:-${MAIN:-.}/.venv/bin/mri-synth}
 OUT=benchmarks/results/tuning/$ARCH
 declare -A SIZES=([resnet18]="64 96" [vit_tiny]="64")
@@ -33,9 +39,10 @@ case $STEP in
   sizes) split=slice; lrs="1e-3"; sizes=${SIZES[$ARCH]:?no declared sizes for $ARCH} ;;
   lrs) split=slice; lrs="${LRS_EXTRA:-} 3e-4 1e-3 3e-3"; sizes=${3:?the size that won the sizes step} ;;
   subject) split=subject; lrs="${LRS_EXTRA:-} 3e-4 1e-3 3e-3"; sizes=${3:?the size that won the sizes step} ;;
-  *) echo "unknown step $STEP (sizes, lrs or subject)" >&2; exit 2 ;;
+  long) split=slice; lrs="${LONG_LRS:-3e-4}"; sizes=${3:?the size that won the sizes step}; epochs="5 10 20 40" ;;
+  *) echo "unknown step $STEP (sizes, lrs, subject or long)" >&2; exit 2 ;;
 esac
-OMP_NUM_THREADS=1 $MRI tune --arch "$ARCH" --from-scratch --split $split --lrs $lrs --weight-decays 0 --epochs 5 10 20 --seeds 1 \
+OMP_NUM_THREADS=1 $MRI tune --arch "$ARCH" --from-scratch --split $split --lrs $lrs --weight-decays 0 --epochs ${epochs:-5 10 20} --seeds 1 \
   --input-sizes $sizes --cpu-threads 1 --results "$OUT"
 if [[ -n ${MAIN:-} ]]; then
   mkdir -p "$MAIN/$OUT" && cp -r "$OUT/." "$MAIN/$OUT/"

@@ -80,7 +80,8 @@ RERUN_OPENINGS = {
     "06": "Notebook 06 of the rerun (issue 24): ViT-Tiny trained from scratch (not the thesis's ImageNet-pretrained "
           "ViT-B/16) at its tuned size and budget, read from the recorded trials in `results/vit_tiny/`. Every table "
           "below is checked by nbval.",
-    "07": "Notebook 07 of the rerun: the study's answer for every architecture recorded in `results/`, both "
+    "07": "Notebook 07 of the rerun: the study's answer for every architecture whose grid is recorded in full in "
+          "`results/` (the profile's `architectures`; the others join when their last trial is in), both "
           "evaluations, the declared and diagnostic contrasts and Figure 7.3. Every table below is recomputed from "
           "the trial files and checked by nbval in `make test`.",
 }

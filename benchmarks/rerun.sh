@@ -18,7 +18,7 @@ SPLIT=${2:?usage: rerun.sh ARCH[,ARCH...] SPLIT [FIRST [LAST]]}
 FIRST=${3:-0}
 LAST=${4:-9}
 MRI=${MRI:-${MAIN:-.}/.venv/bin/mri-synth}
-README=benchmarks/results/rerun/README.md
+README=benchmarks/results/rerun/README.md  # the blocks beside the trials; the project's README shows them too
 for repeat in $(seq "$FIRST" "$LAST"); do
  for ARCH in ${ARCHS//,/ }; do
   OUT=benchmarks/results/rerun/results/$ARCH
@@ -27,10 +27,12 @@ for repeat in $(seq "$FIRST" "$LAST"); do
   if [[ -n ${MAIN:-} ]]; then
     mkdir -p "$MAIN/$OUT" && cp -r "$OUT/." "$MAIN/$OUT/"
     $MRI tables "$MAIN/$OUT" >/dev/null  # every trial file there, the other evaluation's included
-    $MRI findings --profile rerun --arch "$ARCH" --results "$MAIN/$OUT" --readme "$MAIN/$README" >/dev/null
+    for readme in "$README" README.md; do
+      $MRI findings --profile rerun --arch "$ARCH" --results "$MAIN/$OUT" --readme "$MAIN/$readme" >/dev/null
+    done
     for try in 1 2 3; do  # another run (the other evaluation) may be committing at the same moment
-      git -C "$MAIN" add "$OUT" "$README" && git -C "$MAIN" commit -q -m "rerun ($ARCH, $SPLIT): repeat $repeat, \
-trials and findings block" -- "$OUT" "$README" && break || sleep 5
+      git -C "$MAIN" add "$OUT" "$README" README.md && git -C "$MAIN" commit -q -m "rerun ($ARCH, $SPLIT): repeat \
+$repeat, trials and findings blocks" -- "$OUT" "$README" README.md && break || sleep 5
     done
   fi
  done

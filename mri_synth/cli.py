@@ -310,8 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     tb.set_defaults(func=_tables)
 
     fi = sub.add_parser("findings", help="write the README's findings block from a profile's recorded results")
-    fi.add_argument("--profile", default="real", help="the profile whose study, results folder and contrasts to read")
-    fi.add_argument("--readme", default="README.md", help="the Markdown file holding the findings markers")
+    fi.add_argument("--profile", default="rerun", help="the profile whose study, results folder and contrasts to read "
+                    "(default rerun, the study's current answer)")
+    fi.add_argument("--readme", default=None, help="the Markdown file holding the findings markers (default: the "
+                    "profile's, README.md for rerun, benchmarks/results/real/README.md for the superseded real grid)")
     fi.add_argument("--arch", default="cnn", help="the architecture whose block to write (its own markers; default "
                     "cnn)")
     fi.add_argument("--check", action="store_true", help="fail if the file's block differs from the recorded tables'")
@@ -348,7 +350,7 @@ def _findings(args: argparse.Namespace) -> None:
         folder_tb = folder_tb / "cnn" if (folder_tb / "cnn").is_dir() else folder_tb
         thesis_results = load_results(folder_tb)[0] if folder_tb.is_dir() else pd.DataFrame()
         block += "\n" + findings.thesis_budget_block(thesis_results)
-    readme = _absolute(args.readme)
+    readme = _absolute(args.readme or str(paths.project_path(findings.readme_for(args.profile))))
     if args.check:
         if findings.read_block(readme, args.arch) != block:
             raise ValueError(f"the findings block in {readme} differs from what {folder} gives: run "

@@ -10,6 +10,7 @@ figures are ``analysis``'; this module hands the notebook what it shows (``__all
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import pandas as pd
 
@@ -47,14 +48,24 @@ class ResultsConfig(NotebookConfig):
     thesis_budget_dir: str = ""
     # each trial's added images measured against real validation slices (benchmarks/source_fidelity.py): Figure 7.3
     source_fidelity: str = ""
+    # the architectures to read (empty: every one in the results folder); a profile whose grids are still running
+    # names the finished ones, so a recorded notebook does not change under it as trials land
+    architectures: tuple[str, ...] = ()
 
 
-def load_all_results(results_dir: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Results and history of every architecture run into a results folder."""
+def load_all_results(results_dir: str = "", architectures: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Results and history of every architecture run into a results folder, or of ``architectures`` only."""
     root = paths.chosen_dir(results_dir, paths.results_dir, ensure=False)
     if not any(root.rglob("trials/*.json")):
         raise FileNotFoundError(f"no trial results under {root}: run notebooks 04-06 (or mri-synth notebooks) first")
-    return load_results(root)
+    results, history = load_results(root)
+    if not architectures:
+        return results, history
+    missing = sorted(set(architectures) - set(results.arch))
+    if missing:
+        raise FileNotFoundError(f"no trials of {missing} under {root} (it holds {sorted(set(results.arch))}): run "
+                                "their notebooks first, or leave them out of the architectures parameter")
+    return results[results.arch.isin(architectures)], history[history.arch.isin(architectures)]
 
 
 def exploratory_contrasts(results: pd.DataFrame, config: ResultsConfig) -> pd.DataFrame:

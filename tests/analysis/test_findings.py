@@ -64,11 +64,23 @@ def test_the_block_is_written_between_the_markers_and_refused_without_them(tmp_p
         findings.write_block(plain, "x\n")
 
 
-def test_the_readme_block_matches_the_recorded_real_data_trials():
-    # the README's numbers are never typed in: this regenerates them from benchmarks/results/real/results
+def test_the_superseded_real_grid_keeps_its_block_beside_its_trials():
+    # the numbers are never typed in: this regenerates them from benchmarks/results/real/results
     assert cli.main(["findings", "--profile", "real", "--check"]) == 0
-    block = findings.read_block(PROJECT_ROOT / "README.md")
+    block = findings.read_block(PROJECT_ROOT / "benchmarks/results/real/README.md")
     assert block.startswith("Recorded: ") and "planned cnn trials" in block
+    assert "The thesis's epoch budget" in block  # the real profile's thesis-budget rows come with it
+
+
+def test_the_readme_opens_with_the_rerun_blocks_of_every_architecture_it_names():
+    # the project's README shows the study's current answer: the rerun's blocks, the same as beside its trials
+    readme = PROJECT_ROOT / "README.md"
+    assert cli.main(["findings", "--check"]) == 0  # the defaults: profile rerun, the project's README
+    rerun_readme = PROJECT_ROOT / "benchmarks/results/rerun/README.md"
+    for arch in ("cnn", "resnet18"):
+        block = findings.read_block(readme, arch)
+        assert block is not None and block == findings.read_block(rerun_readme, arch)
+    assert "Declared diagnostic contrasts" in findings.read_block(readme)
 
 
 def test_the_rerun_block_matches_its_trials_and_lists_the_diagnostics():

@@ -89,6 +89,23 @@ def test_load_all_results_says_what_to_run_when_the_folder_is_empty(tmp_path):
     assert not (tmp_path / "figures").exists()  # reading makes no folder
 
 
+def test_load_all_results_reads_the_named_architectures_only():
+    # the rerun's folder holds the basic CNN's grid and ResNet-18's first trials: notebook 07 can show the finished one
+    from mri_synth import paths
+
+    folder = paths.PROJECT_ROOT / "benchmarks/results/rerun/results"
+    every, every_history = R.load_all_results(str(folder))
+    assert {"cnn", "resnet18"} <= set(every.arch)
+    cnn, history = R.load_all_results(str(folder), ["cnn"])
+    assert set(cnn.arch) == {"cnn"} and set(history.arch) == {"cnn"}
+    assert set(cnn.trial_key) == set(every.trial_key[every.arch == "cnn"])
+    assert len(history) == (every_history.arch == "cnn").sum()
+    with pytest.raises(FileNotFoundError, match=r"no trials of \['vit_tiny'\] under .* leave them out of the "
+                                                r"architectures parameter"):
+        R.load_all_results(str(folder), ["cnn", "vit_tiny"])
+    assert R.ResultsConfig(architectures=["cnn"]).architectures == ("cnn",)
+
+
 def test_the_notebook_gets_what_it_shows():
     assert set(R.__all__) <= set(dir(R)) and "exploratory_contrasts" in R.__all__ and "ResultsConfig" in R.__all__
 
