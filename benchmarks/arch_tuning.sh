@@ -22,6 +22,11 @@
 #            step, so 3e-4 and the next lr below it, 1e-4, run 40 epochs. The lrs step's 3e-3 run is dropped: the
 #            higher lr was the worse at every budget read (1e-3 against 3e-4), and the CPU-hours go to the longer
 #            budget instead.
+#            The freeze, declared with it: the (lr, budget) of lowest validation loss among 5, 10, 20 and 40 epochs
+#            whose optimum lies inside the budget. Fairness comes before the CPU-hour cap: if that is 40 epochs, the
+#            ViT's 80 trials take about 24 CPU-hours, twice the 20-epoch price, and the 25 for both
+#            architectures is exceeded by about 11; the block and the README say so. If no budget's optimum lies
+#            inside 40 epochs, the ViT is frozen at 40 and every line that shows it says it had not converged.
 # Whichever setting wins, its optimum must lie inside the budget frozen (best_at < 1); otherwise a longer budget is
 # run before freezing. Where the winning lr is at an end of the grid, the step is run again with the next lr beyond
 # it in LRS_EXTRA (e.g. LRS_EXTRA=1e-4): its finished runs are read back, only the new lr trains. Results: benchmarks/results/tuning/<arch>/<split>/ (tuning_<split>.csv ranks them).
