@@ -132,7 +132,9 @@ def plot_two_evaluations(results: pd.DataFrame, real_fraction: float = 0.3, *, a
         handles, labels = ax.get_legend_handles_labels()
         if handles:
             unique = dict(zip(labels, handles))
-            ax.legend(unique.values(), unique.keys(), fontsize="small", loc="best")
+            # the subject panel's lower left, near chance, is where an arm's AUC rarely falls
+            ax.legend(unique.values(), unique.keys(), fontsize="small",
+                      loc="lower left" if split == "subject" else "best")
     axes[0].invert_yaxis()
     fig.suptitle(f"{arch}{_how_trained(results[results.arch == arch])}: each arm's median with its "
                  "order-statistic interval (grey: one repeat each)",

@@ -133,7 +133,8 @@ def outcome_against_fd(results: pd.DataFrame, fidelity: pd.DataFrame, *, arch: s
         ax.set_xlabel("FD of the added images to real validation slices (feature CNN of latent_fidelity.md)")
         ax.set_ylabel(OUTCOME_LABELS[PRIMARY[split]])
         ax.set_title(f"{arch}, {split} evaluation")
-        ax.legend(fontsize=7, loc="best")
+        # below the panel: inside, the legend would hide the long intervals of some source or other
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     return fig
 
 
