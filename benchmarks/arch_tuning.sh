@@ -50,6 +50,10 @@ esac
 OMP_NUM_THREADS=1 $MRI tune --arch "$ARCH" --from-scratch --split $split --lrs $lrs --weight-decays 0 --epochs ${epochs:-5 10 20} --seeds 1 \
   --input-sizes $sizes --cpu-threads 1 --results "$OUT"
 if [[ -n ${MAIN:-} ]]; then
-  mkdir -p "$MAIN/$OUT" && cp -r "$OUT/." "$MAIN/$OUT/"
-  git -C "$MAIN" add "$OUT" && git -C "$MAIN" commit -q -m "tuning ($ARCH, issue 24): $STEP step, trials" -- "$OUT" || true
+  # this split's folder only: the worktree's copy of the other split may be older than main's (two steps at once)
+  mkdir -p "$MAIN/$OUT/$split" && cp -r "$OUT/$split/." "$MAIN/$OUT/$split/"
+  for try in 1 2 3; do  # another step may be committing at the same moment
+    git -C "$MAIN" add "$OUT/$split" && git -C "$MAIN" commit -q -m "tuning ($ARCH, issue 24): $STEP step, trials" \
+      -- "$OUT/$split" && break || sleep 5
+  done
 fi
