@@ -27,6 +27,14 @@
 #            ViT's 80 trials take about 24 CPU-hours, twice the 20-epoch price, and the 25 for both
 #            architectures is exceeded by about 11; the block and the README say so. If no budget's optimum lies
 #            inside 40 epochs, the ViT is frozen at 40 and every line that shows it says it had not converged.
+#            Read 2026-12-06 (with lr 3e-5 at 40 epochs, the next lr below 1e-4): 3e-5 reached 0.121 at its last step,
+#            still falling, so its optimum is not inside the budget; 1e-4 (0.133 at epoch 39 of 40) is the lowest whose
+#            optimum is, and is frozen: lr 1e-4, 40 epochs.
+#   subject  (vit_tiny) 1e-4 won (0.669), then 3e-5 (0.676 at epoch 10 of 20), each at the grid's low end. Declared
+#            2026-12-06 before the next run: lr 1e-5 runs (LRS_EXTRA="1e-5 3e-5 1e-4"), and the extension stops there
+#            whatever wins: the spread between lrs (0.64-0.68) is within one run's epoch-to-epoch swing (0.59-0.68
+#            at 3e-5), so going lower chases one seed's noise. The freeze is the best (lr, budget) of 1e-5..3e-3 whose
+#            optimum lies inside the budget.
 # Whichever setting wins, its optimum must lie inside the budget frozen (best_at < 1); otherwise a longer budget is
 # run before freezing. Where the winning lr is at an end of the grid, the step is run again with the next lr beyond
 # it in LRS_EXTRA (e.g. LRS_EXTRA=1e-4): its finished runs are read back, only the new lr trains. Results: benchmarks/results/tuning/<arch>/<split>/ (tuning_<split>.csv ranks them).
