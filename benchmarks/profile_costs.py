@@ -35,6 +35,18 @@ CPU_STEP_S = {
     "cnn": 0.182,  # benchmarks/results/trial_costs_cpu.txt: 100% real, equal steps, 1 thread, evaluation included
     "resnet18": 64 / 56.1,  # benchmarks/results/train_throughput_cpu_idle_resnet18_vit.txt: 56.1 img/s at 224 px
     "vit": 64 / 6.2,  # same file: ViT-B/16 6.2 img/s at 224 px
+    # ViT-Tiny/16: its 64 px rate below, scaled to 224 px by pixel count like the others (arch_trial_cost_cpu_10ep.txt:
+    # its 128 px step, 2,301 ms, is 3.4x its 64 px one, 680 ms, where the pixel count says 4x)
+    "vit_tiny": 0.458 / (64 / 224) ** 2,
+}
+# measured at the input size a profile runs, used there instead of the pixel scaling (which prices small inputs far
+# too cheaply: ResNet-18 at 64 px scaled from 224 px came to 2.1 CPU-hours for the rerun's 80 trials, its recorded
+# trials take about 13)
+CPU_STEP_AT = {
+    ("resnet18", 64): 0.612,  # arch_trial_cost_cpu_resnet18_64px.txt: bf16 channels-last, two other runs on the 2
+    #                            cores (an upper bound); the rerun's slice trials took 0.49-0.69 s a step
+    ("vit_tiny", 64): 1246 / 2720,  # tuning trial 642c12f43c971415 (tuning/vit_tiny/slice): 40 epochs, 2,720 steps
+    #                                  in 1,246 s with one other 1-thread run on the 2 cores, evaluation included
 }
 # measured on one H100 (benchmarks/results/gpu_check_h100/): bf16, seconds per batch-64 model-step
 H100_STEP_S = {
@@ -42,6 +54,9 @@ H100_STEP_S = {
     #                           default share of 0.125); one at a time 4.62 s (3.0x slower), a stack of 32 2.74 s
     "resnet18": 64 / 4733,  # throughput.txt: 4,733 img/s at 224 px, one at a time
     "vit": 64 / 771,  # throughput.txt: ViT-B/16 771 img/s at 224 px (batch 32), one at a time
+    # ASSUMED (not run there): ViT-B/16's rate times their compute ratio (timm's model cards: 1.1 against 16.9 GMACs
+    # at 224 px); optimistic for a model this small, which fills less of the GPU
+    "vit_tiny": 64 / 771 * 1.1 / 16.9,
 }
 CPU_GENERATOR_S = {"quick": 152.8, "toy": 5.0, "latent-cpu": 17.96 * 60}  # trial_costs_cpu.txt (quick, 30% subset);
 #                                                       toy: seconds; latent-cpu: results/latent_fidelity.md, 1 thread
@@ -100,11 +115,14 @@ def profile_rows(name: str) -> list[dict]:
         pool = pool_counts(config.data_source)
         # in batch-64 steps at the measured input size
         step_count = sum(steps(s, pool) * s.batch_size / 64 * pixels(s) for s in config.specs)
+        cpu_s = sum(steps(s, pool) * s.batch_size / 64 * CPU_STEP_AT[arch, s.input_size]
+                    if (arch, s.input_size) in CPU_STEP_AT else steps(s, pool) * s.batch_size / 64 * pixels(s)
+                    * CPU_STEP_S[arch] for s in config.specs)
         for s in config.specs:
             if s.synthetic not in CONTROL_ARMS and registry.get(s.synthetic).learns_from_subset:
                 generators.add((s.split, s.fold, s.real_fraction, s.seed, s.synthetic, s.generator))
         rows.append(dict(profile=name, what=f"{arch} trials", count=len(config.specs), steps=step_count,
-                         cpu_h=step_count * CPU_STEP_S[arch] / 3600, h100_h=step_count * H100_STEP_S[arch] / 3600))
+                         cpu_h=cpu_s / 3600, h100_h=step_count * H100_STEP_S[arch] / 3600))
     presets = Counter(label.split(":")[0] for *_, label in generators)
     for preset, count in presets.items():
         cpu = CPU_GENERATOR_S.get(preset)

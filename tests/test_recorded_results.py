@@ -79,3 +79,20 @@ def test_source_fidelity_rows_name_recorded_trials(table):
     keys = {p.stem for p in table.parent.rglob("trials/*.json")}
     assert len(rows) and set(rows.trial_key) <= keys
     assert rows.trial_key.is_unique and rows.fd.gt(0).all() and rows.label_fidelity.between(0, 1).all()
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vit_tiny"])
+def test_the_rerun_profile_freezes_what_the_tuning_record_chose(arch):
+    # benchmarks/arch_tuning.sh's declared rule, applied to the committed tuning tables: at the profile's input size,
+    # the best validation score among the (lr, budget) pairs whose optimum lies inside the budget (best_at < 1), the
+    # shorter budget on a tie. The trials of issue 24 run at what the profile says, so the two must not drift apart.
+    from mri_synth.cli import _profile_study
+    study = _profile_study("rerun", arch)
+    assert not study.pretrained and len(study.specs) == 80  # from scratch; 4 arms x 2 evaluations x 10 repeats
+    for split in ("slice", "subject"):
+        table = pd.read_csv(ROOT / "benchmarks/results/tuning" / arch / split / f"tuning_{split}.csv")
+        table = table[(table.input_size == study.input_size) & (table.best_at < 1)]
+        lowest_first = table.criterion.iloc[0] == "val_loss"
+        best = table.sort_values(["score", "epochs"], ascending=[lowest_first, True]).iloc[0]
+        spec = next(s for s in study.specs if s.split == split)
+        assert (spec.lr, spec.epochs) == (pytest.approx(best.lr), best.epochs), (arch, split)
