@@ -91,12 +91,13 @@ def test_the_rerun_block_matches_its_trials_and_lists_the_diagnostics():
     assert "Declared diagnostic contrasts" in block and "reconstruct_own vs 30% real + 70% repeat" in block
 
 
-def test_the_rerun_resnet18_block_matches_its_trials_and_says_from_scratch():
+@pytest.mark.parametrize("arch", ["resnet18", "vit_tiny"])
+def test_the_rerun_block_of_each_architecture_matches_its_trials_and_says_from_scratch(arch):
     readme = PROJECT_ROOT / "benchmarks/results/rerun/README.md"
-    results = PROJECT_ROOT / "benchmarks/results/rerun/results/resnet18"
-    assert cli.main(["findings", "--profile", "rerun", "--arch", "resnet18", "--results", str(results),
+    results = PROJECT_ROOT / "benchmarks/results/rerun/results" / arch
+    assert cli.main(["findings", "--profile", "rerun", "--arch", arch, "--results", str(results),
                      "--readme", str(readme), "--check"]) == 0
-    assert "from scratch, not the thesis's ImageNet-pretrained setting" in findings.read_block(readme, "resnet18")
+    assert "from scratch, not the thesis's ImageNet-pretrained setting" in findings.read_block(readme, arch)
     assert "from scratch" not in findings.read_block(readme)  # the basic CNN has no pretrained setting to deny
 
 
