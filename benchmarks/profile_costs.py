@@ -35,9 +35,6 @@ CPU_STEP_S = {
     "cnn": 0.182,  # benchmarks/results/trial_costs_cpu.txt: 100% real, equal steps, 1 thread, evaluation included
     "resnet18": 64 / 56.1,  # benchmarks/results/train_throughput_cpu_idle_resnet18_vit.txt: 56.1 img/s at 224 px
     "vit": 64 / 6.2,  # same file: ViT-B/16 6.2 img/s at 224 px
-    # ViT-Tiny/16: its 64 px rate below, scaled to 224 px by pixel count like the others (arch_trial_cost_cpu_10ep.txt:
-    # its 128 px step, 2,301 ms, is 3.4x its 64 px one, 680 ms, where the pixel count says 4x)
-    "vit_tiny": 0.458 / (64 / 224) ** 2,
 }
 # measured at the input size a profile runs, used there instead of the pixel scaling (which prices small inputs far
 # too cheaply: ResNet-18 at 64 px scaled from 224 px came to 2.1 CPU-hours for the rerun's 80 trials, its recorded
@@ -48,6 +45,9 @@ CPU_STEP_AT = {
     ("vit_tiny", 64): 1246 / 2720,  # tuning trial 642c12f43c971415 (tuning/vit_tiny/slice): 40 epochs, 2,720 steps
     #                                  in 1,246 s with one other 1-thread run on the 2 cores, evaluation included
 }
+# ViT-Tiny/16 at other sizes: its 64 px rate scaled to 224 px by pixel count like the others
+# (arch_trial_cost_cpu_10ep.txt: its 128 px step, 2,301 ms, is 3.4x its 64 px one, 680 ms; the pixel count says 4x)
+CPU_STEP_S["vit_tiny"] = CPU_STEP_AT["vit_tiny", 64] / (64 / 224) ** 2
 # measured on one H100 (benchmarks/results/gpu_check_h100/): bf16, seconds per batch-64 model-step
 H100_STEP_S = {
     "cnn": 1.52 / (32 * 30),  # concurrent.txt: 32 trials x 30 steps in 1.52 s, 8 processes sharing the GPU (Ray's
@@ -115,9 +115,9 @@ def profile_rows(name: str) -> list[dict]:
         pool = pool_counts(config.data_source)
         # in batch-64 steps at the measured input size
         step_count = sum(steps(s, pool) * s.batch_size / 64 * pixels(s) for s in config.specs)
-        cpu_s = sum(steps(s, pool) * s.batch_size / 64 * CPU_STEP_AT[arch, s.input_size]
-                    if (arch, s.input_size) in CPU_STEP_AT else steps(s, pool) * s.batch_size / 64 * pixels(s)
-                    * CPU_STEP_S[arch] for s in config.specs)
+        cpu_s = sum(steps(s, pool) * s.batch_size / 64 * CPU_STEP_AT.get((arch, s.input_size),
+                                                                          pixels(s) * CPU_STEP_S[arch])
+                    for s in config.specs)
         for s in config.specs:
             if s.synthetic not in CONTROL_ARMS and registry.get(s.synthetic).learns_from_subset:
                 generators.add((s.split, s.fold, s.real_fraction, s.seed, s.synthetic, s.generator))
