@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/profile_costs.py [--out benchmarks/results/profile_costs.txt]
 
-Trials are counted as the notebooks build them (``experiment.ArchitectureStudy`` from each profile's ``common`` and
-study-notebook sections); generators as one per (evaluation, fold, real subset, generator label), which is how the
-study trains and caches them. A trial's steps follow its budget (epochs of its own training set, or of the 100% pool
-with equal steps); set sizes use the thesis split's class counts with the 15% validation carve (an estimate: the
-exact sizes round per class). Per-step times: CPU rates measured on the development machine (sources beside each);
-Sizes are scaled to a profile's input size by pixel count. H100 rates are the ones ``benchmarks/gpu_check.sh`` measured
-on one (``benchmarks/results/gpu_check_h100/``), except the small generator presets, which are marked as assumed.
+Trials are counted as the notebooks build them (``mri_synth.notebooks.profile_study``: each training notebook's own
+defaults under the profile's ``common`` and section, the builder ``mri-synth study --profile`` uses too); generators
+as one per (evaluation, fold, real subset, generator label), which is how the study trains and caches them. A trial's
+steps follow its budget (epochs of its own training set, or of the 100% pool with equal steps); set sizes use the
+thesis split's class counts with the 15% validation carve (an estimate: the exact sizes round per class). Per-step
+times: CPU rates measured on the development machine (sources beside each); Sizes are scaled to a profile's input size
+by pixel count. H100 rates are the ones ``benchmarks/gpu_check.sh`` measured on one
+(``benchmarks/results/gpu_check_h100/``), except the small generator presets, which are marked as assumed.
 Evaluation passes are not counted (one per epoch: a few % of a trial).
 """
 
@@ -22,8 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mri_synth.chapters.training import ArchitectureStudy  # noqa: E402
-from mri_synth.notebooks import PROFILE_DIR, load_profile  # noqa: E402
+from mri_synth.notebooks import PROFILE_DIR, load_profile, profile_study  # noqa: E402
 from mri_synth.study.trials import CONTROL_ARMS  # noqa: E402
 from mri_synth.synth import registry  # noqa: E402
 
@@ -109,9 +109,8 @@ def profile_rows(name: str) -> list[dict]:
         section = (profile.get("notebooks") or {}).get(notebook)
         if section is None:
             continue
-        params = {k: v for k, v in {**common, **section}.items() if k in ArchitectureStudy.parameter_names()}
-        config = ArchitectureStudy(**{"arch": arch, **params})  # a section may name another model (vit_tiny)
-        arch = config.arch
+        arch = {**common, **section}.get("arch", arch)  # a section may name another model (vit_tiny)
+        config = profile_study(name, arch)  # the grid the notebook runs
         pool = pool_counts(config.data_source)
         # in batch-64 steps at the measured input size
         step_count = sum(steps(s, pool) * s.batch_size / 64 * pixels(s) for s in config.specs)

@@ -35,7 +35,7 @@ from mri_synth.chapters.results import load_all_results
 from mri_synth.chapters.training import ArchitectureStudy, run_architecture
 from mri_synth.data.audit import leakage_audit
 from mri_synth.data.cache import load_data
-from mri_synth.notebooks import load_profile, run_batch
+from mri_synth.notebooks import load_profile, profile_study, run_batch
 from mri_synth.study.generators import prepare_generators
 from mri_synth.study.runner import load_results, write_tables
 from mri_synth.study.trial import StudyContext
@@ -70,7 +70,7 @@ def _study(args: argparse.Namespace) -> None:
             raise ValueError(f"--profile {args.profile} takes every setting from the profile, so {', '.join(ignored)} "
                              "would be ignored: drop them (only --arch, --first-seed, --seeds, --split and the Ray "
                              "flags go with --profile), or run without --profile")
-        config = _profile_study(args.profile, args.arch)
+        config = profile_study(args.profile, args.arch)
         chosen = {k: v for k, v in (("first_seed", args.first_seed), ("n_seeds", args.seeds),
                                     ("splits", args.split)) if v is not None}
         config = replace(config, **chosen)
@@ -100,10 +100,6 @@ def _study(args: argparse.Namespace) -> None:
     print(f"results: {config.results}")
 
 
-ARCH_NOTEBOOKS = {"04_train_cnn": "cnn", "05_train_resnet18": "resnet18", "06_train_vit": "vit"}
-"""The notebooks that train an architecture, with the one each trains unless its profile section names another."""
-
-
 PROFILE_STUDY_FLAGS = {"profile", "arch", "first_seed", "seeds", "split", "ray", "ray_address", "ray_gpus", "func",
                        "command"}
 """``mri-synth study`` flags that go with ``--profile``: which architecture and which of its trials, and where."""
@@ -115,22 +111,8 @@ def _given(value: Any, field_name: str) -> Any:
     return default if value is None else value
 
 
-def _profile_study(name: str, arch: str = "cnn") -> ArchitectureStudy:
-    """The grid of ``arch`` a profile plans (its common section and the notebook that trains ``arch``), as that
-    notebook (04-06) would build it."""
-    profile = load_profile(name)
-    notebooks = profile.get("notebooks") or {}
-    trained = {}
-    for notebook, default_arch in ARCH_NOTEBOOKS.items():
-        section = {"arch": default_arch, **(profile.get("common") or {}), **(notebooks.get(notebook) or {})}
-        trained[section["arch"]] = section
-    if arch not in trained:
-        raise ValueError(f"profile {name} trains no {arch!r}: its notebooks 04-06 train {', '.join(trained)}")
-    return ArchitectureStudy(**{k: v for k, v in trained[arch].items() if k in ArchitectureStudy.parameter_names()})
-
-
 def _generators(args: argparse.Namespace) -> None:
-    study = _profile_study(args.profile)
+    study = profile_study(args.profile)
     specs = [s for s in study.specs if (not args.split or s.split in args.split)
              and (args.repeats is None or s.seed in args.repeats)]
     if args.diffusion_preset:  # another preset of the same grid (e.g. a faster sampler of the same weights)
@@ -332,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _findings(args: argparse.Namespace) -> None:
     notebooks = load_profile(args.profile).get("notebooks") or {}
-    study = _profile_study(args.profile, args.arch)
+    study = profile_study(args.profile, args.arch)
     family = (notebooks.get("07_results") or {}).get("contrasts") or []
     folder = Path(_absolute(args.results)) if args.results else study.results
     results, _ = load_results(folder)

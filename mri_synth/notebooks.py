@@ -11,6 +11,7 @@ What this leaves to others: the notebooks hold the narrative; every computation 
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import time
@@ -109,6 +110,41 @@ def notebook_parameters(profile: dict, notebook: Path, run_dir: Path) -> dict:
     wanted = {"figures_dir": str(run_dir / "figures"), "results_dir": str(run_dir / "results")}
     wanted |= {**profile["common"], **(profile["notebooks"].get(notebook.stem) or {})}
     return {k: v for k, v in wanted.items() if k in declared}
+
+
+ARCH_NOTEBOOKS = {"04_train_cnn": "cnn", "05_train_resnet18": "resnet18", "06_train_vit": "vit"}
+"""The notebooks that train an architecture, with the one each trains unless its profile section names another."""
+
+
+def notebook_namespace(profile: dict, notebook: Path, run_dir: Path | None = None) -> dict:
+    """What a notebook's ``parameters`` cell leaves in its namespace when run with a profile: the cell's own defaults,
+    then what papermill injects (``notebook_parameters``); ``run_dir`` defaults to the batch's ``runs/<profile>``."""
+    import papermill
+
+    namespace = {}
+    for name, parameter in papermill.inspect_notebook(str(notebook)).items():
+        try:
+            namespace[name] = ast.literal_eval(parameter["default"])
+        except (ValueError, SyntaxError):
+            raise ProfileError(f"{notebook.name}: parameter {name} = {parameter['default']} is not a literal; give "
+                               "parameters literal defaults (papermill injects literals beside them)") from None
+    run_dir = run_dir if run_dir is not None else paths.runs_dir() / profile["name"]
+    return namespace | notebook_parameters(profile, notebook, run_dir)
+
+
+def profile_study(name_or_path: str | os.PathLike, arch: str = "cnn"):
+    """The grid of ``arch`` that a profile's training notebook (04-06) runs: the study that notebook builds from its
+    own defaults and the profile's parameters, so ``mri-synth study --profile``, the cost model and the recording of a
+    notebook plan exactly the trials the notebook would (one builder, not three that drift apart)."""
+    from mri_synth.chapters.training import ArchitectureStudy
+
+    profile = load_profile(name_or_path)
+    trains = {}
+    for stem, default_arch in ARCH_NOTEBOOKS.items():
+        trains[{**profile["common"], **(profile["notebooks"].get(stem) or {})}.get("arch", default_arch)] = stem
+    if arch not in trains:
+        raise ValueError(f"profile {profile['name']} trains no {arch!r}: its notebooks 04-06 train {', '.join(trains)}")
+    return ArchitectureStudy.from_params(notebook_namespace(profile, NOTEBOOK_DIR / f"{trains[arch]}.ipynb"))
 
 
 def run_batch(

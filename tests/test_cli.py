@@ -5,6 +5,7 @@
 from mri_synth import cli
 from mri_synth.chapters.generation import GenerationConfig
 from mri_synth.chapters.training import ArchitectureStudy
+from mri_synth.notebooks import profile_study
 from mri_synth.study import trials as study
 from mri_synth.synth import registry
 
@@ -63,7 +64,7 @@ def test_study_runs_the_trials_a_profile_plans_a_repeat_at_a_time(capsys, tmp_pa
     assert cli.main(["study", "--profile", str(profile), *chosen]) == 0
     specs = [json.loads(f.read_text())["spec"] for f in (results / "cnn" / "trials").glob("*.json")]
     assert [(s["split"], s["seed"], s["epochs"], s["batch_size"]) for s in specs] == [("subject", 1, 2, 32)]
-    assert cli._profile_study(str(profile), "vit_tiny").training.epochs == 3  # 06's section names its arch
+    assert profile_study(str(profile), "vit_tiny").training.epochs == 3  # 06's section names its arch
     capsys.readouterr()
     assert cli.main(["study", "--profile", str(profile), "--arch", "resnet50"]) == 2
     assert "trains no 'resnet50'" in capsys.readouterr().err

@@ -81,6 +81,37 @@ def test_each_profile_builds_notebook_02s_generator_from_its_own_preset(tmp_path
         assert label == config.diffusion_preset, f"{profile}: notebook 02 runs {label}"
 
 
+@pytest.mark.parametrize("profile", sorted(p.stem for p in N.PROFILE_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("stem", sorted(N.ARCH_NOTEBOOKS))
+def test_profile_study_plans_the_trials_the_training_notebook_runs(profile, stem):
+    # the notebook as papermill runs it: its parameters cell, then the injected cell, executed; then the one call
+    # that builds its study. mri-synth study --profile, the cost model and the recording of a notebook all plan with
+    # profile_study: a parameter the profile leaves to the notebook's default (rerun's batch size once) must not
+    # make them plan other trials than the notebook (recording notebook 05 trained a batch-32 trial that way)
+    from papermill.parameterize import parameterize_notebook
+
+    from mri_synth.chapters.training import ArchitectureStudy
+
+    loaded = N.load_profile(profile)
+    path = N.NOTEBOOK_DIR / f"{stem}.ipynb"
+    nb = parameterize_notebook(nbformat.read(path, as_version=4),
+                               N.notebook_parameters(loaded, path, N.paths.runs_dir() / profile))
+    namespace = {}
+    for cell in nb.cells:
+        if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
+            exec(cell.source, namespace)
+    built = ArchitectureStudy.from_params(namespace)
+    planned = N.profile_study(profile, built.arch)
+    assert [s.key for s in planned.specs] == [s.key for s in built.specs], (profile, stem)
+    assert planned.results == built.results
+
+
+def test_profile_study_names_the_architectures_a_profile_trains():
+    assert N.profile_study("rerun", "vit_tiny").arch == "vit_tiny"  # 06's section names its model
+    with pytest.raises(ValueError, match="trains no 'vit'.*cnn, resnet18, vit_tiny"):
+        N.profile_study("rerun", "vit")
+
+
 def test_notebooks_as_they_are_and_the_quick_profile_never_train_the_default_latent_cpu_preset():
     # the registry's default is the 18-CPU-minute latent-cpu preset: nbval, make study and CI must name a fast one
     from mri_synth.synth import registry

@@ -6,7 +6,7 @@ import json
 import benchmark_scripts  # tests/ is on sys.path (conftest.py)
 import pytest
 
-from mri_synth.cli import _profile_study
+from mri_synth.notebooks import profile_study
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def recorder(tmp_path, monkeypatch):
 
 
 def test_a_training_notebook_waits_for_every_trial_of_its_grid(recorder, tmp_path, monkeypatch, capsys):
-    specs = _profile_study("rerun", "cnn").specs
+    specs = profile_study("rerun", "cnn").specs
     assert recorder.missing_trials("rerun", "04") == (len(specs), len(specs))
     assert "04" not in recorder.available("rerun")
     trials = tmp_path / "results" / "cnn" / "trials"

@@ -81,13 +81,27 @@ def test_source_fidelity_rows_name_recorded_trials(table):
     assert rows.trial_key.is_unique and rows.fd.gt(0).all() and rows.label_fidelity.between(0, 1).all()
 
 
+@pytest.mark.parametrize(("profile", "folder"), [("rerun", "benchmarks/results/rerun/results"),
+                                                  ("real", "benchmarks/results/real/results")])
+def test_every_recorded_trial_is_one_its_notebook_plans(profile, folder):
+    # the recorded notebooks read these trials; a trial outside the plan (another batch size, budget or arm) would
+    # mean the notebook, re-run, trains its own instead of reading them
+    from mri_synth.notebooks import profile_study
+    archs = sorted(p.name for p in (ROOT / folder).iterdir() if (p / "trials").is_dir())
+    assert archs
+    for arch in archs:
+        planned = {s.key for s in profile_study(profile, arch).specs}
+        recorded = {p.stem for p in (ROOT / folder / arch / "trials").glob("*.json")}
+        assert recorded and recorded <= planned, (arch, sorted(recorded - planned)[:3])
+
+
 @pytest.mark.parametrize("arch", ["resnet18", "vit_tiny"])
 def test_the_rerun_profile_freezes_what_the_tuning_record_chose(arch):
     # benchmarks/arch_tuning.sh's declared rule, applied to the committed tuning tables: at the profile's input size,
     # the best validation score among the (lr, budget) pairs whose optimum lies inside the budget (best_at < 1), the
     # shorter budget on a tie. The trials of issue 24 run at what the profile says, so the two must not drift apart.
-    from mri_synth.cli import _profile_study
-    study = _profile_study("rerun", arch)
+    from mri_synth.notebooks import profile_study
+    study = profile_study("rerun", arch)
     assert not study.pretrained and len(study.specs) == 80  # from scratch; 4 arms x 2 evaluations x 10 repeats
     for split in ("slice", "subject"):
         table = pd.read_csv(ROOT / "benchmarks/results/tuning" / arch / split / f"tuning_{split}.csv")
