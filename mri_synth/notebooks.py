@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from mri_synth import paths
+from mri_synth.chapters.training import ArchitectureStudy
 from mri_synth.training import heap
 
 NOTEBOOK_DIR = paths.PROJECT_ROOT / "notebooks"
@@ -132,12 +133,10 @@ def notebook_namespace(profile: dict, notebook: Path, run_dir: Path | None = Non
     return namespace | notebook_parameters(profile, notebook, run_dir)
 
 
-def profile_study(name_or_path: str | os.PathLike, arch: str = "cnn"):
+def profile_study(name_or_path: str | os.PathLike, arch: str = "cnn") -> ArchitectureStudy:
     """The grid of ``arch`` that a profile's training notebook (04-06) runs: the study that notebook builds from its
     own defaults and the profile's parameters, so ``mri-synth study --profile``, the cost model and the recording of a
     notebook plan exactly the trials the notebook would (one builder, not three that drift apart)."""
-    from mri_synth.chapters.training import ArchitectureStudy
-
     profile = load_profile(name_or_path)
     trains = {}
     for stem, default_arch in ARCH_NOTEBOOKS.items():
