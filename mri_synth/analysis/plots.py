@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mri_synth import paths
-from mri_synth.analysis.stats import metric_rows, require_columns, summarize, with_method
+from mri_synth.analysis.stats import arch_title, metric_rows, require_columns, summarize, with_method
 from mri_synth.data.subjects import person_order
 
 PANEL_SIZE = (5.0, 3.8)
@@ -169,7 +169,7 @@ def plot_loss_distribution(
                 y, x = zip(*shown)
                 ax.scatter(x, np.asarray(y) + 0.38, marker="D", color="tab:red", zorder=5, label=reference_label)
                 ax.legend(loc="best", fontsize="small")
-        ax.set(title=arch or "", ylabel="", xlabel=metric)
+        ax.set(title=arch_title(rows, arch), ylabel="", xlabel=metric)
         ax.tick_params(axis="y", labelsize="small")
     fig.suptitle(title or f"{_evaluation_prefix(rows)}{metric} over repeats")
     return fig
@@ -232,7 +232,7 @@ def plot_metric_vs_real_fraction(
             errors = np.nan_to_num(np.vstack([mid - low, high - mid]))
             drawn = ax.errorbar(x, mid, yerr=errors, marker="o", capsize=3, label=str(label))
             ax.fill_between(x, low, high, color=drawn.lines[0].get_color(), alpha=0.15)
-        ax.set(title=arch or "", xlabel="real fraction", ylabel=f"median {metric}")
+        ax.set(title=arch_title(table, arch), xlabel="real fraction", ylabel=f"median {metric}")
         ax.legend(fontsize="small")
     fig.suptitle(f"median {metric} ({confidence:.0%} bootstrap interval) against real fraction")
     return fig
@@ -269,7 +269,7 @@ def plot_per_class_recall(
             ax.set_xticks(range(len(classes)),
                           [f"{name}\n(n={class_counts[name]})" if name in class_counts else name
                            for name in classes])
-        ax.set(title=arch or "", xlabel="", ylabel="recall", ylim=(-0.02, 1.02))
+        ax.set(title=arch_title(rows, arch), xlabel="", ylabel="recall", ylim=(-0.02, 1.02))
         ax.tick_params(axis="x", labelsize="small")
         _legend_on_last(ax, axes)
     fig.suptitle("per-class recall over repeats")
@@ -311,7 +311,7 @@ def plot_learning_curves(
             sns.lineplot(data=panel, x=x, y="value", hue=hue, estimator="median", errorbar=("pi", 50),
                          marker="o", ax=ax)
             # an epoch is one pass over the arm's own training set: at equal steps a 30% arm runs 3.3x the epochs
-            ax.set(title=f"{arch or ''} {metric}".strip(), ylabel=metric,
+            ax.set(title=f"{arch_title(history, arch)} {metric}".strip(), ylabel=metric,
                    xlabel="epoch (passes over the arm's own training set)" if x == "epoch" else x)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             _legend_on_last(ax, axes)

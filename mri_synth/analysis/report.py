@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from mri_synth.analysis.contrasts import PRIMARY
 from mri_synth.analysis.intervals import median_interval
 from mri_synth.analysis.plots import new_figure
-from mri_synth.analysis.stats import THESIS_CNN_MEDIANS, metric_rows, setting_columns
+from mri_synth.analysis.stats import THESIS_CNN_MEDIANS, arch_title, metric_rows, setting_columns
 
 LABELS = {"slice": "slice split (the source's; thesis-comparable)", "subject": "subject split (people never seen)"}
 READOUT_LABELS = {"test_loss": "four-way test cross-entropy (lower is better)",
@@ -72,15 +72,7 @@ def architecture_table(results: pd.DataFrame, split: str = "subject") -> pd.Data
                        zip(summary["median"], summary.median_lo, summary.median_hi)]
     table = summary.pivot_table(index="policy", columns="arch", values="cell", aggfunc="first", sort=False)
     table.index.name, table.columns.name = "arm", None
-    return table.fillna("").rename(columns=lambda arch: f"{arch}{_how_trained(results[results.arch == arch])}")
-
-
-def _how_trained(rows: pd.DataFrame) -> str:
-    """`` (from scratch)`` or `` (ImageNet-pretrained)`` from the trials' ``pretrained`` column (the thesis fine-tuned
-    pretrained ResNet-18 and ViT; a from-scratch run says so wherever it is shown), or nothing when mixed/unknown."""
-    kinds = set(rows["pretrained"].astype(str)) if "pretrained" in rows else set()
-    labels = {frozenset({"no"}): " (from scratch)", frozenset({"yes"}): " (ImageNet-pretrained)"}
-    return labels.get(frozenset(kinds), "")
+    return table.fillna("").rename(columns=lambda arch: arch_title(results, arch))
 
 
 def _thesis(row: pd.Series) -> float:
@@ -136,7 +128,7 @@ def plot_two_evaluations(results: pd.DataFrame, real_fraction: float = 0.3, *, a
             ax.legend(unique.values(), unique.keys(), fontsize="small",
                       loc="lower left" if split == "subject" else "best")
     axes[0].invert_yaxis()
-    fig.suptitle(f"{arch}{_how_trained(results[results.arch == arch])}: each arm's median with its "
+    fig.suptitle(f"{arch_title(results, arch)}: each arm's median with its "
                  "order-statistic interval (grey: one repeat each)",
                  fontsize="medium")
     return fig

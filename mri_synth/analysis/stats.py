@@ -96,6 +96,17 @@ def require_columns(table: pd.DataFrame, names: Sequence[str], what: str = "resu
         )
 
 
+def arch_title(table: pd.DataFrame, arch: str | None) -> str:
+    """``arch`` with `` (from scratch)`` or `` (ImageNet-pretrained)`` from its rows' ``pretrained`` column (the thesis
+    fine-tuned pretrained ResNet-18 and ViT; a from-scratch run says so wherever it is shown); plain when mixed or
+    unknown, empty for no architecture."""
+    if not arch:
+        return ""
+    rows = table[table["arch"].astype(str) == arch] if "arch" in table else table
+    kinds = frozenset(rows["pretrained"].astype(str)) if "pretrained" in rows else frozenset()
+    return arch + {frozenset({"no"}): " (from scratch)", frozenset({"yes"}): " (ImageNet-pretrained)"}.get(kinds, "")
+
+
 def metric_rows(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The rows of one metric, with a clear error if the metric is absent."""
     require_columns(results, ["metric", "value"])

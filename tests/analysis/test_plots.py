@@ -222,3 +222,17 @@ def test_nearest_train_similarity_draws_both_baselines():
     assert sorted(round(line.get_xdata()[0], 3) for line in ax.lines) == [0.91, 0.98]
     with pytest.raises(ValueError, match="columns same_class and other_class"):
         plots.plot_nearest_train_similarity(nearest.rename(columns={"other_class": "x"}))
+
+
+def test_panels_say_how_each_architecture_was_trained(results, history):
+    # issue 24: every figure that shows ResNet-18 or the ViT trained from random weights says so (not the thesis's
+    # ImageNet-pretrained setting); a table without the column (or with mixed runs) keeps the bare name
+    trained = {"cnn": "no", "vit": "yes"}
+    fig = plots.plot_loss_distribution(results.assign(pretrained=results["arch"].map(trained)))
+    assert [ax.get_title() for ax in fig.axes] == ["cnn (from scratch)", "vit (ImageNet-pretrained)"]
+    fig = plots.plot_learning_curves(history.assign(pretrained="no"), ["train_loss"])
+    assert [ax.get_title() for ax in fig.axes] == ["cnn (from scratch) train_loss", "vit (from scratch) train_loss"]
+    mixed = results.assign(pretrained=np.where(results["seed"] == 0, "yes", "no"))
+    assert [ax.get_title() for ax in plots.plot_per_class_recall(mixed).axes] == ["cnn", "vit"]
+    fig = plots.plot_metric_vs_real_fraction(results.assign(pretrained="no"))
+    assert [ax.get_title() for ax in fig.axes] == ["cnn (from scratch)", "vit (from scratch)"]
