@@ -23,11 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mri_synth.notebooks import PROFILE_DIR, load_profile, profile_study  # noqa: E402
+from mri_synth.notebooks import ARCH_NOTEBOOKS, PROFILE_DIR, load_profile, profile_study, trained_arch  # noqa: E402
 from mri_synth.study.trials import CONTROL_ARMS  # noqa: E402
 from mri_synth.synth import registry  # noqa: E402
 
-STUDY_NOTEBOOKS = {"04_train_cnn": "cnn", "05_train_resnet18": "resnet18", "06_train_vit": "vit"}
 TRAIN_COUNTS = {"Mild_Demented": 724, "Moderate_Demented": 49, "Non_Demented": 2566, "Very_Mild_Demented": 1781}
 POOL = {c: n - round(0.15 * n) for c, n in TRAIN_COUNTS.items()}  # after the validation carve (slice mode)
 # seconds per optimizer step at batch 64 (the ViT's batch-32 rate doubled)
@@ -103,13 +102,11 @@ def pixels(spec) -> float:
 
 def profile_rows(name: str) -> list[dict]:
     profile = load_profile(name)
-    common = profile.get("common") or {}
     rows, generators = [], set()
-    for notebook, arch in STUDY_NOTEBOOKS.items():
-        section = (profile.get("notebooks") or {}).get(notebook)
-        if section is None:
+    for notebook in ARCH_NOTEBOOKS:
+        if notebook not in profile["notebooks"]:
             continue
-        arch = {**common, **section}.get("arch", arch)  # a section may name another model (vit_tiny)
+        arch = trained_arch(profile, notebook)
         config = profile_study(name, arch)  # the grid the notebook runs
         pool = pool_counts(config.data_source)
         # in batch-64 steps at the measured input size

@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mri_synth.notebooks import (  # noqa: E402
-    ARCH_NOTEBOOKS,
     NOTEBOOK_DIR,
     load_profile,
     notebook_parameters,
     profile_study,
+    trained_arch,
 )
 from mri_synth.training import heap  # noqa: E402
 
@@ -97,14 +97,9 @@ ARCH_NOTEBOOK = {"04": "04_train_cnn", "05": "05_train_resnet18", "06": "06_trai
 
 def missing_trials(profile: str, stem: str) -> tuple[int, int]:
     """(trials of the architecture notebook ``stem``'s grid not in the profile's results folder, trials planned)."""
-    section = (load_profile(profile).get("notebooks") or {}).get(ARCH_NOTEBOOK[stem]) or {}
-    study = profile_study(profile, section.get("arch") or cli_arch(stem))  # what the notebook itself would run
+    study = profile_study(profile, trained_arch(load_profile(profile), ARCH_NOTEBOOK[stem]))  # what the notebook runs
     folder = PROFILES[profile][0] / "results" / study.arch / "trials"
     return sum(not (folder / f"{spec.key}.json").exists() for spec in study.specs), len(study.specs)
-
-
-def cli_arch(stem: str) -> str:
-    return ARCH_NOTEBOOKS[ARCH_NOTEBOOK[stem]]
 
 
 def available(profile: str = "real") -> list[str]:

@@ -117,6 +117,12 @@ ARCH_NOTEBOOKS = {"04_train_cnn": "cnn", "05_train_resnet18": "resnet18", "06_tr
 """The notebooks that train an architecture, with the one each trains unless its profile section names another."""
 
 
+def trained_arch(profile: dict, stem: str) -> str:
+    """The architecture training notebook ``stem`` (04-06) trains under a loaded profile: its section's (or common's)
+    ``arch``, else the notebook's own (a section may name another model, e.g. ``vit_tiny``)."""
+    return {**profile["common"], **(profile["notebooks"].get(stem) or {})}.get("arch", ARCH_NOTEBOOKS[stem])
+
+
 def notebook_namespace(profile: dict, notebook: Path, run_dir: Path | None = None) -> dict:
     """What a notebook's ``parameters`` cell leaves in its namespace when run with a profile: the cell's own defaults,
     then what papermill injects (``notebook_parameters``); ``run_dir`` defaults to the batch's ``runs/<profile>``."""
@@ -138,9 +144,7 @@ def profile_study(name_or_path: str | os.PathLike, arch: str = "cnn") -> Archite
     own defaults and the profile's parameters, so ``mri-synth study --profile``, the cost model and the recording of a
     notebook plan exactly the trials the notebook would (one builder, not three that drift apart)."""
     profile = load_profile(name_or_path)
-    trains = {}
-    for stem, default_arch in ARCH_NOTEBOOKS.items():
-        trains[{**profile["common"], **(profile["notebooks"].get(stem) or {})}.get("arch", default_arch)] = stem
+    trains = {trained_arch(profile, stem): stem for stem in ARCH_NOTEBOOKS}
     if arch not in trains:
         raise ValueError(f"profile {profile['name']} trains no {arch!r}: its notebooks 04-06 train {', '.join(trains)}")
     return ArchitectureStudy.from_params(notebook_namespace(profile, NOTEBOOK_DIR / f"{trains[arch]}.ipynb"))
