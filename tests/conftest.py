@@ -110,3 +110,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def diffusers_log():
+    """What diffusers logs inside ``with diffusers_log() as messages:``; its loggers do not propagate, so caplog
+    and capfd see nothing of them."""
+    import contextlib  # lazy: only the generator tests use it
+    import logging
+    import logging.handlers
+
+    @contextlib.contextmanager
+    def collect():
+        handler = logging.handlers.BufferingHandler(capacity=10_000)
+        logger = logging.getLogger("diffusers")
+        logger.addHandler(handler)
+        messages: list[str] = []
+        try:
+            yield messages
+        finally:
+            logger.removeHandler(handler)
+            messages.extend(record.getMessage() for record in handler.buffer)
+
+    return collect

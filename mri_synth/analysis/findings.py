@@ -22,6 +22,7 @@ from typing import Sequence
 import pandas as pd
 
 from mri_synth.analysis.contrasts import PRIMARY, paired_contrasts, parse_contrast
+from mri_synth.analysis.intervals import paired_repeats
 from mri_synth.analysis.report import evaluation_summary
 from mri_synth.analysis.stats import THESIS_CNN_MEDIANS, is_lower_better
 
@@ -74,7 +75,7 @@ def verdict(row: pd.Series, alpha: float = 0.05) -> str:
     else:
         reach = "" if math.isnan(detectable) else (f"; a true difference of {detectable:.3f} would have been "
                                                     "detected 80% of the time, a smaller one may be missed")
-    return f"no difference detected with {row.n_pairs} paired repeats (Holm p = {p}){reach}"
+    return f"no difference detected with {paired_repeats(row.n_pairs)} (Holm p = {p}){reach}"
 
 
 def findings_block(results: pd.DataFrame, family: Sequence[str], *, arch: str = "cnn", alpha: float = 0.05,

@@ -88,13 +88,18 @@ def smallest_p(n_pairs: int) -> float:
     return min(1.0, 2.0 / 2**n_pairs) if n_pairs > 0 else 1.0
 
 
+def paired_repeats(n_pairs: int) -> str:
+    """``"1 paired repeat"``, ``"10 paired repeats"``: the count as the findings sentences write it."""
+    return f"{n_pairs} paired repeat{'' if n_pairs == 1 else 's'}"
+
+
 def significance_warning(n_pairs: int, alpha: float = 0.05, family_size: int = 1) -> str:
     """A sentence when ``n_pairs`` repeats cannot reach ``alpha`` after Holm over ``family_size`` contrasts."""
     p = smallest_p(n_pairs)
     if p * family_size <= alpha:
         return ""
     needed = next(n for n in range(1, 64) if smallest_p(n) * family_size <= alpha)
-    return (f"with {n_pairs} paired repeats the exact signed-rank test cannot reach p < {alpha}"
+    return (f"with {paired_repeats(n_pairs)} the exact signed-rank test cannot reach p < {alpha}"
             f"{f' after Holm over {family_size} contrasts' if family_size > 1 else ''} (smallest p = {p:.3g} "
             f"x {family_size}); run at least {needed} repeats")
 

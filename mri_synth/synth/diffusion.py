@@ -349,7 +349,9 @@ class DiffusionGenerator:
                                     "call .save(path)")
         meta = json.loads((path / "generator.json").read_text())
         self = cls(DiffusionConfig(**meta["config"]), device=device, cpu_threads=cpu_threads)
-        self.unet = UNet2DModel.from_pretrained(path / "unet").to(self.device).eval()
+        # low_cpu_mem_usage=False: diffusers' fallback without accelerate (not a dependency), stated so it does not
+        # advise installing accelerate on every load
+        self.unet = UNet2DModel.from_pretrained(path / "unet", low_cpu_mem_usage=False).to(self.device).eval()
         self.train_key, self.train_seed, self.n_train = meta["train_ids_sha256"], meta["train_seed"], meta["n_train"]
         self.losses = meta["losses"]
         self.seconds, self.provenance = meta.get("seconds", {}), meta.get("provenance", {})

@@ -282,8 +282,11 @@ class LatentDiffusionGenerator(DiffusionGenerator):
                                     "autoencoder/); train one and call .save(path)")
         meta = json.loads((path / "generator.json").read_text())
         self = cls(LatentDiffusionConfig(**meta["config"]), device=device, cpu_threads=cpu_threads)
-        self.unet = UNet2DModel.from_pretrained(path / "unet").to(self.device).eval()
-        self.autoencoder = AutoencoderKL.from_pretrained(path / "autoencoder").to(self.device).eval()
+        # low_cpu_mem_usage=False: what diffusers falls back to without accelerate (not a dependency), stated so it
+        # does not advise installing accelerate on every load
+        self.unet = UNet2DModel.from_pretrained(path / "unet", low_cpu_mem_usage=False).to(self.device).eval()
+        self.autoencoder = AutoencoderKL.from_pretrained(path / "autoencoder", low_cpu_mem_usage=False)
+        self.autoencoder = self.autoencoder.to(self.device).eval()
         self.train_key, self.train_seed, self.n_train = meta["train_ids_sha256"], meta["train_seed"], meta["n_train"]
         self.losses, self.ae_losses = meta["losses"], meta["ae_losses"]
         self.latent_scale, self.seconds = meta["latent_scale"], meta["seconds"]

@@ -175,6 +175,7 @@ def test_one_repeat_gives_its_difference_and_says_there_is_no_interval_yet():
     assert "nan" not in block
     assert "- 30% real + 70% repeat vs 30% real: -0.10" in block  # slice: the difference stands alone
     assert "(no interval from 1 paired repeat);" in block
+    assert "no difference detected with 1 paired repeat (" in block and "1 paired repeats" not in block
 
 
 def test_each_architecture_has_its_own_block_and_lists_only_the_contrasts_its_grid_plans(tmp_path):

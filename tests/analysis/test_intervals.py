@@ -87,6 +87,7 @@ def test_smallest_p_and_the_repeats_a_family_needs():
     assert warning == ("with 6 paired repeats the exact signed-rank test cannot reach p < 0.05 after Holm over 3 "
                        "contrasts (smallest p = 0.0312 x 3); run at least 7 repeats")
     assert "run at least 8 repeats" in intervals.significance_warning(6, alpha=0.01)
+    assert intervals.significance_warning(1).startswith("with 1 paired repeat the exact")  # one, not "repeats"
 
 
 def test_corrected_resampled_t_by_hand_and_wider_than_the_plain_t():

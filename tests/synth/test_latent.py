@@ -137,9 +137,11 @@ def test_sampling_from_noise_is_refused_for_an_sdedit_only_model(toy_sources):
         model.sample([0], seed=0)
 
 
-def test_save_load_gives_the_same_images_and_fingerprint(trained, toy_sources, tmp_path):
+def test_save_load_gives_the_same_images_and_fingerprint(trained, toy_sources, tmp_path, diffusers_log):
     images, labels, _ = toy_sources
-    loaded = LatentDiffusionGenerator.load(trained.save(tmp_path / "gen"), device="cpu")
+    with diffusers_log() as log:
+        loaded = LatentDiffusionGenerator.load(trained.save(tmp_path / "gen"), device="cpu")
+    assert not [m for m in log if "accelerate" in m]  # no advice to install a package the study does not use
     assert loaded.fingerprint == trained.fingerprint and same_weights(loaded, trained)
     assert torch.equal(loaded.vary(images[:3], labels[:3], [9, 9, 9]), trained.vary(images[:3], labels[:3], [9, 9, 9]))
     assert not list(tmp_path.glob(".*.tmp"))
