@@ -9,6 +9,9 @@
 #       MAIN=$MAIN bash benchmarks/rerun.sh ARCH SPLIT [FIRST [LAST]]
 # Two of these at once (say slice and subject), one thread each, fill the 2 cores. MAIN (the main checkout) receives
 # the trial files and a commit after each repeat; without it they stay here. A killed run resumes where it stopped.
+# FIRST > LAST runs the repeats downwards, and each repeat first takes MAIN's trial files of it (a trial MAIN holds is
+# read, not trained again): a run from 0 up and another from 9 down (in two worktrees) share one evaluation's grid and
+# stop training where they meet.
 # ARCH may list several architectures (cnn,resnet18,vit_tiny): each repeat then runs all of them in turn, so they
 # draw on its generator while the cache holds it (a cache does not outlive a session's machine; retraining a
 # generator costs about 26 CPU-minutes).
@@ -19,10 +22,14 @@ FIRST=${3:-0}
 LAST=${4:-9}
 MRI=${MRI:-${MAIN:-.}/.venv/bin/mri-synth}
 README=benchmarks/results/rerun/README.md  # the blocks beside the trials; the project's README shows them too
-for repeat in $(seq "$FIRST" "$LAST"); do
+STEP=1; (( FIRST > LAST )) && STEP=-1
+for repeat in $(seq "$FIRST" "$STEP" "$LAST"); do
  for ARCH in ${ARCHS//,/ }; do
   OUT=benchmarks/results/rerun/results/$ARCH
   echo "== $ARCH $SPLIT repeat $repeat"
+  if [[ -n ${MAIN:-} && -d $MAIN/$OUT/trials ]]; then  # what another run committed is not trained again
+    mkdir -p "$OUT/trials" && cp -rn "$MAIN/$OUT/trials/." "$OUT/trials/"
+  fi
   OMP_NUM_THREADS=1 $MRI study --profile rerun --arch "$ARCH" --split "$SPLIT" --first-seed "$repeat" --seeds 1
   if [[ -n ${MAIN:-} ]]; then
     mkdir -p "$MAIN/$OUT" && cp -r "$OUT/." "$MAIN/$OUT/"
@@ -31,8 +38,10 @@ for repeat in $(seq "$FIRST" "$LAST"); do
       $MRI findings --profile rerun --arch "$ARCH" --results "$MAIN/$OUT" --readme "$MAIN/$readme" >/dev/null
     done
     for try in 1 2 3; do  # another run (the other evaluation) may be committing at the same moment
-      git -C "$MAIN" add "$OUT" "$README" README.md && git -C "$MAIN" commit -q -m "rerun ($ARCH, $SPLIT): repeat \
-$repeat, trials and findings blocks" -- "$OUT" "$README" README.md && break || sleep 5
+      git -C "$MAIN" add "$OUT" "$README" README.md && {  # nothing new (a repeat MAIN held): nothing to commit
+        git -C "$MAIN" diff --cached --quiet -- "$OUT" "$README" README.md || git -C "$MAIN" commit -q -m \
+          "rerun ($ARCH, $SPLIT): repeat $repeat, trials and findings blocks" -- "$OUT" "$README" README.md
+      } && break || sleep 5
     done
   fi
  done

@@ -180,7 +180,8 @@ def test_notebooks_import_only_the_chapter_modules():
 TESTS = Path(__file__).resolve().parent
 CROSS_CUTTING = {"test_layout.py", "test_packaging.py", "test_cuda.py", "test_gpu_check.py", "test_real_study_gpu.py",
                  "test_cost_model.py", "test_committed_notebooks.py", "test_recorded_results.py",
-                 "test_source_fidelity.py", "test_record_notebooks.py", "test_arch_trial_cost.py"}
+                 "test_source_fidelity.py", "test_record_notebooks.py", "test_arch_trial_cost.py",
+                 "test_rerun_script.py"}
 """Top-level test files about the project rather than one module: its shape, its set-up files, the GPU checks, the
 benchmarks' scripts and what is committed (the notebooks' stored outputs, the recorded results)."""
 
