@@ -37,7 +37,7 @@ from mri_synth.data.audit import leakage_audit
 from mri_synth.data.cache import load_data
 from mri_synth.notebooks import load_profile, profile_study, run_batch
 from mri_synth.study.generators import prepare_generators
-from mri_synth.study.runner import load_results, write_tables
+from mri_synth.study.runner import load_results, trial_machines, write_tables
 from mri_synth.study.trial import StudyContext
 from mri_synth.study.trials import VALIDATION_MODES
 from mri_synth.study.tuning import tune_baseline
@@ -323,8 +323,9 @@ def _findings(args: argparse.Namespace) -> None:
     planned = {spec.policy for spec in study.specs}  # an architecture without the diagnostic arms lists none
     diagnostics = [c for c in (notebooks.get("07_results") or {}).get("diagnostic_contrasts") or []
                    if set(parse_contrast(c)) <= planned]
-    block = findings.progress_line(results, len(study.specs), arch=args.arch) + "\n" + findings.findings_block(
-        results, family, arch=args.arch, diagnostics=diagnostics)
+    block = (findings.progress_line(results, len(study.specs), arch=args.arch)
+             + findings.machines_line(trial_machines(folder), arch=args.arch) + "\n"
+             + findings.findings_block(results, family, arch=args.arch, diagnostics=diagnostics))
     thesis_dir = (_absolute(args.thesis_budget) if args.thesis_budget
                   else (notebooks.get("07_results") or {}).get("thesis_budget_dir"))
     if thesis_dir and args.arch == "cnn":  # the basic CNN's thesis-comparable rows

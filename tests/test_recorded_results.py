@@ -110,3 +110,14 @@ def test_the_rerun_profile_freezes_what_the_tuning_record_chose(arch):
         best = table.sort_values(["score", "epochs"], ascending=[lowest_first, True]).iloc[0]
         spec = next(s for s in study.specs if s.split == split)
         assert (spec.lr, spec.epochs) == (pytest.approx(best.lr), best.epochs), (arch, split)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet18", "vit_tiny"])
+def test_every_rerun_repeat_ran_its_arms_on_one_machine(arch):
+    # the rerun's contrasts pair the arms of one repeat; its machines may differ between repeats (a session's CPU is
+    # drawn for it: the ViT-Tiny's repeats ran on two kinds), never within one
+    from mri_synth.analysis.findings import mixed_repeats
+    from mri_synth.study.runner import trial_machines
+    machines = trial_machines(ROOT / "benchmarks/results/rerun/results" / arch)
+    assert len(machines) and (machines.machine != "").all() and (machines.torch == "2.14.1").all()
+    assert mixed_repeats(machines, arch) == []

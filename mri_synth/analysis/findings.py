@@ -213,6 +213,50 @@ def read_block(path: str | Path, arch: str = "cnn") -> str | None:
     return match.group(1) if match else None
 
 
+def mixed_repeats(machines: pd.DataFrame, arch: str = "cnn") -> list[str]:
+    """The repeats of ``arch`` whose arms ran on more than one machine or torch version (``"slice repeat 3"``);
+    ``machines`` is ``runner.trial_machines``'s table. A contrast pairs a repeat's arms: such a pair mixes machines."""
+    rows = machines[machines.arch == arch]
+    places = rows.assign(where=rows.machine + " " + rows.torch).groupby(["split", "seed"])["where"].nunique()
+    return [f"{split} repeat {seed}" for (split, seed), n in places.items() if n > 1]
+
+
+def machines_line(machines: pd.DataFrame, arch: str = "cnn") -> str:
+    """Where ``arch``'s trials ran, by evaluation and repeat, and whether each repeat's arms ran on one machine
+    (``machines``: ``runner.trial_machines``'s table); empty where no trial file records it (older grids keep
+    their machines beside the trials, as ``real``'s ``ran_on.csv``)."""
+    rows = machines[machines.arch == arch]
+    if (rows.machine == "").all():
+        return ""
+    rows = rows.assign(where=[f"{m} (torch {t})" if m else "an unrecorded machine"
+                              for m, t in zip(rows.machine, rows.torch)])
+    if rows["where"].nunique() == 1:
+        return f"Where they ran: every trial on {rows['where'].iloc[0]}.\n"
+    mixed = mixed_repeats(machines, arch)
+    pairing = ("each repeat's arms ran on one machine" if not mixed else
+               f"the arms of {', '.join(mixed)} ran on several machines, so those pairs mix machines")
+    parts = []
+    for split in [s for s in ("slice", "subject") if s in set(rows.split)]:
+        seeds = rows[rows.split == split].groupby("seed")["where"].unique()
+        one = seeds[seeds.map(len) == 1].map(lambda w: w[0])
+        if one.empty:
+            continue
+        order = sorted(set(one), key=lambda w: one[one == w].index.min())
+        parts.append(f"{split} repeats " + " and ".join(f"{_runs(list(one[one == w].index))} on {w}" for w in order))
+    return f"Where they ran (a contrast pairs the arms of one repeat; {pairing}): {'; '.join(parts)}.\n"
+
+
+def _runs(seeds: list[int]) -> str:
+    """``[0, 1, 2, 4, 9]`` -> ``"0-2, 4, 9"``."""
+    seeds, runs = sorted(int(s) for s in seeds), []
+    for seed in seeds:
+        if runs and seed == runs[-1][1] + 1:
+            runs[-1][1] = seed
+        else:
+            runs.append([seed, seed])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def progress_line(results: pd.DataFrame, planned: int, arch: str = "cnn") -> str:
     """How many of the planned trials the recorded tables hold, and how a model that can start from ImageNet
     weights started (the thesis fine-tuned pretrained ResNet-18 and ViT: a from-scratch run says so)."""

@@ -310,6 +310,28 @@ def load_results(results_dir: str | os.PathLike, keys: Sequence[str] | None = No
     return results, history
 
 
-__all__ = ["RECORDED_RESULTS", "RecordingError", "cpu_name", "finish_study", "load_predictions", "load_results",
-           "migrate_trial_keys", "open_results", "pending", "per_image_losses", "provenance", "require_clean_code",
-           "run_study", "write_tables", "write_trial"]
+PLATFORMS = {"x86_64", "AMD64", "aarch64", "arm64", "i386", "i686", ""}
+"""What ``platform.machine()`` gives: a trial file's ``machine`` that is none of these names a GPU."""
+
+
+def trial_machines(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """Where each trial of a results folder ran, from its file's provenance: one row per trial with ``arch``,
+    ``split``, ``seed``, ``policy``, ``machine`` (the GPU's name, else the processor's) and ``torch`` (both empty in
+    files written before trials recorded them).
+
+    A contrast pairs the arms of one repeat, so it is fair when each repeat's arms share a machine and torch version
+    (``findings.machines_line`` states it, and names a repeat whose arms do not)."""
+    rows = []
+    for path in sorted(Path(results_dir).rglob("trials/*.json")):
+        trial = json.loads(path.read_text())
+        cols = TrialSpec.from_dict(trial["spec"]).table_columns()
+        where = trial.get("provenance") or {}
+        gpu = where.get("machine", "") not in PLATFORMS
+        rows.append({**{k: cols[k] for k in ("arch", "split", "seed", "policy")},
+                     "machine": where["machine"] if gpu else where.get("cpu", ""), "torch": where.get("torch", "")})
+    return pd.DataFrame(rows, columns=["arch", "split", "seed", "policy", "machine", "torch"])
+
+
+__all__ = ["PLATFORMS", "RECORDED_RESULTS", "RecordingError", "cpu_name", "finish_study", "load_predictions",
+           "load_results", "migrate_trial_keys", "open_results", "pending", "per_image_losses", "provenance",
+           "require_clean_code", "run_study", "trial_machines", "write_tables", "write_trial"]

@@ -202,3 +202,30 @@ def test_each_architecture_has_its_own_block_and_lists_only_the_contrasts_its_gr
     assert "Declared contrasts" in block and "diagnostic" not in block
     assert cli.main(["findings", "--profile", "rerun", "--arch", "resnet18", "--results", str(tmp_path / "results"),
                      "--readme", str(readme), "--check"]) == 0
+
+
+def _machines(where: dict[tuple[str, int, str], str]) -> pd.DataFrame:
+    """``runner.trial_machines``'s table: (split, seed, policy) -> processor, torch 2.14.1."""
+    return pd.DataFrame([{"arch": "vit_tiny", "split": split, "seed": seed, "policy": policy, "machine": machine,
+                          "torch": "2.14.1"} for (split, seed, policy), machine in where.items()])
+
+
+def test_where_the_trials_ran_is_stated_by_repeat_and_a_repeat_on_two_machines_is_named():
+    arms = ("30% real", "30% real + 70% diffusion")
+    one = _machines({("slice", seed, arm): "AMD EPYC" for seed in range(3) for arm in arms})
+    assert findings.machines_line(one, "vit_tiny") == "Where they ran: every trial on AMD EPYC (torch 2.14.1).\n"
+    assert findings.machines_line(one, "resnet18") == findings.machines_line(one.assign(machine=""), "vit_tiny") == ""
+    by_repeat = _machines({("slice", seed, arm): "AMD EPYC" if seed in (0, 1, 2, 5) else "Intel Xeon"
+                           for seed in range(7) for arm in arms}
+                          | {("subject", seed, arm): "Intel Xeon" for seed in (8, 9) for arm in arms})
+    assert findings.mixed_repeats(by_repeat, "vit_tiny") == []
+    assert findings.machines_line(by_repeat, "vit_tiny") == (
+        "Where they ran (a contrast pairs the arms of one repeat; each repeat's arms ran on one machine): slice "
+        "repeats 0-2, 5 on AMD EPYC (torch 2.14.1) and 3-4, 6 on Intel Xeon (torch 2.14.1); subject repeats 8-9 on "
+        "Intel Xeon (torch 2.14.1).\n")
+    split_repeat = by_repeat.copy()
+    split_repeat.loc[(split_repeat.seed == 3) & (split_repeat.policy == arms[0]), "machine"] = "AMD EPYC"
+    assert findings.mixed_repeats(split_repeat, "vit_tiny") == ["slice repeat 3"]
+    line = findings.machines_line(split_repeat, "vit_tiny")
+    assert "the arms of slice repeat 3 ran on several machines, so those pairs mix machines" in line
+    assert "3-4" not in line and "4, 6 on Intel Xeon" in line

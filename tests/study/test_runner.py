@@ -79,6 +79,14 @@ def test_results_carry_spec_provenance_and_every_metric(context, tmp_path):
     where = json.loads((tmp_path / "trials" / f"{spec.key}.json").read_text())["provenance"]
     assert where["torch"] == prov["versions"]["torch"] and where["cpu"] == prov["cpu"] != ""
     assert where["git_commit"] == prov["git_commit"] and where["git_dirty"] == prov["git_dirty"]
+    ran = R.trial_machines(tmp_path)  # what the findings block states: the processor here, a GPU by its name
+    assert ran[["arch", "split", "seed", "machine", "torch"]].values.tolist() == [
+        ["cnn", "slice", 0, prov["cpu"], where["torch"]]]
+    trial_file = tmp_path / "trials" / f"{spec.key}.json"
+    on_gpu = json.loads(trial_file.read_text())
+    on_gpu["provenance"]["machine"] = "NVIDIA H100 80GB HBM3"
+    trial_file.write_text(json.dumps(on_gpu))
+    assert R.trial_machines(tmp_path).machine.tolist() == ["NVIDIA H100 80GB HBM3"]
     # the classifier's time and the synthetic set's time are apart
     assert images["train_time_s"] > 0 and images["synthesis_time_s"] >= 0
 
