@@ -7,9 +7,11 @@ here until ``mri-synth tables <folder>`` rewrites it.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import benchmark_scripts  # tests/ is on sys.path (conftest.py)
 import pandas as pd
 import pytest
 
@@ -121,3 +123,23 @@ def test_every_rerun_repeat_ran_its_arms_on_one_machine(arch):
     machines = trial_machines(ROOT / "benchmarks/results/rerun/results" / arch)
     assert len(machines) and (machines.machine != "").all() and (machines.torch == "2.14.1").all()
     assert mixed_repeats(machines, arch) == []
+
+
+def test_the_same_trial_on_the_other_machine_reads_its_recorded_twin(tmp_path):
+    # benchmarks/same_trial_here.py: the repeat's other arms are staged so only the chosen trial trains, and the
+    # committed comparison's first column is the recorded trial's own readouts
+    script = benchmark_scripts.load("same_trial_here")
+    folder = ROOT / "benchmarks/results/rerun/results/vit_tiny"
+    recorded = script.stage(folder, tmp_path, "subject", 0, "30% real")
+    staged = [json.loads(p.read_text())["columns"] for p in (tmp_path / "trials").glob("*.json")]
+    assert sorted(c["policy"] for c in staged) == ["100% real", "30% real + 70% diffusion", "30% real + autoaugment"]
+    assert {(c["split"], c["seed"]) for c in staged} == {("subject", 0)} and len(list(tmp_path.rglob("*.npz"))) == 3
+    assert recorded["columns"]["policy"] == "30% real"
+    with pytest.raises(ValueError, match="no recorded trial of subject repeat 0, arm '10% real'"):
+        script.stage(folder, tmp_path, "subject", 0, "10% real")
+    lines = (ROOT / "benchmarks/results/rerun/same_trial_vit_tiny_subject0.txt").read_text().splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.split() and line.split()[0] in script.READOUTS}
+    assert {m: float(v[0]) for m, v in rows.items()} == {m: pytest.approx(recorded["metrics"][m], abs=5e-5)
+                                                           for m in script.READOUTS}
+    twin = {**recorded, "metrics": {**recorded["metrics"], "test_loss": recorded["metrics"]["test_loss"] + 0.5}}
+    assert script.compare(recorded, twin)[1].endswith("+0.5000")
