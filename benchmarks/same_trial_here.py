@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     config = replace(profile_study("rerun", args.arch), splits=[args.split], first_seed=args.seed, n_seeds=1,
                      results_dir=str(args.out))
     run_architecture(config, progress=False)
-    again = next(t for t in (json.loads(p.read_text()) for p in (args.out / args.arch / "trials").glob("*.json"))
-                 if TrialSpec.from_dict(t["spec"]).key == TrialSpec.from_dict(recorded["spec"]).key)
+    key = TrialSpec.from_dict(recorded["spec"]).key  # the runner names each trial's file by its key
+    again = json.loads((args.out / args.arch / "trials" / f"{key}.json").read_text())
     print(f"{args.arch}, {args.split} repeat {args.seed}, {args.policy}: the recorded trial and the same trial here "
           f"(torch {recorded['provenance'].get('torch')} / {again['provenance'].get('torch')})")
     print("\n".join(compare(recorded, again)))
