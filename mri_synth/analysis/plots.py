@@ -109,10 +109,10 @@ def boxplot(**kwargs) -> None:
         sns.boxplot(**kwargs)
 
 
-def _legend_on_last(ax, axes: np.ndarray) -> None:
-    """One legend per figure, in the top-right panel: the lines are the same in every panel."""
+def _legend_on_last(ax, axes: np.ndarray, outside: bool = False) -> None:
+    """One legend per figure, in (``outside``: right of) the top-right panel: the lines are the same in every panel."""
     if ax is axes[0, -1]:
-        ax.legend(fontsize="x-small", title=None)
+        ax.legend(fontsize="x-small", **({"loc": "upper left", "bbox_to_anchor": (1, 1)} if outside else {}))
     elif ax.get_legend() is not None:
         ax.get_legend().remove()
 
@@ -271,7 +271,7 @@ def plot_per_class_recall(
                            for name in classes])
         ax.set(title=arch_title(rows, arch), xlabel="", ylabel="recall", ylim=(-0.02, 1.02))
         ax.tick_params(axis="x", labelsize="small")
-        _legend_on_last(ax, axes)
+        _legend_on_last(ax, axes, outside=True)  # inside, it would cover the low recalls of the last panel
     fig.suptitle("per-class recall over repeats")
     return fig
 

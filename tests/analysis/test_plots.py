@@ -102,6 +102,8 @@ def test_per_class_recall_labels_classes_with_counts(results):
     assert labels == ["Mild_Demented", "Moderate_Demented\n(n=49)", "Non_Demented", "Very_Mild_Demented"]
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["30% real", "100% real"]
     assert fig.axes[0].get_legend() is None
+    fig.canvas.draw()  # the legend stands right of the last panel, where it covers no box (low recalls included)
+    assert fig.axes[1].get_legend().get_window_extent().x0 >= fig.axes[1].get_window_extent().x1
     # the runner also records each recall at the last step (recall_<class>_last): not a class of its own
     recall = results[results["metric"].str.startswith("recall_")]
     with_last = pd.concat([results, recall.assign(metric=recall["metric"] + "_last")])
