@@ -10,6 +10,9 @@ Real-data tests fail in CI when the dataset is missing (CI=true); on a user's ma
 with a message that says how to point at a copy.
 """
 
+import contextlib
+import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
@@ -116,10 +119,6 @@ def one_torch_thread():
 def diffusers_log():
     """What diffusers logs inside ``with diffusers_log() as messages:``; its loggers do not propagate, so caplog
     and capfd see nothing of them."""
-    import contextlib  # lazy: only the generator tests use it
-    import logging
-    import logging.handlers
-
     @contextlib.contextmanager
     def collect():
         handler = logging.handlers.BufferingHandler(capacity=10_000)
