@@ -143,3 +143,22 @@ def test_the_same_trial_on_the_other_machine_reads_its_recorded_twin(tmp_path):
                                                            for m in script.READOUTS}
     twin = {**recorded, "metrics": {**recorded["metrics"], "test_loss": recorded["metrics"]["test_loss"] + 0.5}}
     assert script.compare(recorded, twin)[1].endswith("+0.5000")
+
+
+def test_the_measured_grid_cost_says_what_the_trial_files_do(tmp_path):
+    # benchmarks/grid_cpu_hours.py: the README's measured CPU-hours of issue 24's trials, from the trial files
+    script = benchmark_scripts.load("grid_cpu_hours")
+    recorded = (ROOT / "benchmarks/results/rerun/grid_cpu_hours.txt").read_text()
+    assert "\n".join(script.report(script.RECORDED)) + "\n" == recorded
+    trials = tmp_path / "vit_tiny" / "trials"
+    trials.mkdir(parents=True)
+    for i, (seconds, cpu) in enumerate([(1800, "Xeon"), (5400, "Xeon"), (3600, "EPYC")]):
+        (trials / f"{i}.json").write_text(json.dumps({"spec": {"split": "slice", "seed": i},
+                                                      "provenance": {"cpu": cpu},
+                                                      "metrics": {"train_time_s": seconds}}))
+    lines = script.report(tmp_path, ("vit_tiny",))
+    assert "vit_tiny: 3 trials, 3.0 CPU-h (EPYC 1.0 for 1, Xeon 2.0 for 2)" in lines
+    assert lines[-1] == "together: 3 trials, 3.0 CPU-h against issue 24's 25 (-22.0)"
+    assert [line.split()[-1] for line in lines if line.startswith("vit_tiny  slice")] == ["60.0", "60.0"]
+    with pytest.raises(SystemExit, match="no trial files under .*resnet18/trials"):
+        script.report(tmp_path, ("resnet18",))
