@@ -265,10 +265,8 @@ def plot_per_class_recall(
     for ax, arch in zip(axes[0], archs):
         boxplot(data=_in_arch(rows, "arch", arch), x="class", y="value", hue="policy", order=classes,
                     hue_order=policies, ax=ax, showfliers=False)
-        if class_counts:
-            ax.set_xticks(range(len(classes)),
-                          [f"{name}\n(n={class_counts[name]})" if name in class_counts else name
-                           for name in classes])
+        ax.set_xticks(range(len(classes)), [name.replace("_Demented", "\nDemented") + (  # side by side, unwrapped
+            f"\n(n={class_counts[name]})" if name in (class_counts or {}) else "") for name in classes])  # they overlap
         ax.set(title=arch_title(rows, arch), xlabel="", ylabel="recall", ylim=(-0.02, 1.02))
         ax.tick_params(axis="x", labelsize="small")
         _legend_on_last(ax, axes, outside=True)  # inside, it would cover the low recalls of the last panel

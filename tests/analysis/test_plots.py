@@ -99,16 +99,23 @@ def test_per_class_recall_labels_classes_with_counts(results):
     fig = plots.plot_per_class_recall(results, ["30% real", "100% real"], class_counts={"Moderate_Demented": 49})
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert labels == ["Mild_Demented", "Moderate_Demented\n(n=49)", "Non_Demented", "Very_Mild_Demented"]
+    assert labels == ["Mild\nDemented", "Moderate\nDemented\n(n=49)", "Non\nDemented", "Very_Mild\nDemented"]
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["30% real", "100% real"]
     assert fig.axes[0].get_legend() is None
     fig.canvas.draw()  # the legend stands right of the last panel, where it covers no box (low recalls included)
     assert fig.axes[1].get_legend().get_window_extent().x0 >= fig.axes[1].get_window_extent().x1
+    # three panels side by side (07's figure): no class name runs into its neighbour's
+    three = pd.concat([results, results[results["arch"] == "vit"].assign(arch="vit_tiny")])
+    fig = plots.plot_per_class_recall(three, class_counts={"Moderate_Demented": 49, "Very_Mild_Demented": 1781})
+    fig.canvas.draw()
+    for ax in fig.axes[:3]:
+        boxes = [t.get_window_extent() for t in ax.get_xticklabels()]
+        assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:])), ax.get_title()
     # the runner also records each recall at the last step (recall_<class>_last): not a class of its own
     recall = results[results["metric"].str.startswith("recall_")]
     with_last = pd.concat([results, recall.assign(metric=recall["metric"] + "_last")])
     fig = plots.plot_per_class_recall(with_last, ["30% real", "100% real"])
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == labels[:1] + ["Moderate_Demented"] + labels[2:]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == labels[:1] + ["Moderate\nDemented"] + labels[2:]
     with pytest.raises(ValueError, match="no recall_<class> rows"):
         plots.plot_per_class_recall(results[results["metric"] == "test_loss"])
 
