@@ -1,8 +1,9 @@
 """What the rerun's classifier trials cost, measured: CPU-hours per architecture, machine and evaluation (issue 24).
 
-Every trial file records its classifier's training and evaluation time (``metrics.train_time_s``; the generator's
-part is ``synthesis_time_s``, counted once per subset under issue 23, not here) and the CPU it ran on
-(``provenance.cpu``). The rerun ran each trial on one thread, so a trial's seconds are its CPU-seconds.
+Every trial file records its classifier's training and evaluation time (``train_time_s``; the generator's part is
+``synthesis_time_s``, counted once per subset under issue 23, not here) and the CPU it ran on; the runner's own
+readers (``load_results``, ``trial_machines``) take both from the files. The rerun ran each trial on one thread, so a
+trial's seconds are its CPU-seconds.
 
     .venv/bin/python benchmarks/grid_cpu_hours.py --out benchmarks/results/rerun/grid_cpu_hours.txt
     .venv/bin/python benchmarks/grid_cpu_hours.py --check benchmarks/results/rerun/grid_cpu_hours.txt
@@ -13,13 +14,13 @@ part is ``synthesis_time_s``, counted once per subset under issue 23, not here) 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from mri_synth.paths import PROJECT_ROOT
+from mri_synth.study.runner import load_results, trial_machines
 
 RECORDED = PROJECT_ROOT / "benchmarks" / "results" / "rerun" / "results"
 ARCHS = ("resnet18", "vit_tiny")
@@ -27,17 +28,16 @@ BUDGET_CPU_HOURS = 25.0  # issue 24: both architectures' trials
 
 
 def trial_times(folder: Path, arch: str) -> pd.DataFrame:
-    """One row per trial file of ``folder/arch/trials``: its evaluation, repeat, CPU and seconds."""
-    rows = []
-    for path in sorted((folder / arch / "trials").glob("*.json")):
-        trial = json.loads(path.read_text())
-        rows.append({"arch": arch, "split": trial["spec"]["split"], "seed": trial["spec"]["seed"],
-                     "cpu": trial["provenance"].get("cpu", "") or "unknown",
-                     "seconds": float(trial["metrics"]["train_time_s"])})
-    if not rows:
+    """One row per trial of ``folder/arch``: its evaluation, repeat, arm, CPU (``runner.trial_machines``) and
+    seconds (its ``train_time_s`` in ``runner.load_results``)."""
+    if not list((folder / arch).glob("trials/*.json")):
         raise SystemExit(f"no trial files under {folder / arch / 'trials'}: pass --results the folder that holds "
                          f"<arch>/trials/*.json (default {RECORDED})")
-    return pd.DataFrame(rows)
+    results, _ = load_results(folder / arch)
+    seconds = results[results["metric"] == "train_time_s"].rename(columns={"value": "seconds"})
+    keys = ["arch", "split", "seed", "policy"]
+    times = seconds[keys + ["seconds"]].merge(trial_machines(folder / arch), on=keys, validate="one_to_one")
+    return times.assign(cpu=times["machine"].replace("", "unknown"))
 
 
 def report(folder: Path, archs: tuple[str, ...] = ARCHS) -> list[str]:

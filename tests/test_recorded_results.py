@@ -150,15 +150,19 @@ def test_the_measured_grid_cost_says_what_the_trial_files_do(tmp_path):
     script = benchmark_scripts.load("grid_cpu_hours")
     recorded = (ROOT / "benchmarks/results/rerun/grid_cpu_hours.txt").read_text()
     assert "\n".join(script.report(script.RECORDED)) + "\n" == recorded
-    trials = tmp_path / "vit_tiny" / "trials"
-    trials.mkdir(parents=True)
-    for i, (seconds, cpu) in enumerate([(1800, "Xeon"), (5400, "Xeon"), (3600, "EPYC")]):
-        (trials / f"{i}.json").write_text(json.dumps({"spec": {"split": "slice", "seed": i},
-                                                      "provenance": {"cpu": cpu},
-                                                      "metrics": {"train_time_s": seconds}}))
-    lines = script.report(tmp_path, ("vit_tiny",))
-    assert "vit_tiny: 3 trials, 3.0 CPU-h (EPYC 1.0 for 1, Xeon 2.0 for 2)" in lines
-    assert lines[-1] == "together: 3 trials, 3.0 CPU-h against issue 24's 25 (-22.0)"
-    assert [line.split()[-1] for line in lines if line.startswith("vit_tiny  slice")] == ["60.0", "60.0"]
+    # recorded trials of both CPUs copied (two on one, one on the other): the sums are the files' own
+    by_cpu = {}
+    for path in sorted((script.RECORDED / "vit_tiny" / "trials").glob("*.json")):
+        by_cpu.setdefault(json.loads(path.read_text())["provenance"]["cpu"], []).append(path)
+    (amd, *_), (intel_1, intel_2, *_) = by_cpu["AMD EPYC"], by_cpu["Intel(R) Xeon(R) Processor"]
+    (tmp_path / "vit_tiny" / "trials").mkdir(parents=True)
+    for path in (amd, intel_1, intel_2):
+        for part in (path, path.with_suffix(".npz")):
+            shutil.copy(part, tmp_path / "vit_tiny" / "trials" / part.name)
+    hours = {p: json.loads(p.read_text())["metrics"]["train_time_s"] / 3600 for p in (amd, intel_1, intel_2)}
+    *_, per_arch, together = script.report(tmp_path, ("vit_tiny",))
+    assert per_arch == (f"vit_tiny: 3 trials, {sum(hours.values()):.1f} CPU-h (AMD EPYC {hours[amd]:.1f} for 1, "
+                        f"Intel(R) Xeon(R) Processor {hours[intel_1] + hours[intel_2]:.1f} for 2)")
+    assert together.startswith(f"together: 3 trials, {sum(hours.values()):.1f} CPU-h against issue 24's 25")
     with pytest.raises(SystemExit, match="no trial files under .*resnet18/trials"):
         script.report(tmp_path, ("resnet18",))

@@ -265,8 +265,9 @@ def plot_per_class_recall(
     for ax, arch in zip(axes[0], archs):
         boxplot(data=_in_arch(rows, "arch", arch), x="class", y="value", hue="policy", order=classes,
                     hue_order=policies, ax=ax, showfliers=False)
-        ax.set_xticks(range(len(classes)), [name.replace("_Demented", "\nDemented") + (  # side by side, unwrapped
-            f"\n(n={class_counts[name]})" if name in (class_counts or {}) else "") for name in classes])  # they overlap
+        # wrapped: in panels side by side (07's three architectures), the bare class names run into each other
+        ax.set_xticks(range(len(classes)), [name.replace("_Demented", "\nDemented") + (
+            f"\n(n={class_counts[name]})" if name in (class_counts or {}) else "") for name in classes])
         ax.set(title=arch_title(rows, arch), xlabel="", ylabel="recall", ylim=(-0.02, 1.02))
         ax.tick_params(axis="x", labelsize="small")
         _legend_on_last(ax, axes, outside=True)  # inside, it would cover the low recalls of the last panel
